@@ -1,0 +1,120 @@
+"""Turn the entries of every seed file into stories with stable ids and publication times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from syndicator.config import Config
+from syndicator.errors import InputErrors
+from syndicator.model import Entry, SeedFile, Story, story_id, story_slug
+from syndicator.reader import read_seeds
+from syndicator.store import Store, StoredStory
+
+
+@dataclass
+class _Group:
+    entries: list[Entry]
+    stored: list[StoredStory]
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, node: str) -> str:
+        parent = self.parent.setdefault(node, node)
+        while parent != self.parent[parent]:
+            self.parent[parent] = self.parent[self.parent[parent]]
+            parent = self.parent[parent]
+        self.parent[node] = parent
+        return parent
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+def load_files(config: Config) -> list[SeedFile]:
+    """Parse every seed; raise every problem at once before anything is written."""
+    files, errors = read_seeds(config.seeds_dir, ZoneInfo(config.digest.timezone))
+    if errors:
+        raise InputErrors(errors)
+    return files
+
+
+def resolve(files: list[SeedFile], store: Store, clock: datetime, *, persist: bool = True) -> list[Story]:
+    """One story per identity, newest first; new stories are recorded unless ``persist`` is false."""
+    known = store.story_keys()
+    groups = _group([e for f in files for e in f.entries], known)
+    base = int(clock.timestamp())
+    new: list[tuple[str, int]] = []
+    aliases: list[tuple[str, str]] = []
+    resolved: list[tuple[_Group, str, int, int | None]] = []
+    for group in groups:
+        if group.stored:
+            oldest = min(group.stored, key=lambda s: s.seq)
+            public_id, first_seen, seq = oldest.id, oldest.first_seen, oldest.seq
+        else:
+            # Stories first seen together keep file order, one second apart, lead first.
+            public_id, first_seen, seq = story_id(group.entries[0].keys[0]), base - len(new), None
+            new.append((public_id, first_seen))
+        aliases.extend((key, public_id) for e in group.entries for key in e.keys
+                       if key not in known and (key, public_id) not in aliases)
+        resolved.append((group, public_id, first_seen, seq))
+    seqs = _record(store, new, aliases, persist)
+    stories = [_story(g, i, f, seq if seq is not None else seqs[i]) for g, i, f, seq in resolved]
+    stories.sort(key=lambda s: (-s.published.timestamp(), s.seq))
+    return stories
+
+
+def _record(store: Store, new: list[tuple[str, int]], aliases: list[tuple[str, str]],
+            persist: bool) -> dict[str, int]:
+    if persist:
+        return store.add_stories(new, aliases) if new or aliases else {}
+    top = store.max_seq()
+    return {story: top + n for n, (story, _) in enumerate(new, start=1)}
+
+
+def _group(entries: list[Entry], known: dict[str, StoredStory]) -> list[_Group]:
+    """Entries that share a key, or a stored story, are one story."""
+    uf = _UnionFind()
+    for entry in entries:
+        keys = entry.keys
+        for key in keys:
+            uf.union(keys[0], key)
+            if key in known:
+                uf.union(keys[0], "stored:" + known[key].id)
+    groups: dict[str, _Group] = {}
+    for entry in entries:
+        group = groups.setdefault(uf.find(entry.keys[0]), _Group([], []))
+        group.entries.append(entry)
+        for key in entry.keys:
+            stored = known.get(key)
+            if stored is not None and stored not in group.stored:
+                group.stored.append(stored)
+    return list(groups.values())
+
+
+def _story(group: _Group, public_id: str, first_seen: int, seq: int) -> Story:
+    best = max(group.entries, key=lambda e: e.richness)  # max keeps the first of equals
+    dated = next((e.date for e in sorted(group.entries, key=lambda e: e.richness, reverse=True)
+                  if e.date is not None), None)
+    seen = datetime.fromtimestamp(first_seen, UTC)
+    return Story(
+        id=public_id,
+        slug=story_slug(best.title, public_id),
+        title=best.title,
+        paragraphs=best.paragraphs,
+        is_lead=best.is_lead,
+        published=dated.astimezone(UTC) if dated else seen,
+        first_seen=seen,
+        seq=seq,
+        author=best.author,
+        url=best.url,
+        tags=best.tags,
+        path=best.path,
+        line=best.line,
+    )

@@ -1,0 +1,138 @@
+"""The command line: a thin click layer over the library; errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from syndicator import build as build_mod
+from syndicator.catalog import load_files
+from syndicator.config import Config, find_config, load_config
+from syndicator.errors import InputError, InputErrors, SyndicatorError
+from syndicator.reader import read_seeds
+from syndicator.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("syndicator")
+
+
+@dataclass
+class State:
+    config_path: Path
+    verbose: bool
+    _config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def store(self) -> Store:
+        return Store.open(self.config.store_url)
+
+
+def clock() -> datetime:
+    """The wall clock; the one place the CLI reads it."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def handled(func: F) -> F:
+    """Turn a SyndicatorError into one clear line and its exit code."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        state = click.get_current_context().find_object(State)
+        try:
+            return func(*args, **kwargs)
+        except SyndicatorError as exc:
+            if state is not None and state.verbose:
+                log.exception("failed")
+            _report(exc)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _report(exc: SyndicatorError) -> None:
+    errors = exc.errors if isinstance(exc, InputErrors) else [exc]
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH",
+              help="Config file [default: $SYNDICATOR_CONFIG, else config/syndicator.toml].")
+@click.option("--verbose", "-v", is_flag=True, help="Log more, and show tracebacks on errors.")
+@click.version_option(package_name="syndicator")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """Feeds and an email digest from a folder of plain-text articles."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    ctx.obj = State(find_config(config_path), verbose)
+
+
+@cli.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder [default: paths.output].")
+@click.pass_obj
+@handled
+def build(state: State, out: Path | None) -> None:
+    """Write the feeds and the HTML pages they link to."""
+    config = state.config
+    store = state.store()
+    try:
+        result = build_mod.build(config, store, clock(), out)
+    finally:
+        store.close()
+    click.echo(
+        f"built {result.stories} stories into {result.output}: "
+        f"{len(result.written)} files written, {result.unchanged} unchanged"
+    )
+
+
+@cli.command()
+@click.pass_obj
+@handled
+def check(state: State) -> None:
+    """Validate the config and every seed file; report every problem."""
+    config = state.config
+    from zoneinfo import ZoneInfo
+
+    problems: list[InputError] = []
+    if config.recipients_path is not None:
+        from syndicator.config import load_recipients_file
+
+        try:
+            load_recipients_file(config.recipients_path)
+        except InputError as exc:
+            problems.append(exc)
+    try:
+        files, errors = read_seeds(config.seeds_dir, ZoneInfo(config.digest.timezone))
+    except InputError as exc:
+        files, errors = [], [exc]
+    problems.extend(errors)
+    if problems:
+        raise InputErrors(problems)
+    stories = sum(len(f.entries) for f in files)
+    click.echo(f"ok: {state.config_path} and {len(files)} seed files ({stories} entries)")
+
+
+def main() -> None:
+    cli(prog_name="syndicator")
+
+
+__all__ = ["cli", "load_files", "main"]

@@ -1,0 +1,335 @@
+"""Load and validate ``syndicator.toml`` into frozen pydantic models."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+from apscheduler.triggers.cron import CronTrigger
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from syndicator.errors import ConfigError, SecretMissingError
+
+DEFAULT_CONFIG = Path("config") / "syndicator.toml"
+CONFIG_ENV = "SYNDICATOR_CONFIG"
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def check_address(value: str) -> str:
+    """Return the normalised address, or raise ValueError naming it."""
+    try:
+        info = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"invalid email address {value!r}: {exc}") from None
+    return info.normalized
+
+
+class SiteConfig(_Section):
+    title: str = Field(min_length=1)
+    url: str
+    description: str = ""
+    language: str = "en"
+    author_name: str = ""
+    author_email: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("author_email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return check_address(value) if value else value
+
+
+class PathsConfig(_Section):
+    seeds: str = "seeds"
+    output: str = "public"
+    templates: str = "templates"
+    store: str = "sqlite:///state/syndicator.db"
+
+
+class FeedsConfig(_Section):
+    limit: int = Field(default=50, ge=1, le=10_000)
+    websub_hub: str = ""
+
+    @field_validator("websub_hub")
+    @classmethod
+    def _hub(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        return value
+
+
+class DigestConfig(_Section):
+    from_: str = Field(alias="from")
+    subject: str = "{{ lead.title }} and more: {{ site.title }} for {{ date }}"
+    schedule: str = "0 7 * * *"
+    timezone: str = "UTC"
+    lookback: str = "1d"
+    send_when_empty: bool = False
+    recipients: tuple[str, ...] = Field(default=(), strict=False)
+    recipients_file: str = ""
+    secret_env: str = "SYNDICATOR_SECRET"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        name, address = parseaddr(value)
+        if not address:
+            raise ValueError(f"expected 'Name <address>', got {value!r}")
+        check_address(address)
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        try:
+            jinja2.Environment().parse(value)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"invalid Jinja2 template: {exc.message}") from None
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"expected a 5-field cron expression, got {value!r}")
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str) -> str:
+        if value != "all" and not _DURATION.match(value):
+            raise ValueError(f"expected a duration like '1d', '12h' or 'all', got {value!r}")
+        return value
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_address(a) for a in value)
+
+    @property
+    def lookback_delta(self) -> timedelta | None:
+        """The first edition's window; None means every story."""
+        match = _DURATION.match(self.lookback)
+        if match is None:
+            return None
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+    @property
+    def from_address(self) -> str:
+        return parseaddr(self.from_)[1]
+
+
+class SmtpConfig(_Section):
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str = ""
+    password_env: str = "SYNDICATOR_SMTP_PASSWORD"
+    timeout: float = Field(default=30.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    rate: float = Field(default=0.0, ge=0)
+    retry_for: float = Field(default=120.0, ge=0)
+    max_attempts: int = Field(default=8, ge=1)
+
+
+
+class Config(_Section):
+    """The whole validated configuration plus where it came from."""
+
+    site: SiteConfig
+    paths: PathsConfig = PathsConfig()
+    feeds: FeedsConfig = FeedsConfig()
+    digest: DigestConfig
+    smtp: SmtpConfig = SmtpConfig()
+    source: Path = Path("config/syndicator.toml")
+    root: Path = Path(".")
+
+    def path(self, relative: str) -> Path:
+        """Resolve a configured path against the project root."""
+        return (self.root / relative).resolve()
+
+    @property
+    def seeds_dir(self) -> Path:
+        return self.path(self.paths.seeds)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.path(self.paths.output)
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.path(self.paths.templates)
+
+    @property
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path made absolute."""
+        url = self.paths.store
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
+            rest = url[len(prefix) :]
+            if rest != ":memory:":
+                return prefix + str(self.path(rest))
+        return url
+
+    @property
+    def recipients_path(self) -> Path | None:
+        return self.path(self.digest.recipients_file) if self.digest.recipients_file else None
+
+    def smtp_password(self) -> str | None:
+        """The SMTP password from the environment; required when a username is set."""
+        if not self.smtp.username:
+            return None
+        value = os.environ.get(self.smtp.password_env)
+        if not value:
+            raise SecretMissingError(
+                f"smtp.username is set but the environment variable "
+                f"{self.smtp.password_env} (smtp.password_env) is empty or unset"
+            )
+        return value
+
+    def secret(self) -> bytes:
+        """The token-signing secret from the environment variable ``digest.secret_env``."""
+        value = os.environ.get(self.digest.secret_env)
+        if not value:
+            raise SecretMissingError(
+                f"the environment variable {self.digest.secret_env} (digest.secret_env) "
+                "must hold the secret that signs unsubscribe links"
+            )
+        return value.encode()
+
+
+def find_config(explicit: str | None) -> Path:
+    """``--config``, else ``$SYNDICATOR_CONFIG``, else ``config/syndicator.toml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def project_root(config_path: Path) -> Path:
+    """The folder that holds ``config/``; else the config file's own folder."""
+    folder = config_path.resolve().parent
+    return folder.parent if folder.name == "config" else folder
+
+
+def load_config(path: Path) -> Config:
+    """Read, parse and validate the configuration; raise ConfigError naming file, line and key."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(
+            "config file not found (use --config or $SYNDICATOR_CONFIG)", path=path
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file: {exc}", path=path) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        message = str(exc).split(" (at line")[0]
+        raise ConfigError(f"TOML syntax error: {message}", path=path, line=line) from None
+    for reserved in ("source", "root"):
+        if reserved in data:
+            raise ConfigError("unknown key", path=path, key=reserved, line=_locate(text, (reserved,)))
+    data["source"] = path
+    data["root"] = project_root(path)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, path, text) from None
+
+
+def _config_error(exc: ValidationError, path: Path, text: str) -> ConfigError:
+    err = exc.errors()[0]
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(p.rstrip("_") for p in loc)
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    else:
+        message = str(err["msg"]).removeprefix("Value error, ")
+    extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return ConfigError(message + extra, path=path, line=_locate(text, loc), key=key)
+
+
+def _locate(text: str, loc: tuple[str, ...]) -> int | None:
+    """Best-effort line number of ``[section] key`` in TOML text."""
+    names = [p.rstrip("_") if p == "from_" else p for p in loc if not p.isdigit()]
+    if not names:
+        return None
+    section, key = (names[0], names[1]) if len(names) > 1 else (None, names[0])
+    current: str | None = None
+    section_line: int | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.match(r"^\[\s*([^\]]+?)\s*\]", line)
+        if header:
+            current = header.group(1)
+            if current == section:
+                section_line = number
+            continue
+        if current == section and re.match(rf"^\"?{re.escape(key)}\"?\s*=", line):
+            return number
+    return section_line
+
+
+def load_recipients_file(path: Path) -> list[tuple[int, str]]:
+    """Addresses from a recipients file, with line numbers; a bad line is a ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError("recipients file not found", path=path, key="digest.recipients_file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read recipients file: {exc}", path=path) from None
+    found: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            found.append((number, check_address(line)))
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=path, line=number) from None
+    return found
+
+
+def as_mapping(config: Config) -> dict[str, Any]:
+    """Config values as plain data for templates (no secrets live in config)."""
+    return config.model_dump(by_alias=True, exclude={"source", "root"})

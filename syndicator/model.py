@@ -1,0 +1,109 @@
+"""The article model: what a seed file says, and the stories the product publishes."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+# A fixed namespace so that a story's id is the same on every machine.
+ID_NAMESPACE = uuid.UUID("6f1c3a52-9c1e-4d1a-9a57-2d0f0c5e7b11")
+
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+                         "\u2013": "-", "\u2014": "-"})
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One story as written in one seed file: the lead (position 0) or a brief."""
+
+    title: str
+    paragraphs: tuple[str, ...]
+    position: int
+    line: int
+    path: Path
+    id: str | None = None
+    date: datetime | None = None
+    author: str | None = None
+    url: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def is_lead(self) -> bool:
+        return self.position == 0
+
+    @property
+    def title_key(self) -> str:
+        return "title:" + normalise_title(self.title)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every key this entry is known by: its front matter id first, then its title."""
+        return (("id:" + self.id,) if self.id else ()) + (self.title_key,)
+
+    @property
+    def richness(self) -> tuple[int, int, int]:
+        """Higher is richer: a lead beats a brief, then more text, then more metadata."""
+        metadata = sum(x is not None for x in (self.id, self.date, self.author, self.url))
+        return (int(self.is_lead), sum(map(len, self.paragraphs)), metadata + len(self.tags))
+
+
+@dataclass(frozen=True)
+class SeedFile:
+    path: Path
+    entries: tuple[Entry, ...]
+
+
+@dataclass(frozen=True)
+class Story:
+    """A published story: one per identity, however many files mention it."""
+
+    id: str
+    slug: str
+    title: str
+    paragraphs: tuple[str, ...]
+    is_lead: bool
+    published: datetime
+    first_seen: datetime
+    seq: int
+    author: str | None
+    url: str | None
+    tags: tuple[str, ...]
+    path: Path
+    line: int
+
+    @property
+    def summary(self) -> str:
+        """A brief's summary, or a lead's first paragraph."""
+        return self.paragraphs[0] if self.paragraphs else ""
+
+    @property
+    def page(self) -> str:
+        """The story page's path relative to the output folder."""
+        return f"stories/{self.slug}.html"
+
+
+def normalise_title(title: str) -> str:
+    """The form two spellings of one headline share."""
+    text = unicodedata.normalize("NFKC", title).translate(_QUOTES).casefold()
+    return " ".join(_NON_WORD.sub(" ", text).split())
+
+
+def story_id(key: str) -> str:
+    """The public id minted for a new story from its first key."""
+    return "urn:uuid:" + str(uuid.uuid5(ID_NAMESPACE, key))
+
+
+def slugify(text: str, limit: int = 60) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = "-".join(_NON_WORD.sub(" ", ascii_text.lower()).split())
+    return slug[:limit].rstrip("-") or "story"
+
+
+def story_slug(title: str, public_id: str) -> str:
+    """A readable, collision-free file name stem for a story page."""
+    return f"{slugify(title)}-{public_id.rsplit('-', 1)[-1][:8]}"

@@ -1,0 +1,83 @@
+"""Table definitions of the store (SQLAlchemy Core); migrations create and upgrade them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# Times are whole seconds since the epoch (UTC): portable across SQLite and PostgreSQL.
+stories = Table(
+    "stories",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(200), nullable=False, unique=True),
+    Column("first_seen", BigInteger, nullable=False),
+)
+
+story_keys = Table(
+    "story_keys",
+    metadata,
+    Column("key", String(1000), primary_key=True),
+    Column("story_id", String(200), ForeignKey("stories.id"), nullable=False),
+)
+
+editions = Table(
+    "editions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("slot", String(100), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("max_seq", Integer, nullable=False),
+    Column("story_ids", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("finished_at", BigInteger),
+    Column("last_error", Text),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("edition_id", Integer, ForeignKey("editions.id"), primary_key=True),
+    Column("address", String(320), primary_key=True),
+    Column("message_id", String(400), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("lease_until", BigInteger),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt", BigInteger),
+    Column("code", Integer),
+    Column("reply", Text),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_deliveries_state", deliveries.c.edition_id, deliveries.c.state)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address", String(320), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("address", String(320), primary_key=True),
+    Column("confirmed", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("confirmed_at", BigInteger),
+)

@@ -1,0 +1,175 @@
+"""The state store: SQLite by default, PostgreSQL by URL, schema kept current by migrations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+
+from syndicator import schema
+from syndicator.errors import StoreError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class StoredStory:
+    id: str
+    seq: int
+    first_seen: int
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class Store:
+    """One small interface over the database; every other module goes through it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True) -> Store:
+        """Connect and bring the schema up to date; raise StoreError on any failure."""
+        engine = _engine(url, create=create)
+        store = cls(engine)
+        try:
+            store._migrate()
+        except StoreError:
+            engine.dispose()
+            raise
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreError(f"cannot open the store: {_reason(exc)}", path=_display(url)) from None
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise StoreError(f"store error: {_reason(exc)}") from None
+
+    def _migrate(self) -> None:
+        script = ScriptDirectory(str(MIGRATIONS))
+        head = script.get_current_head()
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+        if current == head:
+            return
+        if current is not None and current not in {r.revision for r in script.walk_revisions()}:
+            raise StoreError(
+                f"the store is at schema version {current}, newer than this syndicator knows "
+                f"({head}); upgrade syndicator"
+            )
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    # -- stories ---------------------------------------------------------
+    def story_keys(self) -> dict[str, StoredStory]:
+        """Every known key with the story it names."""
+        s, k = schema.stories, schema.story_keys
+        query = select(k.c.key, s.c.id, s.c.seq, s.c.first_seen).join(s, s.c.id == k.c.story_id)
+        with self.begin() as conn:
+            return {row.key: StoredStory(row.id, row.seq, row.first_seen) for row in conn.execute(query)}
+
+    def max_seq(self) -> int:
+        from sqlalchemy import func
+
+        with self.begin() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(schema.stories.c.seq), 0))).scalar_one())
+
+    def add_stories(
+        self, new: Iterable[tuple[str, int]], aliases: Iterable[tuple[str, str]]
+    ) -> dict[str, int]:
+        """Record new stories (id, first_seen) and new keys (key, id); return each new id's seq."""
+        new = list(new)
+        aliases = list(aliases)
+        with self.begin() as conn:
+            for story_id, first_seen in new:
+                conn.execute(insert(schema.stories).values(id=story_id, first_seen=first_seen))
+            if aliases:
+                conn.execute(insert(schema.story_keys), [{"key": k, "story_id": i} for k, i in aliases])
+            ids = [story_id for story_id, _ in new]
+            if not ids:
+                return {}
+            rows = conn.execute(select(schema.stories.c.id, schema.stories.c.seq)
+                                .where(schema.stories.c.id.in_(ids)))
+            return {row.id: row.seq for row in rows}
+
+
+def _engine(url: str, *, create: bool) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"not a valid store URL: {url!r}", key="paths.store") from None
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            folder = Path(database).parent
+            if create:
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the store folder: {exc.strerror}", path=folder) from None
+        kwargs["connect_args"] = {"timeout": 30}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(f"cannot use store URL {_display(url)}: {exc}", key="paths.store") from None
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Autocommit at the driver level so that SQLAlchemy's BEGIN below is the only one.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN, so two writers queue instead of deadlocking.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return str(exc.orig).strip().splitlines()[0]
+    return str(exc).strip().splitlines()[0]
+
+
+def _display(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URL>"

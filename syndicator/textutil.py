@@ -1,0 +1,19 @@
+"""Text clean-up shared by every output: XML-illegal characters, header-safe text."""
+
+from __future__ import annotations
+
+import re
+
+# Characters XML 1.0 forbids, plus the C1 controls that break readers.
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff\ud800-\udfff]")
+_SPACES = re.compile(r"\s+")
+
+
+def clean(text: str) -> str:
+    """Text with every XML-illegal character removed."""
+    return _ILLEGAL.sub("", text)
+
+
+def one_line(text: str) -> str:
+    """Clean text folded to one line: CR, LF and tabs become single spaces (header-safe)."""
+    return _SPACES.sub(" ", clean(text)).strip()
