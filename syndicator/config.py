@@ -32,10 +32,10 @@ class _Section(BaseModel):
 def check_address(value: str) -> str:
     """Return the normalised address, or raise ValueError naming it."""
     try:
-        info = validate_email(value, check_deliverability=False)
+        info = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(f"invalid email address {value!r}: {exc}") from None
-    return info.normalized
+    return info.normalized.lower()
 
 
 class SiteConfig(_Section):
