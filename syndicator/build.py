@@ -10,7 +10,7 @@ from pathlib import Path
 from syndicator.catalog import load_files, resolve
 from syndicator.config import Config
 from syndicator.feeds import render_feeds
-from syndicator.model import Story
+from syndicator.model import SeedFile, Story
 from syndicator.pages import render_pages
 from syndicator.store import Store
 from syndicator.templating import environment
@@ -39,10 +39,15 @@ def render_site(config: Config, stories: Sequence[Story]) -> dict[str, bytes]:
     return {**render_feeds(config, stories), **render_pages(config, env, stories)}
 
 
-def build(config: Config, store: Store, clock: datetime, output: Path | None = None) -> BuildResult:
-    """Write every output file; nothing is written unless every seed parses."""
+def build(config: Config, store: Store, clock: datetime, output: Path | None = None, *,
+          files: list[SeedFile] | None = None) -> BuildResult:
+    """Write every output file; nothing is written unless every seed parses.
+
+    ``files`` are seeds the caller has already loaded (and so validated).
+    """
     folder = output or config.output_dir
-    files = load_files(config)
+    if files is None:
+        files = load_files(config)
     check_writable(folder)
     stories = resolve(files, store, clock)
     rendered = render_site(config, stories)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from syndicator.config import Config
-from syndicator.errors import InputErrors
+from syndicator.errors import InputError, InputErrors, SeedError
 from syndicator.model import Entry, SeedFile, Story, story_id, story_slug
 from syndicator.reader import read_seeds
 from syndicator.store import Store, StoredStory
@@ -37,19 +37,42 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
+def read_all(config: Config) -> tuple[list[SeedFile], list[InputError]]:
+    """Every seed that parses, and every problem with the others (a missing folder names the config)."""
+    try:
+        return read_seeds(config.seeds_dir, ZoneInfo(config.digest.timezone))
+    except SeedError as exc:
+        if exc.key != "paths.seeds":
+            raise
+        where = SeedError(f"{exc.message}: {exc.path}", path=config.source,
+                          line=config.line_of("paths.seeds"), key="paths.seeds")
+        return [], [where]
+
+
 def load_files(config: Config) -> list[SeedFile]:
     """Parse every seed; raise every problem at once before anything is written."""
-    files, errors = read_seeds(config.seeds_dir, ZoneInfo(config.digest.timezone))
+    files, errors = read_all(config)
     if errors:
         raise InputErrors(errors)
     return files
+
+
+def count_stories(files: list[SeedFile]) -> int:
+    """How many distinct stories the files hold (the same story in two files counts once)."""
+    return len(_group([e for f in files for e in f.entries], {}))
 
 
 def resolve(files: list[SeedFile], store: Store, clock: datetime, *, persist: bool = True) -> list[Story]:
     """One story per identity, newest first; new stories are recorded unless ``persist`` is false."""
     known = store.story_keys()
     groups = _group([e for f in files for e in f.entries], known)
+    fresh = sum(1 for g in groups if not g.stored)
+    # New stories are newer than every stored one, so no two share a time even when
+    # builds follow each other within seconds (or this machine's clock is behind).
+    latest = max((s.first_seen for s in known.values()), default=None)
     base = int(clock.timestamp())
+    if latest is not None:
+        base = max(base, latest + fresh)
     new: list[tuple[str, int]] = []
     aliases: list[tuple[str, str]] = []
     resolved: list[tuple[_Group, str, int, int | None]] = []

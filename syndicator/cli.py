@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 import click
 
 from syndicator import build as build_mod
-from syndicator.catalog import load_files
+from syndicator.catalog import count_stories, load_files, read_all
 from syndicator.config import Config, find_config, load_config
 from syndicator.errors import InputError, InputErrors, SyndicatorError
-from syndicator.reader import read_seeds
 from syndicator.store import Store
+from syndicator.writer import check_writable
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("syndicator")
@@ -93,13 +93,16 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 def build(state: State, out: Path | None) -> None:
     """Write the feeds and the HTML pages they link to."""
     config = state.config
+    # Every seed parses and the output folder is writable before the store is touched.
+    files = load_files(config)
+    check_writable(out or config.output_dir)
     store = state.store()
     try:
-        result = build_mod.build(config, store, clock(), out)
+        result = build_mod.build(config, store, clock(), out, files=files)
     finally:
         store.close()
     click.echo(
-        f"built {result.stories} stories into {result.output}: "
+        f"built {_plural(result.stories, 'story')} into {result.output}: "
         f"{len(result.written)} files written, {result.unchanged} unchanged"
     )
 
@@ -110,8 +113,6 @@ def build(state: State, out: Path | None) -> None:
 def check(state: State) -> None:
     """Validate the config and every seed file; report every problem."""
     config = state.config
-    from zoneinfo import ZoneInfo
-
     problems: list[InputError] = []
     if config.recipients_path is not None:
         from syndicator.config import load_recipients_file
@@ -120,15 +121,50 @@ def check(state: State) -> None:
             load_recipients_file(config.recipients_path)
         except InputError as exc:
             problems.append(exc)
-    try:
-        files, errors = read_seeds(config.seeds_dir, ZoneInfo(config.digest.timezone))
-    except InputError as exc:
-        files, errors = [], [exc]
+    files, errors = read_all(config)
     problems.extend(errors)
     if problems:
         raise InputErrors(problems)
-    stories = sum(len(f.entries) for f in files)
-    click.echo(f"ok: {state.config_path} and {len(files)} seed files ({stories} entries)")
+    stories = count_stories(files)
+    click.echo(f"ok: {state.config_path}: {_plural(len(files), 'seed file')}, {_plural(stories, 'story')}")
+
+
+def _plural(count: int, noun: str) -> str:
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Render and write a preview; send nothing, change nothing.")
+@click.option("--preview", "preview_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where --dry-run writes digest.html, digest.txt, digest.eml [default: preview/].")
+@click.option("--to", "to", metavar="ADDRESS", help="Send one test copy to ADDRESS; mark nothing sent.")
+@click.option("--retry-failed", is_flag=True, help="Retry permanent failures of earlier editions too.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output; errors only.")
+@click.pass_obj
+@handled
+def send(state: State, dry_run: bool, preview_dir: Path | None, to: str | None,
+         retry_failed: bool, quiet: bool) -> None:
+    """Render the digest and mail it to every recipient."""
+    from syndicator import sending_cli
+
+    config = state.config
+    if dry_run:
+        sending_cli.dry_run(config, clock(), preview_dir or config.root / "preview")
+    elif to is not None:
+        sending_cli.test_copy(config, clock(), to)
+    else:
+        sending_cli.send(config, clock(), retry_failed=retry_failed, quiet=quiet)
+
+
+@cli.command()
+@click.pass_obj
+@handled
+def status(state: State) -> None:
+    """Digest editions and their delivery counts, and the last error."""
+    from syndicator import sending_cli
+
+    sending_cli.status(state.config)
 
 
 def main() -> None:

@@ -17,12 +17,16 @@ from apscheduler.triggers.cron import CronTrigger
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from syndicator.errors import ConfigError, SecretMissingError
+from syndicator.errors import ConfigError, InputError, InputErrors, SecretMissingError
 
 DEFAULT_CONFIG = Path("config") / "syndicator.toml"
 CONFIG_ENV = "SYNDICATOR_CONFIG"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class ConfigErrors(InputErrors, ConfigError):
+    """Several problems in one configuration file, reported together."""
 
 
 class _Section(BaseModel):
@@ -95,7 +99,7 @@ class DigestConfig(_Section):
     @field_validator("from_")
     @classmethod
     def _from(cls, value: str) -> str:
-        name, address = parseaddr(value)
+        _name, address = parseaddr(value)
         if not address:
             raise ValueError(f"expected 'Name <address>', got {value!r}")
         check_address(address)
@@ -168,7 +172,6 @@ class SmtpConfig(_Section):
     max_attempts: int = Field(default=8, ge=1)
 
 
-
 class Config(_Section):
     """The whole validated configuration plus where it came from."""
 
@@ -206,6 +209,14 @@ class Config(_Section):
             if rest != ":memory:":
                 return prefix + str(self.path(rest))
         return url
+
+    def line_of(self, dotted_key: str) -> int | None:
+        """The line of ``section.key`` in the config file (or of its section), if found."""
+        try:
+            text = self.source.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError):
+            return None
+        return _locate(text, tuple(dotted_key.split(".")))
 
     @property
     def recipients_path(self) -> Path | None:
@@ -276,17 +287,24 @@ def load_config(path: Path) -> Config:
 
 
 def _config_error(exc: ValidationError, path: Path, text: str) -> ConfigError:
-    err = exc.errors()[0]
+    """One ConfigError per problem pydantic found (several are reported together)."""
+    errors = [_one_config_error(err, path, text) for err in exc.errors()]
+    return errors[0] if len(errors) == 1 else ConfigErrors(list[InputError](errors))
+
+
+def _one_config_error(err: Any, path: Path, text: str) -> ConfigError:
     loc = tuple(str(p) for p in err["loc"])
-    key = ".".join(p.rstrip("_") for p in loc)
+    key = ".".join(p.rstrip("_") for p in loc if not p.isdigit())
     if err["type"] == "extra_forbidden":
         message = "unknown key"
+        if key == "smtp.password":
+            message += (": the password never lives in the file; put it in the environment "
+                        "variable that smtp.password_env names")
     elif err["type"] == "missing":
         message = "required key is missing"
     else:
         message = str(err["msg"]).removeprefix("Value error, ")
-    extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-    return ConfigError(message + extra, path=path, line=_locate(text, loc), key=key)
+    return ConfigError(message, path=path, line=_locate(text, loc), key=key)
 
 
 def _locate(text: str, loc: tuple[str, ...]) -> int | None:
@@ -304,6 +322,8 @@ def _locate(text: str, loc: tuple[str, ...]) -> int | None:
             current = header.group(1)
             if current == section:
                 section_line = number
+            if section is None and current == key:
+                return number  # a whole table, e.g. an unknown [section]
             continue
         if current == section and re.match(rf"^\"?{re.escape(key)}\"?\s*=", line):
             return number

@@ -9,7 +9,7 @@ from html import escape
 from urllib.parse import urljoin
 
 from feedgen.feed import FeedGenerator
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from syndicator.config import Config
 from syndicator.model import Story
@@ -17,6 +17,7 @@ from syndicator.textutil import clean, one_line
 
 RSS, ATOM, JSON_FEED = "rss.xml", "atom.xml", "feed.json"
 ATOM_NS = "http://www.w3.org/2005/Atom"
+DC_NS = "http://purl.org/dc/elements/1.1/"
 GENERATOR = "syndicator"
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -28,6 +29,16 @@ def story_url(config: Config, story: Story) -> str:
 def content_html(story: Story) -> str:
     """The story's full text as HTML: one escaped paragraph per line of the seed."""
     return "".join(f"<p>{escape(clean(p), quote=False)}</p>" for p in story.paragraphs)
+
+
+def feed_summary(story: Story) -> str:
+    """The summary every feed carries: the story's summary, else (a one-line brief) its title."""
+    return one_line(story.summary) or one_line(story.title)
+
+
+def feed_content(story: Story) -> str:
+    """The full content every feed carries; a one-line brief's content is its title."""
+    return content_html(story) or f"<p>{escape(one_line(story.title), quote=False)}</p>"
 
 
 def updated(stories: Sequence[Story]) -> datetime:
@@ -77,10 +88,11 @@ def _entry(fg: FeedGenerator, config: Config, story: Story) -> None:
     fe.link(href=url, rel="alternate", type="text/html")
     fe.published(story.published)
     fe.updated(story.published)
-    fe.summary(one_line(story.summary) or one_line(story.title))
-    fe.content(content_html(story) or escape(one_line(story.title)), type="html")
+    fe.summary(feed_summary(story))
+    fe.content(feed_content(story), type="html")
     if story.author:
-        fe.author(name=one_line(story.author), email=config.site.author_email or None)
+        # Atom only: RSS <author> must be an email address, so RSS gets dc:creator (see _rss).
+        fe.author(name=one_line(story.author))
     for tag in story.tags:
         fe.category(term=one_line(tag))
 
@@ -95,6 +107,16 @@ def _rss(config: Config, items: list[Story]) -> bytes:
         hub = etree.SubElement(channel, f"{{{ATOM_NS}}}link", href=config.feeds.websub_hub, rel="hub")
         channel.remove(hub)
         channel.insert(_index_after(channel, f"{{{ATOM_NS}}}link"), hub)
+    # feedgen drops an RSS item author without an email (and would put the newsroom's
+    # address on it otherwise); a story's byline goes into dc:creator instead.
+    for item, story in zip(channel.iterfind("item"), items, strict=True):
+        for stale in item.findall("author"):
+            item.remove(stale)
+        if story.author:
+            creator = etree.Element(f"{{{DC_NS}}}creator")
+            creator.text = one_line(story.author)
+            item.insert(_index_after(item, "link"), creator)
+    etree.cleanup_namespaces(root, top_nsmap={"dc": DC_NS} if any(s.author for s in items) else None)
     return _serialise(root)
 
 
@@ -118,7 +140,8 @@ def _index_after(parent: etree._Element, tag: str) -> int:
 
 def _serialise(root: etree._Element) -> bytes:
     etree.indent(root, space="  ")
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return data
 
 
 def _json(config: Config, items: list[Story]) -> bytes:
@@ -144,8 +167,8 @@ def _json_item(config: Config, story: Story) -> dict[str, object]:
         "id": story.id,
         "url": story_url(config, story),
         "title": one_line(story.title),
-        "content_html": content_html(story),
-        "summary": one_line(story.summary),
+        "content_html": feed_content(story),
+        "summary": feed_summary(story),
         "date_published": story.published.isoformat(),
         "date_modified": story.published.isoformat(),
     }

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from urllib.parse import urljoin
 
 import jinja2
+from markupsafe import Markup
 
 from syndicator.config import Config
 from syndicator.feeds import ATOM, JSON_FEED, RSS, content_html, story_url
@@ -32,7 +33,7 @@ def render_pages(config: Config, env: jinja2.Environment, stories: Sequence[Stor
     for story in stories:
         html = story_template.render(
             **common, story=story, url=story_url(config, story),
-            body=jinja2.utils.markupsafe.Markup(content_html(story)), root="../",
+            body=Markup(content_html(story)), root="../",
         )
         pages[story.page] = html.encode("utf-8")
     return pages

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import re
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -12,13 +14,20 @@ from syndicator.model import Entry, SeedFile
 
 KNOWN_KEYS = ("id", "date", "author", "url", "tags")
 Block = list[tuple[int, str]]
+# Whitespace and control characters have no place in a URL (and would break XML and HTML).
+_UNSAFE_URL = re.compile(r"[\s\x00-\x1f\x7f-\x9f\"<>\\^`{|}]")
 
 
 def seed_paths(folder: Path) -> list[Path]:
     """The seed files in their stable (name) order."""
     if not folder.is_dir():
-        raise SeedError("seeds folder not found", path=folder)
-    return sorted(p for p in folder.iterdir() if p.suffix == ".txt" and p.is_file())
+        what = "is not a folder" if folder.exists() else "not found"
+        raise SeedError(f"seeds folder {what}", path=folder, key="paths.seeds")
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix == ".txt" and p.is_file())
+    except OSError as exc:
+        raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
+                        key="paths.seeds") from None
 
 
 def read_seeds(folder: Path, zone: ZoneInfo) -> tuple[list[SeedFile], list[InputError]]:
@@ -44,11 +53,17 @@ def read_seed(path: Path, zone: ZoneInfo) -> SeedFile:
 
 
 def parse_seed(raw: bytes, path: Path, zone: ZoneInfo) -> SeedFile:
+    if not raw or raw == codecs.BOM_UTF8:
+        raise SeedError("empty file: a seed needs at least a title line", path=path, line=1)
     lines = _decode(raw, path)
     meta, start = _front_matter(lines, path, zone)
     blocks = _blocks(lines, start)
     if not blocks:
-        raise SeedError("no story: the file has no title line", path=path, line=start + 1 if start else None)
+        if start:
+            raise SeedError("no story after the front matter: a title line is missing",
+                            path=path, line=min(start + 1, len(lines)))
+        raise SeedError("only blank lines: a seed needs at least a title line",
+                        path=path, line=1)
     return SeedFile(path=path, entries=tuple(_entries(blocks, meta, path)))
 
 
@@ -80,7 +95,8 @@ def _front_matter(lines: list[str], path: Path, zone: ZoneInfo) -> tuple[dict[st
         key, sep, value = line.partition(":")
         key, value = key.strip(), value.strip()
         if not sep or not key:
-            raise SeedError(f"front matter line is not 'key: value': {line.strip()!r}", path=path, line=number)
+            raise SeedError(f"front matter line is not 'key: value': {line.strip()!r}",
+                            path=path, line=number)
         if key not in KNOWN_KEYS:
             raise SeedError(f"unknown front matter key (known: {', '.join(KNOWN_KEYS)})",
                             path=path, line=number, key=key)
@@ -97,7 +113,7 @@ def _meta_value(key: str, value: str, path: Path, line: int, zone: ZoneInfo) -> 
         return _parse_date(value, path, line, zone)
     if key == "url":
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.netloc or _UNSAFE_URL.search(value):
             raise SeedError(f"not an absolute http(s) URL: {value!r}", path=path, line=line, key=key)
     if key == "tags":
         return tuple(t.strip() for t in value.split(",") if t.strip())
