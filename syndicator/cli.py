@@ -166,6 +166,17 @@ def status(state: State) -> None:
 
     sending_cli.status(state.config)
 
+@cli.command()
+@click.pass_obj
+@handled
+def run(state: State) -> None:
+    """The long-running scheduler: build and send on digest.schedule."""
+    import asyncio
+
+    from syndicator.scheduler import Runner
+
+    asyncio.run(Runner(state.config, clock).run())
+
 
 def main() -> None:
     cli(prog_name="syndicator")

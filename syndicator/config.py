@@ -170,6 +170,7 @@ class SmtpConfig(_Section):
     rate: float = Field(default=0.0, ge=0)
     retry_for: float = Field(default=120.0, ge=0)
     max_attempts: int = Field(default=8, ge=1)
+    lease: int = Field(default=60, ge=1, le=3600)
 
 
 class Config(_Section):

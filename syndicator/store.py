@@ -14,7 +14,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from syndicator import schema
@@ -119,11 +119,24 @@ class Store:
             return {row.id: row.seq for row in rows}
 
 
-def _engine(url: str, *, create: bool) -> Engine:
+def open_readonly(url: str) -> Store:
+    """The store for commands that must change nothing: a missing SQLite file is not created."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).exists():
+            return Store.open("sqlite://")
+    return Store.open(url, create=False)
+
+
+def _parse(url: str) -> URL:
     try:
-        parsed = make_url(url)
+        return make_url(url)
     except ArgumentError:
         raise StoreError(f"not a valid store URL: {url!r}", key="paths.store") from None
+
+
+def _engine(url: str, *, create: bool) -> Engine:
+    parsed = _parse(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""

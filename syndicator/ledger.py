@@ -1,0 +1,282 @@
+"""The delivery ledger: digest editions and one row per (edition, recipient), claimed with leases."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from syndicator import schema
+from syndicator.store import Store
+
+PENDING, SENDING, SENT, DEFERRED, FAILED, SUPPRESSED = (
+    "pending", "sending", "sent", "deferred", "failed", "suppressed")
+OPEN, DONE = "open", "done"
+STATES = (SENT, PENDING, SENDING, DEFERRED, FAILED, SUPPRESSED)
+LEASE_SECONDS = 60
+_CHUNK = 5000
+
+d, e, sup = schema.deliveries, schema.editions, schema.suppressions
+
+
+@dataclass(frozen=True)
+class Edition:
+    id: int
+    slot: str
+    created_at: int
+    max_seq: int
+    story_ids: tuple[str, ...]
+    subject: str
+    html: str
+    text: str
+    status: str
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    edition_id: int
+    address: str
+    message_id: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened to one claimed delivery."""
+
+    claim: Claim
+    state: str  # SENT, DEFERRED or FAILED
+    code: int | None
+    reply: str
+    next_attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class EditionCounts:
+    edition: Edition
+    counts: dict[str, int]
+
+
+def _edition(row: object) -> Edition:
+    m = row._mapping  # type: ignore[attr-defined]
+    return Edition(m["id"], m["slot"], m["created_at"], m["max_seq"], tuple(json.loads(m["story_ids"])),
+                   m["subject"], m["html"], m["text"], m["status"], m["last_error"])
+
+
+def watermark(store: Store) -> int | None:
+    """The newest story seq any edition has covered; None before the first edition."""
+    with store.begin() as conn:
+        value = conn.execute(select(func.max(e.c.max_seq))).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def open_editions(store: Store) -> list[Edition]:
+    with store.begin() as conn:
+        return [_edition(r) for r in conn.execute(select(e).where(e.c.status == OPEN).order_by(e.c.id))]
+
+
+def editions(store: Store, limit: int = 20) -> list[Edition]:
+    with store.begin() as conn:
+        rows = conn.execute(select(e).order_by(e.c.id.desc()).limit(limit))
+        return [_edition(r) for r in rows]
+
+
+def create_edition(
+    store: Store,
+    *,
+    slot: str,
+    now: int,
+    max_seq: int,
+    story_ids: tuple[str, ...],
+    subject: str,
+    html: str,
+    text: str,
+    recipients: Iterable[str],
+    message_id: Callable[[int, str], str],
+) -> tuple[Edition, bool]:
+    """Create the edition for ``slot`` with a pending row per recipient, all or nothing.
+
+    Returns the edition and whether this call created it: a second caller for the
+    same slot (another process, another machine) gets the first one's edition.
+    """
+    try:
+        with store.begin() as conn:
+            edition_id = conn.execute(insert(e).values(
+                slot=slot, created_at=now, max_seq=max_seq, story_ids=json.dumps(list(story_ids)),
+                subject=subject, html=html, text=text, status=OPEN,
+            )).inserted_primary_key[0]
+            for chunk in _chunks(recipients, _CHUNK):
+                conn.execute(insert(d), [
+                    {"edition_id": edition_id, "address": a, "message_id": message_id(edition_id, a),
+                     "state": PENDING, "attempts": 0, "updated_at": now} for a in chunk
+                ])
+    except IntegrityError:
+        with store.begin() as conn:
+            row = conn.execute(select(e).where(e.c.slot == slot)).one_or_none()
+        if row is None:
+            raise
+        return _edition(row), False
+    with store.begin() as conn:
+        return _edition(conn.execute(select(e).where(e.c.id == edition_id)).one()), True
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def claim(store: Store, edition_id: int, now: int, limit: int, lease: int = LEASE_SECONDS) -> list[Claim]:
+    """Lease up to ``limit`` deliverable rows; suppressed addresses are settled, never claimed."""
+    due = or_(
+        d.c.state == PENDING,
+        and_(d.c.state == DEFERRED, d.c.next_attempt <= now),
+        and_(d.c.state == SENDING, d.c.lease_until < now),
+    )
+    query = (
+        select(d.c.address, d.c.message_id, d.c.attempts, sup.c.address.is_not(None).label("suppressed"))
+        .select_from(d.outerjoin(sup, sup.c.address == d.c.address))
+        .where(d.c.edition_id == edition_id, due)
+        .limit(limit)
+    )
+    if not store.is_sqlite:
+        # Two senders on PostgreSQL skip each other's rows instead of waiting for them.
+        query = query.with_for_update(of=d, skip_locked=True)
+    with store.begin() as conn:
+        rows = conn.execute(query).all()
+        if not rows:
+            return []
+        claimed = [r for r in rows if not r.suppressed]
+        _set_state(conn, edition_id, [r.address for r in rows if r.suppressed], SUPPRESSED, now)
+        _set_state(conn, edition_id, [r.address for r in claimed], SENDING, now, lease_until=now + lease)
+    return [Claim(edition_id, r.address, r.message_id, r.attempts) for r in claimed]
+
+
+def _set_state(conn: Connection, edition_id: int, addresses: list[str], state: str, now: int,
+               lease_until: int | None = None) -> None:
+    if addresses:
+        conn.execute(
+            update(d).where(d.c.edition_id == edition_id, d.c.address.in_(addresses))
+            .values(state=state, lease_until=lease_until, updated_at=now)
+        )
+
+
+def record(store: Store, results: list[Result], now: int,
+           suppress_addresses: Iterable[tuple[str, str]] = ()) -> None:
+    """Write outcomes (and mailbox-error suppressions) in one transaction, right after the server answers."""
+    if not results:
+        return
+    stmt = (
+        update(d)
+        .where(d.c.edition_id == bindparam("e_id"), d.c.address == bindparam("addr"))
+        .values(state=bindparam("new_state"), code=bindparam("new_code"), reply=bindparam("new_reply"),
+                next_attempt=bindparam("new_next"), attempts=bindparam("new_attempts"),
+                lease_until=None, updated_at=now)
+    )
+    params = [
+        {"e_id": r.claim.edition_id, "addr": r.claim.address, "new_state": r.state,
+         "new_code": r.code, "new_reply": r.reply[:1000], "new_next": r.next_attempt,
+         "new_attempts": r.claim.attempts + 1}
+        for r in results
+    ]
+    with store.begin() as conn:
+        conn.execute(stmt, params)
+        for address, reason in suppress_addresses:
+            known = conn.execute(select(sup.c.address).where(sup.c.address == address)).first()
+            if known is None:
+                conn.execute(insert(sup).values(address=address, reason=reason[:500], created_at=now))
+
+
+def release(store: Store, claims: list[Claim], now: int) -> None:
+    """Give back claims that were never tried (a clean stop), so the next run takes them at once."""
+    if not claims:
+        return
+    with store.begin() as conn:
+        for edition_id in {c.edition_id for c in claims}:
+            addresses = [c.address for c in claims if c.edition_id == edition_id]
+            conn.execute(update(d).where(d.c.edition_id == edition_id, d.c.address.in_(addresses),
+                                         d.c.state == SENDING)
+                         .values(state=PENDING, lease_until=None, updated_at=now))
+
+
+def backoff(attempts: int, base: float = 2.0, cap: float = 300.0) -> float:
+    """Exponential backoff with jitter: seconds to wait after ``attempts`` failures."""
+    delay: float = min(cap, base * 2 ** max(0, attempts - 1))
+    return delay * random.uniform(0.5, 1.0)
+
+
+def counts(store: Store, edition_id: int) -> dict[str, int]:
+    with store.begin() as conn:
+        rows = conn.execute(select(d.c.state, func.count()).where(d.c.edition_id == edition_id)
+                            .group_by(d.c.state))
+        found = {state: int(n) for state, n in rows}
+    return {state: found.get(state, 0) for state in STATES}
+
+
+def next_due(store: Store, edition_id: int) -> int | None:
+    """When the earliest unsettled row of an edition can next be tried; None when all are settled."""
+    with store.begin() as conn:
+        row = conn.execute(select(
+            func.min(d.c.next_attempt).filter(d.c.state == DEFERRED),
+            func.min(d.c.lease_until).filter(d.c.state == SENDING),
+            func.count().filter(d.c.state == PENDING),
+        ).where(d.c.edition_id == edition_id)).one()
+    deferred, leased, pending = row
+    if pending:
+        return 0
+    times = [t for t in (deferred, leased) if t is not None]
+    return min(times) if times else None
+
+
+def finish(store: Store, edition_id: int, now: int) -> bool:
+    """Close the edition when every row is settled (sent, failed or suppressed)."""
+    with store.begin() as conn:
+        unsettled = conn.execute(select(func.count()).where(
+            d.c.edition_id == edition_id, d.c.state.in_((PENDING, SENDING, DEFERRED)))).scalar_one()
+        if unsettled:
+            return False
+        conn.execute(update(e).where(e.c.id == edition_id, e.c.status == OPEN)
+                     .values(status=DONE, finished_at=now))
+    return True
+
+
+def set_error(store: Store, edition_id: int, message: str) -> None:
+    with store.begin() as conn:
+        conn.execute(update(e).where(e.c.id == edition_id).values(last_error=message[:2000]))
+
+
+def retry_failed(store: Store, now: int) -> int:
+    """Put permanent failures (not suppressed addresses) back to pending and reopen their editions."""
+    with store.begin() as conn:
+        failed = select(d.c.edition_id).where(d.c.state == FAILED).distinct()
+        edition_ids = [row[0] for row in conn.execute(failed)]
+        if not edition_ids:
+            return 0
+        result = conn.execute(update(d).where(d.c.state == FAILED, d.c.address.not_in(select(sup.c.address)))
+                              .values(state=PENDING, next_attempt=None, updated_at=now))
+        conn.execute(update(e).where(e.c.id.in_(edition_ids)).values(status=OPEN, finished_at=None))
+        return int(result.rowcount)
+
+
+# -- suppressions ------------------------------------------------------------------
+
+
+def suppress(store: Store, address: str, reason: str, now: int) -> bool:
+    """Put an address on the suppression list; False when it was already there."""
+    try:
+        with store.begin() as conn:
+            conn.execute(insert(sup).values(address=address.lower(), reason=reason[:500], created_at=now))
+    except IntegrityError:
+        return False
+    return True
+
+
+def suppressed(store: Store) -> set[str]:
+    with store.begin() as conn:
+        return {row[0] for row in conn.execute(select(sup.c.address))}

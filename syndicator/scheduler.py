@@ -1,0 +1,116 @@
+"""``syndicator run``: APScheduler 3 fires build + send on ``digest.schedule`` until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from syndicator import sender
+from syndicator.build import build
+from syndicator.config import Config
+from syndicator.errors import SyndicatorError
+from syndicator.store import Store
+
+log = logging.getLogger("syndicator.run")
+MISFIRE_GRACE = 15 * 60  # a send up to 15 min late (restart, sleep) still goes out, once
+
+
+def trigger(config: Config) -> CronTrigger:
+    return CronTrigger.from_crontab(config.digest.schedule, timezone=ZoneInfo(config.digest.timezone))
+
+
+def slot_for(trig: CronTrigger, now: datetime) -> datetime:
+    """The newest fire time at or before ``now``: the edition's idempotency key."""
+    fire = trig.get_next_fire_time(None, now - timedelta(days=366))
+    latest = fire
+    while fire is not None and fire <= now:
+        latest = fire
+        fire = trig.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+    return latest if latest is not None else now
+
+
+def cycle(config: Config, clock: Callable[[], datetime], trig: CronTrigger) -> None:
+    """One scheduled run: rebuild the feeds, then send the edition for this slot."""
+    now = clock()
+    slot = slot_for(trig, now)
+    store = Store.open(config.store_url)
+    try:
+        result = build(config, store, now)
+        log.info("built %d stories, %d files written", result.stories, len(result.written))
+        tally = sender.send(config, store, now, slot="cron:" + slot.isoformat(),
+                            password=config.smtp_password(), secret=config.secret())
+        log.info("sent %d, deferred %d, failed %d (slot %s)", tally.sent, tally.deferred, tally.failed,
+                 slot.isoformat())
+    finally:
+        store.close()
+
+
+class Runner:
+    """The long-running process: one AsyncIOScheduler with an in-memory job store."""
+
+    def __init__(self, config: Config, clock: Callable[[], datetime],
+                 trig: CronTrigger | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.trigger = trig or trigger(config)
+        self.stopping = asyncio.Event()
+        self.scheduler = AsyncIOScheduler(timezone=ZoneInfo(config.digest.timezone))
+        self.runs = 0
+
+    async def job(self) -> None:
+        try:
+            await asyncio.to_thread(cycle, self.config, self.clock, self.trigger)
+        except SyndicatorError as exc:
+            log.error("scheduled run failed: %s", exc)
+        self.runs += 1
+        self._log_next()
+
+    def _log_next(self) -> None:
+        job = self.scheduler.get_job("digest")
+        if job is not None and job.next_run_time is not None:
+            log.info("next digest run at %s", job.next_run_time.isoformat())
+
+    def _listen(self, event: JobExecutionEvent) -> None:
+        if event.exception is not None:
+            log.error("scheduled job crashed: %r", event.exception)
+
+    async def run(self) -> None:
+        # Secrets are checked up front: a missing one is an error now, not at 7 a.m.
+        self.config.smtp_password()
+        self.config.secret()
+        self.scheduler.add_job(self.job, self.trigger, id="digest", coalesce=True, max_instances=1,
+                               misfire_grace_time=MISFIRE_GRACE, replace_existing=True)
+        self.scheduler.add_listener(self._listen, EVENT_JOB_ERROR | EVENT_JOB_EXECUTED)
+        self.scheduler.start()
+        self._log_next()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.stopping.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.shutdown()
+
+    def request_stop(self) -> None:
+        log.info("stopping: finishing the messages in flight")
+        sender.request_stop()
+        self.stopping.set()
+
+    async def shutdown(self) -> None:
+        self.scheduler.shutdown(wait=False)
+        # Let a running job finish its in-flight messages (the sender stops claiming new ones).
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()
+                   and "Runner.job" in repr(t.get_coro())]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        log.info("stopped")

@@ -1,0 +1,477 @@
+"""The send stage: open an edition of new stories, then deliver it through the ledger.
+
+Delivery runs ``smtp.concurrency`` kept-open connections per process, claims rows in
+small leased batches, and records each outcome right after the server answers
+(group-committed across connections), so a crash can duplicate at most the one
+message each connection had in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+from syndicator import ledger
+from syndicator.audience import audience
+from syndicator.build import load_stories
+from syndicator.config import Config
+from syndicator.digest import Digest, render_digest
+from syndicator.errors import DeliveryError
+from syndicator.ledger import Claim, Edition, Result
+from syndicator.mailer import Connection, Kind, Outcome, SmtpSetupError
+from syndicator.message import MessageFactory, list_id, message_id
+from syndicator.model import Story
+from syndicator.store import Store
+from syndicator.tokens import unsubscribe_token
+
+log = logging.getLogger("syndicator.sender")
+PREVIEW_TOKEN = "preview-token-not-valid"
+# Set by SIGINT/SIGTERM handling: stop claiming, finish what is in flight, release the rest.
+_STOP: threading.Event | Any = threading.Event()
+
+
+def request_stop() -> None:
+    _STOP.set()
+
+
+def stop_requested() -> bool:
+    return bool(_STOP.is_set())
+
+
+def _init_worker(stop: Any) -> None:
+    """In a worker process: only the parent reacts to signals, and tells us through ``stop``."""
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the next edition would hold."""
+
+    stories: tuple[Story, ...]
+    max_seq: int
+    slot: str
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    seconds: float = 0.0
+    editions: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.errors.extend(other.errors)
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- planning an edition ------------------------------------------------------------
+
+
+def plan(config: Config, store: Store, clock: datetime, *, persist: bool = True) -> Plan | None:
+    """The stories first seen since the last edition (the first: within ``digest.lookback``)."""
+    stories = load_stories(config, store, clock, persist=persist)
+    top = max((s.seq for s in stories), default=0)
+    mark = ledger.watermark(store)
+    if mark is None:
+        window = config.digest.lookback_delta
+        new = [s for s in stories if window is None or s.first_seen >= clock - window]
+    else:
+        new = [s for s in stories if s.seq > mark]
+    if new:
+        return Plan(tuple(new), top, f"stories:{top}")
+    if config.digest.send_when_empty:
+        return Plan((), top, f"empty:{clock:%Y-%m-%d}")
+    return None
+
+
+def unsubscribe_url(config: Config, secret: bytes | None) -> Callable[[str], str]:
+    lid = list_id(config)
+    base = urljoin(config.site.url, "u/")
+    if secret is None:
+        return lambda _address: base + PREVIEW_TOKEN
+    return lambda address: base + unsubscribe_token(secret, lid, address)
+
+
+def open_edition(config: Config, store: Store, clock: datetime, slot: str | None = None) -> Edition | None:
+    """Create the next edition (idempotent per slot), or None when there is nothing new."""
+    planned = plan(config, store, clock)
+    if planned is None:
+        return None
+    digest = render_digest(config, planned.stories, clock)
+    edition, created = ledger.create_edition(
+        store, slot=slot or planned.slot, now=int(clock.timestamp()), max_seq=planned.max_seq,
+        story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
+        recipients=audience(config, store),
+        message_id=lambda eid, address: message_id(eid, address, config),
+    )
+    if created:
+        log.info("edition %d opened: %d stories, %r", edition.id, len(planned.stories), digest.subject)
+    return edition
+
+
+def factory_for(config: Config, edition: Edition, secret: bytes | None) -> MessageFactory:
+    digest = Digest(edition.subject, edition.html, edition.text, edition.story_ids)
+    return MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret),
+                          date=datetime.fromtimestamp(edition.created_at, UTC))
+
+
+# -- delivering ------------------------------------------------------------------------
+
+
+class Throttle:
+    """``smtp.rate`` as evenly spaced send slots, plus a shared pause after 421/451/454."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_slot = 0.0
+        self.paused_until = 0.0
+        self.strikes = 0
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if now < self.paused_until:
+                await asyncio.sleep(self.paused_until - now)
+                continue
+            if self.interval:
+                slot = max(now, self.next_slot)
+                self.next_slot = slot + self.interval
+                if slot > now:
+                    await asyncio.sleep(slot - now)
+            return
+
+    def feedback(self, outcome: Outcome) -> None:
+        if outcome.kind is Kind.TRANSIENT:
+            # Slow everyone down, more with each consecutive refusal, instead of hammering.
+            self.strikes += 1
+            pause = min(30.0, 0.25 * 2 ** min(self.strikes, 7))
+            self.paused_until = max(self.paused_until, asyncio.get_running_loop().time() + pause)
+        elif outcome.kind is Kind.SENT:
+            self.strikes = 0
+
+
+class Recorder:
+    """Group commit: outcomes that arrive while one commit runs go into the next one."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.queue: list[tuple[Result, tuple[str, str] | None, asyncio.Future[None]]] = []
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def submit(self, result: Result, suppress: tuple[str, str] | None = None) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.append((result, suppress, future))
+        self.wakeup.set()
+        if self.task is None:
+            self.task = asyncio.create_task(self._run())
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            batch, self.queue = self.queue, []
+            if not batch:
+                continue
+            try:
+                await asyncio.to_thread(
+                    ledger.record, self.store, [r for r, _, _ in batch], int(time.time()),
+                    [s for _, s, _ in batch if s is not None])
+            except Exception as exc:  # the waiting workers must learn of it, not hang
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+class Feeder:
+    """Hands out leased rows of one edition, claiming small batches as workers need them."""
+
+    def __init__(self, store: Store, edition_id: int, batch: int, deadline: float, lease: int) -> None:
+        self.store = store
+        self.lease = lease
+        self.edition_id = edition_id
+        self.batch = batch
+        self.deadline = deadline
+        self.buffer: list[Claim] = []
+        self.lock = asyncio.Lock()
+        self.stopped = False
+
+    async def next(self) -> Claim | None:
+        async with self.lock:
+            if stop_requested():
+                self.stopped = True
+            while not self.buffer and not self.stopped:
+                self.buffer = await asyncio.to_thread(
+                    ledger.claim, self.store, self.edition_id, int(time.time()), self.batch, self.lease)
+                if self.buffer:
+                    break
+                due = await asyncio.to_thread(ledger.next_due, self.store, self.edition_id)
+                if due is None or due > self.deadline:
+                    return None
+                await asyncio.sleep(min(max(due - time.time(), 0.05), 1.0))
+            return self.buffer.pop(0) if self.buffer and not self.stopped else None
+
+    def drain(self) -> list[Claim]:
+        self.stopped = True
+        left, self.buffer = self.buffer, []
+        return left
+
+
+@dataclass
+class Delivery:
+    """One process's share of the work on one edition."""
+
+    config: Config
+    store: Store
+    edition: Edition
+    factory: MessageFactory
+    password: str | None
+    deadline: float
+    rate: float
+    tally: Tally = field(default_factory=Tally)
+
+    async def run(self) -> Tally:
+        smtp = self.config.smtp
+        feeder = Feeder(self.store, self.edition.id, max(4, smtp.concurrency * 4), self.deadline, smtp.lease)
+        recorder = Recorder(self.store)
+        throttle = Throttle(self.rate)
+        workers = [self._worker(feeder, recorder, throttle) for _ in range(smtp.concurrency)]
+        results = await asyncio.gather(*workers, return_exceptions=True)
+        await recorder.close()
+        ledger.release(self.store, feeder.drain(), int(time.time()))
+        for outcome in results:
+            if isinstance(outcome, SmtpSetupError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return self.tally
+
+    async def _worker(self, feeder: Feeder, recorder: Recorder, throttle: Throttle) -> None:
+        connection = Connection(self.config, self.password)
+        mail_from = self.config.digest.from_address
+        try:
+            while (item := await feeder.next()) is not None:
+                await throttle.wait()
+                data = self.factory.build(item.address, item.message_id)
+                try:
+                    outcome = await connection.send(mail_from, item.address, data)
+                except SmtpSetupError:
+                    ledger.release(self.store, [item, *feeder.drain()], int(time.time()))
+                    raise
+                throttle.feedback(outcome)
+                await self._settle(recorder, item, outcome)
+        finally:
+            await connection.close()
+
+    async def _settle(self, recorder: Recorder, item: Claim, outcome: Outcome) -> None:
+        result, suppress = settle(item, outcome, self.config.smtp.max_attempts)
+        await recorder.submit(result, suppress)
+        if result.state == ledger.SENT:
+            self.tally.sent += 1
+        elif result.state == ledger.FAILED:
+            self.tally.failed += 1
+            self.tally.errors.append(f"{item.address}: {outcome.reply}")
+
+
+def settle(item: Claim, outcome: Outcome, max_attempts: int) -> tuple[Result, tuple[str, str] | None]:
+    """The ledger row an SMTP outcome leads to, and a suppression for a dead mailbox."""
+    if outcome.kind is Kind.SENT:
+        return Result(item, ledger.SENT, outcome.code, outcome.reply), None
+    if outcome.kind is Kind.TRANSIENT and item.attempts + 1 < max_attempts:
+        retry_at = int(time.time() + ledger.backoff(item.attempts + 1))
+        return Result(item, ledger.DEFERRED, outcome.code, outcome.reply, retry_at), None
+    result = Result(item, ledger.FAILED, outcome.code, outcome.reply)
+    if outcome.kind is Kind.MAILBOX:
+        return result, (item.address, f"bounced: {outcome.reply}")
+    return result, None
+
+
+# -- the whole run ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker process needs (picklable)."""
+
+    config: Config
+    edition_id: int
+    password: str | None
+    secret: bytes | None
+    deadline: float
+    rate: float
+    concurrency: int
+
+
+def run_job(job: Job) -> Tally:
+    store = Store.open(job.config.store_url)
+    try:
+        edition = next(e for e in ledger.open_editions(store) if e.id == job.edition_id)
+        smtp = job.config.smtp.model_copy(update={"concurrency": job.concurrency})
+        config = job.config.model_copy(update={"smtp": smtp})
+        delivery = Delivery(config, store, edition, factory_for(config, edition, job.secret),
+                            job.password, job.deadline, job.rate)
+        return asyncio.run(delivery.run())
+    except StopIteration:
+        return Tally()
+    finally:
+        store.close()
+
+
+def processes_for(config: Config, pending: int) -> int:
+    """Worker processes: one, unless the edition is big enough for more cores to pay."""
+    if pending < 2000 or config.smtp.concurrency < 2:
+        return 1
+    return max(1, min(os.cpu_count() or 1, config.smtp.concurrency, 4))
+
+
+def deliver_edition(config: Config, store: Store, edition: Edition, *, password: str | None,
+                    secret: bytes | None, deadline: float) -> Tally:
+    """Deliver one edition with one or more worker processes; return what they did."""
+    counts = ledger.counts(store, edition.id)
+    workers = processes_for(config, counts[ledger.PENDING] + counts[ledger.DEFERRED])
+    share = max(1, config.smtp.concurrency // workers)
+    jobs = [Job(config, edition.id, password, secret, deadline, config.smtp.rate / workers, share)
+            for _ in range(workers)]
+    tally = Tally()
+    if workers == 1:
+        tally.add(run_job(jobs[0]))
+    else:
+        context = multiprocessing.get_context("spawn")
+        stop = context.Event()
+        if stop_requested():
+            stop.set()
+        with context.Pool(workers, initializer=_init_worker, initargs=(stop,)) as pool:
+            done = threading.Event()
+            watcher = threading.Thread(target=_forward_stop, args=(stop, done), daemon=True)
+            watcher.start()
+            try:
+                for part in pool.imap_unordered(run_job, jobs):
+                    tally.add(part)
+            finally:
+                done.set()
+    tally.editions.append(edition.id)
+    return tally
+
+
+def _forward_stop(stop: Any, done: threading.Event) -> None:
+    while not done.is_set():
+        if _STOP.wait(0.2):
+            stop.set()
+            return
+
+
+def send(config: Config, store: Store, clock: datetime, *, slot: str | None = None,
+         password: str | None, secret: bytes | None) -> Tally:
+    """Open the next edition if there is news, then finish every open edition."""
+    start = time.monotonic()
+    deadline = time.time() + config.smtp.retry_for
+    open_edition(config, store, clock, slot)
+    tally = Tally()
+    for edition in ledger.open_editions(store):
+        try:
+            tally.add(deliver_edition(config, store, edition, password=password, secret=secret,
+                                      deadline=deadline))
+        except SmtpSetupError as exc:
+            ledger.set_error(store, edition.id, str(exc))
+            raise
+        if tally.errors:
+            ledger.set_error(store, edition.id, tally.errors[-1])
+        ledger.finish(store, edition.id, int(time.time()))
+        counts = ledger.counts(store, edition.id)
+        tally.deferred += counts[ledger.DEFERRED] + counts[ledger.PENDING] + counts[ledger.SENDING]
+        tally.suppressed += counts[ledger.SUPPRESSED]
+    tally.seconds = time.monotonic() - start
+    return tally
+
+
+# -- previews and test copies -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    subject: str
+    stories: int
+    recipients: int
+    files: tuple[Path, ...]
+
+
+def preview(config: Config, store: Store, clock: datetime, folder: Path) -> Preview | None:
+    """Render exactly what ``send`` would mail, to files; no network, no state change."""
+    from syndicator.writer import write_atomic
+
+    planned = plan(config, store, clock, persist=False)
+    if planned is None:
+        return None
+    digest = render_digest(config, planned.stories, clock)
+    addresses = list(audience(config, store))
+    secret = _optional_secret(config)
+    factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=clock)
+    first = addresses[0] if addresses else "recipient@example.invalid"
+    files = {
+        "digest.html": digest.html.encode("utf-8"),
+        "digest.txt": digest.text.encode("utf-8"),
+        "digest.eml": factory.build(first, message_id(0, first, config)),
+    }
+    for name, data in files.items():
+        write_atomic(folder / name, data)
+    return Preview(digest.subject, len(planned.stories), len(addresses),
+                   tuple(folder / n for n in files))
+
+
+def _optional_secret(config: Config) -> bytes | None:
+    value = os.environ.get(config.digest.secret_env)
+    return value.encode() if value else None
+
+
+async def send_test_copy(config: Config, store: Store, clock: datetime, address: str, *,
+                         password: str | None, secret: bytes | None) -> Outcome:
+    """One copy of the next (or latest) edition to ``address``; nothing is marked sent."""
+    planned = plan(config, store, clock, persist=False)
+    if planned is not None and planned.stories:
+        stories = planned.stories
+    else:
+        stories = tuple(load_stories(config, store, clock, persist=False)[: config.feeds.limit])
+    digest = render_digest(config, stories, clock)
+    factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=clock)
+    data = factory.build(address, message_id(-int(clock.timestamp()), address, config))
+    connection = Connection(config, password)
+    try:
+        outcome = await connection.send(config.digest.from_address, address, data)
+    finally:
+        await connection.close()
+    if outcome.kind is not Kind.SENT:
+        raise DeliveryError(f"test copy to {address} not accepted: {outcome.reply}")
+    return outcome
