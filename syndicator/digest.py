@@ -1,0 +1,152 @@
+"""Render one digest edition: subject, HTML (CSS inlined) and plain text, once per edition.
+
+Per-recipient parts (the unsubscribe URL) are left as ``UNSUBSCRIBE_PLACEHOLDER`` so the
+message factory can splice them in cheaply without re-rendering anything.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import css_inline
+import jinja2
+
+from syndicator.config import Config
+from syndicator.errors import InputError
+from syndicator.feeds import story_url
+from syndicator.model import Story
+from syndicator.templating import environment
+from syndicator.textutil import clean, one_line
+
+# Plain ASCII letters and underscores only: it survives HTML escaping, CSS inlining and
+# quoted-printable encoding unchanged, and cannot occur in rendered article text by accident.
+UNSUBSCRIBE_PLACEHOLDER = "SYNDICATOR_UNSUBSCRIBE_URL_7F3A9C2E"
+
+HTML_TEMPLATE = "digest.html"
+TEXT_TEMPLATE = "digest.txt"
+SUBJECT_LIMIT = 200  # characters; clients show far fewer, and it bounds the header's size
+PREHEADER_LIMIT = 140
+TEXT_WIDTH = 72
+
+
+class EditionDate(datetime):
+    """The edition date; ``{{ date }}`` prints it the way a reader says it."""
+
+    def __str__(self) -> str:
+        return f"{self:%A} {self.day} {self:%B %Y}"
+
+
+@dataclass(frozen=True)
+class Digest:
+    subject: str
+    html: str
+    text: str
+    story_ids: tuple[str, ...]
+
+
+def render_digest(config: Config, stories: Sequence[Story], date: datetime) -> Digest:
+    """Render the edition of ``stories`` (newest first) dated ``date`` (an aware datetime)."""
+    if date.tzinfo is None:
+        raise ValueError("the edition date must be timezone-aware")
+    env = _environment(config)
+    context = _context(config, stories, _local(date, config.digest.timezone))
+    subject = _subject(config, env, context)
+    context["subject"] = subject
+    html = _render(env, HTML_TEMPLATE, context)
+    text = _render(env.overlay(autoescape=False), TEXT_TEMPLATE, context)
+    return Digest(
+        subject=subject,
+        html=_inline_css(html),
+        text=_normalise_text(text),
+        story_ids=tuple(s.id for s in stories),
+    )
+
+
+def _environment(config: Config) -> jinja2.Environment:
+    env = environment(config.templates_dir)
+    env.filters["one_line"] = one_line
+    env.filters["wrap"] = _wrap
+    return env
+
+
+def _local(date: datetime, zone: str) -> EditionDate:
+    local = date.astimezone(ZoneInfo(zone))
+    return EditionDate(local.year, local.month, local.day, local.hour, local.minute,
+                       local.second, local.microsecond, tzinfo=local.tzinfo, fold=local.fold)
+
+
+def _context(config: Config, stories: Sequence[Story], date: EditionDate) -> dict[str, Any]:
+    lead = stories[0] if stories else None
+    return {
+        "site": config.site,
+        "site_host": urlsplit(config.site.url).hostname or config.site.url,
+        "lead": lead,
+        "briefs": list(stories[1:]),
+        "stories": list(stories),
+        "date": date,
+        "story_url": lambda story: story_url(config, story),
+        "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+        "preheader": _preheader(lead),
+    }
+
+
+def _subject(config: Config, env: jinja2.Environment, context: dict[str, Any]) -> str:
+    """The configured subject on one line; a fixed one when the edition has no story."""
+    if context["lead"] is None:
+        rendered = f"No new stories this time: {config.site.title}, {context['date']}"
+    else:
+        try:
+            rendered = env.overlay(autoescape=False).from_string(config.digest.subject).render(context)
+        except jinja2.TemplateError as exc:
+            raise InputError(f"cannot render the subject template: {exc}", path=config.source,
+                             key="digest.subject") from None
+    subject = one_line(rendered)
+    if len(subject) > SUBJECT_LIMIT:
+        subject = subject[: SUBJECT_LIMIT - 1].rstrip() + "…"
+    return subject or f"{config.site.title}, {context['date']}"
+
+
+def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    """Render a template; a broken user template is an input error naming file and line."""
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InputError(f"template error: {exc.message}", path=exc.filename or name,
+                         line=exc.lineno) from None
+    except jinja2.TemplateError as exc:
+        raise InputError(f"template error: {exc}", path=name) from None
+
+
+def _preheader(lead: Story | None) -> str:
+    """The inbox preview line: the start of the lead's summary, cut at a word."""
+    if lead is None:
+        return ""
+    text = one_line(lead.summary) or one_line(lead.title)
+    if len(text) <= PREHEADER_LIMIT:
+        return text
+    return text[:PREHEADER_LIMIT].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    """Plain-text paragraphs wrapped for reading; URLs and long words are never broken."""
+    return textwrap.fill(one_line(text), width=TEXT_WIDTH, initial_indent=indent,
+                         subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+
+
+def _inline_css(html: str) -> str:
+    # keep_at_rules leaves @media blocks (dark mode, phone width) in a <style> tag,
+    # since media queries cannot be expressed as inline styles.
+    inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+    return _normalise_text(inliner.inline(html))
+
+
+def _normalise_text(text: str) -> str:
+    """LF line ends, no illegal characters, one final newline."""
+    lines = clean(text.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
+    return "\n".join(line.rstrip() for line in lines).strip("\n") + "\n"

@@ -1,0 +1,196 @@
+"""Personalised digest messages at speed: the MIME skeleton is built once, recipients are spliced in.
+
+Building an ``EmailMessage`` per recipient costs far more than sending it, so
+``MessageFactory`` serialises one skeleton (``email.policy.SMTP``) in its constructor,
+pre-encodes both bodies as quoted-printable around the unsubscribe placeholder, and per
+recipient only joins bytes: the ``To``, ``Message-ID`` and ``List-Unsubscribe`` lines and
+the recipient's unsubscribe URL, quoted-printable encoded on lines of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections.abc import Callable
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, parseaddr
+from urllib.parse import urlsplit
+
+from syndicator.config import Config
+from syndicator.digest import UNSUBSCRIBE_PLACEHOLDER, Digest
+from syndicator.textutil import one_line
+
+CRLF = b"\r\n"
+SOFT_BREAK = "=\r\n"
+# Encoded characters per line before the soft-break "=": 76 in all, as RFC 2045 allows.
+QP_WIDTH = 75
+MAX_URL = 900  # a URL in List-Unsubscribe cannot be folded; keep its line under 998 bytes
+
+# Slots in the skeleton replaced per recipient; header names that never occur in real mail.
+_SLOTS = ("X-Syndicator-Slot-To", "X-Syndicator-Slot-Message-Id", "X-Syndicator-Slot-Unsubscribe")
+_TEXT_MARKER = "SYNDICATOR_TEXT_BODY_5D1E"
+_HTML_MARKER = "SYNDICATOR_HTML_BODY_5D1E"
+
+# Dot-atom addresses only: nothing that could end a header line or need quoting.
+_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+_MESSAGE_ID = re.compile(r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+>")
+# Printable ASCII without space, '"', '<' or '>': safe inside <...> in a header and in QP.
+_URL = re.compile(r"https?://[!#-;=?-~]+")
+_LABEL = re.compile(r"[^a-z0-9-]+")
+
+
+def list_id(config: Config) -> str:
+    """The list's RFC 2919 id from the site URL, e.g. ``<digest.example.org>``; stable across runs."""
+    parts = urlsplit(config.site.url)
+    host = (parts.hostname or "localhost").encode("idna").decode("ascii")
+    # A site under a path (https://example.org/news/) gets its own list: news.digest.example.org.
+    labels = [_LABEL.sub("-", seg.lower()).strip("-") for seg in parts.path.split("/")]
+    return "<" + ".".join([*reversed([x for x in labels if x]), "digest", host]) + ">"
+
+
+def message_id(edition_id: int, address: str, config: Config) -> str:
+    """A deterministic Message-ID, so a resent message is recognisably the same one.
+
+    The address is hashed (with the list and edition), never shown in clear.
+    """
+    seed = f"{list_id(config)}\x00{edition_id}\x00{address.lower()}".encode()
+    digest = hashlib.sha256(seed).hexdigest()[:32]
+    domain = config.digest.from_address.rsplit("@", 1)[1].lower()
+    return f"<{edition_id}.{digest}@{domain}>"
+
+
+class MessageFactory:
+    """Builds the complete message for one recipient from bytes prepared once per edition."""
+
+    def __init__(self, config: Config, digest: Digest, *, unsubscribe_url: Callable[[str], str],
+                 date: datetime) -> None:
+        if date.tzinfo is None:
+            raise ValueError("the message date must be timezone-aware")
+        self._unsubscribe_url = unsubscribe_url
+        self._mailto = f"mailto:{config.digest.from_address}?subject=unsubscribe"
+        skeleton = _skeleton(config, digest, date).as_bytes(policy=SMTP)
+        self._chunks = _split(skeleton, [_slot_line(s) for s in _SLOTS] +
+                              [_TEXT_MARKER.encode() + CRLF, _HTML_MARKER.encode() + CRLF])
+        self._text = _segments(digest.text)
+        self._html = _segments(digest.html)
+
+    def build(self, address: str, message_id: str) -> bytes:
+        """The RFC 5322 message for ``address``: CRLF line ends, no line over 998 bytes."""
+        if not _ADDRESS.fullmatch(address):
+            raise ValueError(f"cannot address a message to {address!r}")
+        if not _MESSAGE_ID.fullmatch(message_id):
+            raise ValueError(f"invalid Message-ID {message_id!r}")
+        url = self._unsubscribe_url(address)
+        if len(url) > MAX_URL or not _URL.fullmatch(url):
+            raise ValueError(f"unsafe unsubscribe URL {url!r}")
+        c = self._chunks
+        return b"".join((
+            c[0], b"To: ", address.encode(), CRLF,
+            c[1], b"Message-ID: ", message_id.encode(), CRLF,
+            c[2], b"List-Unsubscribe: <", url.encode(), b">,\r\n <", self._mailto.encode(), b">\r\n",
+            c[3], _qp_url(url).join(self._text),
+            c[4], _qp_url(html.escape(url)).join(self._html),
+            c[5],
+        ))
+
+
+def _skeleton(config: Config, digest: Digest, date: datetime) -> EmailMessage:
+    """The message with slot headers and body markers where per-recipient bytes go."""
+    name, address = parseaddr(config.digest.from_)
+    msg = EmailMessage()
+    msg["From"] = Address(display_name=one_line(name), addr_spec=address)
+    msg[_SLOTS[0]] = "x"
+    msg["Subject"] = one_line(digest.subject)
+    msg["Date"] = format_datetime(date)
+    msg[_SLOTS[1]] = "x"
+    msg["List-Id"] = _list_id_header(config)
+    msg[_SLOTS[2]] = "x"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Auto-Submitted"] = "auto-generated"
+    # Precedence: bulk keeps vacation responders quiet, and with List-Id and
+    # List-Unsubscribe marks a real list to SpamAssassin (MAILING_LIST_MULTI).
+    msg["Precedence"] = "bulk"
+    msg.set_content(_TEXT_MARKER, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(_HTML_MARKER, subtype="html", charset="utf-8", cte="quoted-printable")
+    msg.set_boundary(_boundary(digest))
+    return msg
+
+
+def _list_id_header(config: Config) -> str:
+    title = one_line(config.site.title).replace("\\", "").replace('"', "")
+    # A quoted phrase must be ASCII; a non-ASCII title is left out rather than mis-encoded.
+    return f'"{title}" {list_id(config)}' if title.isascii() and title else list_id(config)
+
+
+def _boundary(digest: Digest) -> str:
+    # "=_" never occurs in quoted-printable text, so the boundary cannot collide with a body.
+    seed = (digest.subject + digest.text + digest.html).encode()
+    return "=_syndicator_" + hashlib.sha256(seed).hexdigest()[:24]
+
+
+def _slot_line(name: str) -> bytes:
+    return f"{name}: x".encode() + CRLF
+
+
+def _split(data: bytes, markers: list[bytes]) -> list[bytes]:
+    """``data`` cut at each marker, in order; each must occur exactly once."""
+    chunks = []
+    for marker in markers:
+        if data.count(marker) != 1:
+            raise RuntimeError(f"message skeleton has no single {marker!r}")
+        head, data = data.split(marker)
+        chunks.append(head)
+    return [*chunks, data]
+
+
+def _segments(body: str) -> list[bytes]:
+    """The body, quoted-printable encoded, cut where the unsubscribe URL goes.
+
+    Each segment ends at a line boundary (a soft line break if the text goes on), so the
+    encoded URL can be joined in between and decoding yields exactly the text with the URL.
+    """
+    return [_qp_encode(part) for part in body.split(UNSUBSCRIBE_PLACEHOLDER)]
+
+
+def _qp_encode(text: str) -> bytes:
+    if not text:
+        return b""
+    lines = [SOFT_BREAK.join(_wrap(_qp_escape(line.encode()))) for line in text.split("\n")]
+    encoded = "\r\n".join(lines)
+    # Text ending without a newline continues with whatever is joined after it.
+    return (encoded if text.endswith("\n") else encoded + SOFT_BREAK).encode("ascii")
+
+
+def _qp_escape(line: bytes) -> str:
+    """One line's bytes in quoted-printable; trailing whitespace is escaped so it survives."""
+    out = [chr(b) if (33 <= b <= 126 and b != 61) or b in (9, 32) else f"={b:02X}" for b in line]
+    if out and out[-1] in (" ", "\t"):
+        out[-1] = f"={ord(out[-1]):02X}"
+    return "".join(out)
+
+
+def _wrap(encoded: str) -> list[str]:
+    """Cut an escaped line into pieces of at most QP_WIDTH characters, never inside an =XX."""
+    pieces = []
+    start = 0
+    while len(encoded) - start > QP_WIDTH:
+        cut = start + QP_WIDTH
+        escape = encoded.rfind("=", cut - 2, cut)
+        if escape != -1:
+            cut = escape
+        pieces.append(encoded[start:cut])
+        start = cut
+    pieces.append(encoded[start:])
+    return pieces
+
+
+def _qp_url(url: str) -> bytes:
+    """A validated URL (printable ASCII, no spaces) as QP lines, ending with a soft break."""
+    encoded = url.replace("=", "=3D")
+    if len(encoded) <= QP_WIDTH:
+        return (encoded + SOFT_BREAK).encode("ascii")
+    return (SOFT_BREAK.join(_wrap(encoded)) + SOFT_BREAK).encode("ascii")
