@@ -22,6 +22,9 @@ from syndicator.errors import ConfigError, InputError, InputErrors, SecretMissin
 DEFAULT_CONFIG = Path("config") / "syndicator.toml"
 CONFIG_ENV = "SYNDICATOR_CONFIG"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+# "Name <address>" or a bare address; the address itself is checked by email-validator.
+_FROM = re.compile(r"\s*(?:([^<>]*?)\s*<([^<>\s]+)>|([^<>\s]+))\s*")
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -99,10 +102,10 @@ class DigestConfig(_Section):
     @field_validator("from_")
     @classmethod
     def _from(cls, value: str) -> str:
-        _name, address = parseaddr(value)
-        if not address:
-            raise ValueError(f"expected 'Name <address>', got {value!r}")
-        check_address(address)
+        match = _FROM.fullmatch(value)
+        if match is None or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(f"expected 'Name <address>' or 'address', got {value!r}")
+        check_address(match.group(2) or match.group(3))
         return value
 
     @field_validator("subject")
@@ -273,8 +276,10 @@ def load_config(path: Path) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        message = str(exc).split(" (at line")[0]
+        # Python < 3.14 has no exc.lineno: the line is only in the message.
+        found = _TOML_AT.search(str(exc))
+        line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else None)
+        message = _TOML_AT.sub("", str(exc))
         raise ConfigError(f"TOML syntax error: {message}", path=path, line=line) from None
     for reserved in ("source", "root"):
         if reserved in data:

@@ -84,6 +84,8 @@ def _decode(raw: bytes, path: Path) -> list[str]:
 def _front_matter(lines: list[str], path: Path, zone: ZoneInfo) -> tuple[dict[str, object], int]:
     if not lines or lines[0].strip() != "---":
         return {}, 0
+    if not any(line.strip() == "---" for line in lines[1:]):
+        raise SeedError("front matter opened with '---' is never closed", path=path, line=1)
     meta: dict[str, object] = {}
     for index in range(1, len(lines)):
         line = lines[index]
@@ -103,7 +105,7 @@ def _front_matter(lines: list[str], path: Path, zone: ZoneInfo) -> tuple[dict[st
         if key in meta:
             raise SeedError("front matter key given twice", path=path, line=number, key=key)
         meta[key] = _meta_value(key, value, path, number, zone)
-    raise SeedError("front matter opened with '---' is never closed", path=path, line=1)
+    raise AssertionError("unreachable: the closing '---' was found above")
 
 
 def _meta_value(key: str, value: str, path: Path, line: int, zone: ZoneInfo) -> object:

@@ -1,0 +1,198 @@
+"""Story identity: one story per headline however many files mention it, stable ids and times."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+
+from syndicator import schema
+from syndicator.catalog import count_stories, resolve
+from syndicator.model import SeedFile, Story, normalise_title, story_id
+from syndicator.reader import read_seeds
+from syndicator.store import Store
+
+EXAMPLE_SEED = Path(__file__).resolve().parent.parent / "seeds" / "000_3c621fef12599da2.txt"
+UTC_ZONE = ZoneInfo("UTC")
+LATER = timedelta(hours=5)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = Store.open(store_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def seeds(folder: Path, **files: str) -> list[SeedFile]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / f"{name}.txt").write_text(text, encoding="utf-8")
+    found, errors = read_seeds(folder, UTC_ZONE)
+    assert not errors, errors
+    return found
+
+
+def by_title(stories: list[Story]) -> dict[str, Story]:
+    return {s.title: s for s in stories}
+
+
+def counts(store: Store) -> tuple[int, int]:
+    with store.engine.connect() as conn:
+        stories = conn.execute(select(func.count()).select_from(schema.stories)).scalar_one()
+        keys = conn.execute(select(func.count()).select_from(schema.story_keys)).scalar_one()
+    return int(stories), int(keys)
+
+
+BRIEFS = "Lead A\n\nBody of A.\n\nBrief B\nSummary of B.\n\nBrief C\nSummary of C.\n"
+B_AS_LEAD = "Brief B\n\nThe full story of B, first paragraph.\nSecond paragraph of B.\n"
+
+
+def test_example_resolves_to_seven_stories_newest_first(tmp_path: Path, store: Store, clock: datetime) -> None:
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    shutil.copy(EXAMPLE_SEED, folder)
+    files, _ = read_seeds(folder, UTC_ZONE)
+    stories = resolve(files, store, clock)
+    assert len(stories) == 7
+    assert stories[0].is_lead and stories[0].title.startswith("Grozev:")
+    assert len(stories[0].paragraphs) == 6
+    # File order, lead first = newest, one second apart: no two share a time.
+    assert [s.published for s in stories] == [clock - timedelta(seconds=n) for n in range(7)]
+    assert [s.first_seen for s in stories] == [s.published for s in stories]
+    assert len({s.id for s in stories}) == 7 and all(s.id.startswith("urn:uuid:") for s in stories)
+    assert stories[0].id == story_id("title:" + normalise_title(stories[0].title))
+    assert [s.seq for s in stories] == sorted(s.seq for s in stories)
+    assert counts(store) == (7, 7)
+
+
+def test_same_story_in_two_files_is_one_story_with_the_richest_version(
+    tmp_path: Path, store: Store, clock: datetime
+) -> None:
+    files = seeds(tmp_path / "seeds", **{"001_a": BRIEFS, "002_b": B_AS_LEAD.replace("Brief B", "BRIEF  b")})
+    assert count_stories(files) == 3
+    stories = resolve(files, store, clock)
+    assert [s.title for s in stories] == ["Lead A", "BRIEF b", "Brief C"]
+    b = stories[1]
+    assert b.is_lead and b.paragraphs == ("The full story of B, first paragraph.", "Second paragraph of B.")
+    assert b.path.name == "002_b.txt" and b.line == 1
+    # Its time is the one it got where it was first seen (file order): second of the batch.
+    assert b.published == clock - timedelta(seconds=1)
+    assert counts(store) == (3, 3)
+
+
+def test_richest_version_wins_whichever_file_comes_first(tmp_path: Path, store: Store, clock: datetime) -> None:
+    files = seeds(tmp_path / "seeds", **{"001_b": B_AS_LEAD, "002_a": BRIEFS})
+    stories = by_title(resolve(files, store, clock))
+    assert set(stories) == {"Brief B", "Lead A", "Brief C"}
+    assert len(stories["Brief B"].paragraphs) == 2 and stories["Brief B"].is_lead
+
+
+def test_brief_that_comes_back_as_a_lead_keeps_its_id_and_time(tmp_path: Path, store: Store,
+                                                                clock: datetime) -> None:
+    first = by_title(resolve(seeds(tmp_path / "s", **{"001": BRIEFS}), store, clock))
+    assert not first["Brief B"].is_lead
+    files = seeds(tmp_path / "s", **{"002": B_AS_LEAD})
+    second = by_title(resolve(files, store, clock + LATER))
+    b = second["Brief B"]
+    assert b.is_lead and len(b.paragraphs) == 2
+    assert (b.id, b.published, b.seq) == (first["Brief B"].id, first["Brief B"].published, first["Brief B"].seq)
+    assert b.published == clock - timedelta(seconds=1)
+    assert counts(store) == (3, 3)  # nothing new
+
+
+def test_front_matter_id_lead_matching_an_earlier_brief_keeps_the_briefs_id(
+    tmp_path: Path, store: Store, clock: datetime
+) -> None:
+    first = by_title(resolve(seeds(tmp_path / "s", **{"001": BRIEFS}), store, clock))
+    lead = "---\nid: b-2025\nauthor: Ana\n---\nBrief B\n\nNow a lead.\n"
+    second = by_title(resolve(seeds(tmp_path / "s", **{"002": lead}), store, clock + LATER))
+    b = second["Brief B"]
+    assert (b.id, b.published) == (first["Brief B"].id, first["Brief B"].published)
+    assert b.author == "Ana" and b.paragraphs == ("Now a lead.",)
+    # The id is now an alias: a retitled version of the lead is still the same story.
+    (tmp_path / "s" / "002.txt").write_text("---\nid: b-2025\n---\nBrief B, updated headline\n\nNew text.\n")
+    (tmp_path / "s" / "001.txt").write_text("Lead A\n\nBody of A.\n")
+    files, _ = read_seeds(tmp_path / "s", UTC_ZONE)
+    third = by_title(resolve(files, store, clock + 2 * LATER))
+    assert third["Brief B, updated headline"].id == first["Brief B"].id
+    assert third["Brief B, updated headline"].published == first["Brief B"].published
+
+
+def test_front_matter_id_is_the_identity_of_a_new_lead(tmp_path: Path, store: Store, clock: datetime) -> None:
+    files = seeds(tmp_path / "s", **{"001": "---\nid: x-1\n---\nTitle one\n\nBody.\n",
+                                     "002": "---\nid: x-1\n---\nTitle one, corrected\n\nLonger body text.\n"})
+    (story,) = resolve(files, store, clock)
+    assert story.id == story_id("id:x-1")
+    assert story.title == "Title one, corrected"
+
+
+def test_front_matter_date_is_the_publication_time(tmp_path: Path, store: Store, clock: datetime) -> None:
+    files = seeds(tmp_path / "s", **{"001": "---\ndate: 2025-03-14T09:30:00+02:00\n---\nDated\n\nBody.\n\nBrief\n"})
+    stories = by_title(resolve(files, store, clock))
+    assert stories["Dated"].published == datetime(2025, 3, 14, 7, 30, tzinfo=UTC)
+    assert stories["Dated"].first_seen == clock
+    assert stories["Brief"].published == clock - timedelta(seconds=1)
+    assert [s.title for s in resolve(files, store, clock)] == ["Brief", "Dated"]  # newest first
+
+
+def test_stories_first_seen_together_have_distinct_times_in_file_order(
+    tmp_path: Path, store: Store, clock: datetime
+) -> None:
+    files = seeds(tmp_path / "s", **{"001": BRIEFS, "002": "Lead D\n\nBody D.\n\nBrief E\n"})
+    stories = resolve(files, store, clock)
+    assert [s.title for s in stories] == ["Lead A", "Brief B", "Brief C", "Lead D", "Brief E"]
+    assert [s.published for s in stories] == [clock - timedelta(seconds=n) for n in range(5)]
+
+
+def test_a_quick_second_build_never_reuses_a_time(tmp_path: Path, store: Store, clock: datetime) -> None:
+    first = resolve(seeds(tmp_path / "s", **{"001": BRIEFS}), store, clock)
+    files = seeds(tmp_path / "s", **{"002": "New lead\n\nBody.\n\nNew brief 1\n\nNew brief 2\n\nNew brief 3\n"})
+    second = resolve(files, store, clock + timedelta(seconds=1))
+    times = [s.published for s in second]
+    assert len(set(times)) == len(times) == 7
+    new = [s for s in second if s.title.startswith("New")]
+    assert min(s.published for s in new) > max(s.published for s in first)
+    assert [s.title for s in second[:4]] == ["New lead", "New brief 1", "New brief 2", "New brief 3"]
+
+
+def test_rebuild_with_the_same_store_changes_nothing(tmp_path: Path, store: Store, clock: datetime) -> None:
+    files = seeds(tmp_path / "s", **{"001": BRIEFS, "002": B_AS_LEAD})
+    first = resolve(files, store, clock)
+    again = resolve(files, store, clock + LATER)
+    assert again == first
+    assert counts(store) == (3, 3)
+
+
+def test_ids_and_times_are_the_same_on_another_machine(tmp_path: Path, store: Store, clock: datetime) -> None:
+    texts = {"001": BRIEFS, "002": B_AS_LEAD, "003": "---\nid: z\n---\nLead Z\n\nBody Z.\n"}
+    here = resolve(seeds(tmp_path / "here" / "seeds", **texts), store, clock)
+    other = Store.open(f"sqlite:///{tmp_path / 'there' / 'state' / 'fresh.db'}")
+    try:
+        there = resolve(seeds(tmp_path / "there" / "seeds", **texts), other, clock)
+    finally:
+        other.close()
+    assert [(s.id, s.published, s.title, s.slug) for s in there] == \
+        [(s.id, s.published, s.title, s.slug) for s in here]
+
+
+def test_resolve_without_persist_writes_nothing(tmp_path: Path, store: Store, clock: datetime) -> None:
+    resolve(seeds(tmp_path / "s", **{"001": BRIEFS}), store, clock)
+    before = counts(store)
+    files = seeds(tmp_path / "s", **{"002": "Unseen lead\n\nBody.\n\nUnseen brief\n", "003": B_AS_LEAD})
+    preview = resolve(files, store, clock + LATER, persist=False)
+    assert counts(store) == before
+    titles = [s.title for s in preview]
+    assert titles[:2] == ["Unseen lead", "Unseen brief"]
+    assert len({s.seq for s in preview}) == len(preview)
+    # A persisted run afterwards gives the new stories the same ids the preview showed.
+    persisted = resolve(files, store, clock + LATER)
+    assert [(s.id, s.title, s.published) for s in persisted] == [(s.id, s.title, s.published) for s in preview]
+    assert counts(store) == (before[0] + 2, before[1] + 2)
