@@ -55,7 +55,9 @@ BRIEFS = "Lead A\n\nBody of A.\n\nBrief B\nSummary of B.\n\nBrief C\nSummary of 
 B_AS_LEAD = "Brief B\n\nThe full story of B, first paragraph.\nSecond paragraph of B.\n"
 
 
-def test_example_resolves_to_seven_stories_newest_first(tmp_path: Path, store: Store, clock: datetime) -> None:
+def test_example_resolves_to_seven_stories_newest_first(
+    tmp_path: Path, store: Store, clock: datetime
+) -> None:
     folder = tmp_path / "seeds"
     folder.mkdir()
     shutil.copy(EXAMPLE_SEED, folder)
@@ -88,7 +90,9 @@ def test_same_story_in_two_files_is_one_story_with_the_richest_version(
     assert counts(store) == (3, 3)
 
 
-def test_richest_version_wins_whichever_file_comes_first(tmp_path: Path, store: Store, clock: datetime) -> None:
+def test_richest_version_wins_whichever_file_comes_first(
+    tmp_path: Path, store: Store, clock: datetime
+) -> None:
     files = seeds(tmp_path / "seeds", **{"001_b": B_AS_LEAD, "002_a": BRIEFS})
     stories = by_title(resolve(files, store, clock))
     assert set(stories) == {"Brief B", "Lead A", "Brief C"}
@@ -103,7 +107,8 @@ def test_brief_that_comes_back_as_a_lead_keeps_its_id_and_time(tmp_path: Path, s
     second = by_title(resolve(files, store, clock + LATER))
     b = second["Brief B"]
     assert b.is_lead and len(b.paragraphs) == 2
-    assert (b.id, b.published, b.seq) == (first["Brief B"].id, first["Brief B"].published, first["Brief B"].seq)
+    was = first["Brief B"]
+    assert (b.id, b.published, b.seq) == (was.id, was.published, was.seq)
     assert b.published == clock - timedelta(seconds=1)
     assert counts(store) == (3, 3)  # nothing new
 
@@ -135,7 +140,8 @@ def test_front_matter_id_is_the_identity_of_a_new_lead(tmp_path: Path, store: St
 
 
 def test_front_matter_date_is_the_publication_time(tmp_path: Path, store: Store, clock: datetime) -> None:
-    files = seeds(tmp_path / "s", **{"001": "---\ndate: 2025-03-14T09:30:00+02:00\n---\nDated\n\nBody.\n\nBrief\n"})
+    dated = "---\ndate: 2025-03-14T09:30:00+02:00\n---\nDated\n\nBody.\n\nBrief\n"
+    files = seeds(tmp_path / "s", **{"001": dated})
     stories = by_title(resolve(files, store, clock))
     assert stories["Dated"].published == datetime(2025, 3, 14, 7, 30, tzinfo=UTC)
     assert stories["Dated"].first_seen == clock
@@ -154,7 +160,8 @@ def test_stories_first_seen_together_have_distinct_times_in_file_order(
 
 def test_a_quick_second_build_never_reuses_a_time(tmp_path: Path, store: Store, clock: datetime) -> None:
     first = resolve(seeds(tmp_path / "s", **{"001": BRIEFS}), store, clock)
-    files = seeds(tmp_path / "s", **{"002": "New lead\n\nBody.\n\nNew brief 1\n\nNew brief 2\n\nNew brief 3\n"})
+    newer = "New lead\n\nBody.\n\nNew brief 1\n\nNew brief 2\n\nNew brief 3\n"
+    files = seeds(tmp_path / "s", **{"002": newer})
     second = resolve(files, store, clock + timedelta(seconds=1))
     times = [s.published for s in second]
     assert len(set(times)) == len(times) == 7
@@ -194,5 +201,6 @@ def test_resolve_without_persist_writes_nothing(tmp_path: Path, store: Store, cl
     assert len({s.seq for s in preview}) == len(preview)
     # A persisted run afterwards gives the new stories the same ids the preview showed.
     persisted = resolve(files, store, clock + LATER)
-    assert [(s.id, s.title, s.published) for s in persisted] == [(s.id, s.title, s.published) for s in preview]
+    assert [(s.id, s.title, s.published) for s in persisted] == \
+        [(s.id, s.title, s.published) for s in preview]
     assert counts(store) == (before[0] + 2, before[1] + 2)

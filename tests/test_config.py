@@ -61,7 +61,8 @@ def test_defaults_fill_missing_optional_sections(tmp_path: Path) -> None:
         ("limit = 50", 'limit = "fifty"', "feeds.limit", "Input should be a valid integer"),
         ("limit = 50", "limit = 0", "feeds.limit", "Input should be greater than or equal to 1"),
         ("timeout = 5", 'timeout = "5s"', "smtp.timeout", "Input should be a valid number"),
-        ('security = "none"', 'security = "ssl"', "smtp.security", "Input should be 'starttls', 'tls' or 'none'"),
+        ('security = "none"', 'security = "ssl"', "smtp.security",
+         "Input should be 'starttls', 'tls' or 'none'"),
         ('url = "https://example.org/"', 'url = "example.org"', "site.url",
          "must be an absolute http(s) URL, got 'example.org'"),
         ('url = "https://example.org/"', 'url = "/news/"', "site.url",
@@ -70,7 +71,8 @@ def test_defaults_fill_missing_optional_sections(tmp_path: Path) -> None:
          "expected a 5-field cron expression, got '0 7 * *'"),
         ('schedule = "0 7 * * *"', 'schedule = "61 7 * * *"', "digest.schedule",
          "invalid cron expression '61 7 * * *'"),
-        ('timezone = "UTC"', 'timezone = "Mars/Olympus"', "digest.timezone", "unknown time zone 'Mars/Olympus'"),
+        ('timezone = "UTC"', 'timezone = "Mars/Olympus"', "digest.timezone",
+         "unknown time zone 'Mars/Olympus'"),
         ('from = "Test Digest <digest@example.org>"', 'from = "Test Digest <digest@@example.org>"',
          "digest.from", "invalid email address 'digest@@example.org'"),
         ('from = "Test Digest <digest@example.org>"', 'from = "Test Digest"', "digest.from",
@@ -104,7 +106,7 @@ def test_missing_required_key(project: Project) -> None:
 
 
 def test_reserved_internal_names_are_unknown_keys(project: Project) -> None:
-    exc, text = bad(project, "[site]", 'root = "/etc"\n\n[site]')
+    exc, _ = bad(project, "[site]", 'root = "/etc"\n\n[site]')
     assert str(exc) == f"{project.config}:1: root: unknown key"
 
 
@@ -198,9 +200,10 @@ def test_absolute_and_non_sqlite_store_urls_are_kept(project: Project) -> None:
 
 def test_recipients_file_relative_to_root(project: Project, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    (project.root / "config" / "recipients.txt").write_text("# readers\ncarol@example.org  # friend\n\nbad-address\n")
-    project.extra = ""
-    text = project.config.read_text().replace('secret_env =', 'recipients_file = "config/recipients.txt"\nsecret_env =')
+    recipients = "# readers\ncarol@example.org  # friend\n\nbad-address\n"
+    (project.root / "config" / "recipients.txt").write_text(recipients)
+    text = project.config.read_text().replace(
+        "secret_env =", 'recipients_file = "config/recipients.txt"\nsecret_env =')
     project.write_config(text)
     monkeypatch.chdir(tmp_path)
     config = load_config(project.config)

@@ -113,7 +113,8 @@ def test_title_only_file_is_a_lead_without_body() -> None:
 
 
 def test_blank_lines_before_the_title_and_extra_blank_lines_between_blocks() -> None:
-    text = "\n\n  \nLead title\n\n\n\nPara one.\nPara two.\n\n\n \t\nBrief one\nSummary one.\n\nBrief two\nSummary two."
+    text = ("\n\n  \nLead title\n\n\n\nPara one.\nPara two.\n\n\n \t\n"
+            "Brief one\nSummary one.\n\nBrief two\nSummary two.")
     assert shape(text) == EXPECTED
     assert parse(text).entries[0].line == 4
 
