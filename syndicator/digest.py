@@ -115,12 +115,14 @@ def _subject(config: Config, env: jinja2.Environment, context: dict[str, Any]) -
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
     """Render a template; a broken user template is an input error naming file and line."""
     try:
-        return env.get_template(name).render(context)
+        template = env.get_template(name)
     except jinja2.TemplateSyntaxError as exc:
         raise InputError(f"template error: {exc.message}", path=exc.filename or name,
                          line=exc.lineno) from None
+    try:
+        return template.render(context)
     except jinja2.TemplateError as exc:
-        raise InputError(f"template error: {exc}", path=name) from None
+        raise InputError(f"template error: {exc}", path=template.filename or name) from None
 
 
 def _preheader(lead: Story | None) -> str:
