@@ -9,6 +9,7 @@ the recipient's unsubscribe URL, quoted-printable encoded on lines of its own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import re
@@ -45,7 +46,13 @@ _LABEL = re.compile(r"[^a-z0-9-]+")
 
 def list_id(config: Config) -> str:
     """The list's RFC 2919 id from the site URL, e.g. ``<digest.example.org>``; stable across runs."""
-    parts = urlsplit(config.site.url)
+    return _list_id(config.site.url)
+
+
+# Cached on the strings involved: message_id runs once per recipient and parsing is costly.
+@functools.lru_cache(maxsize=16)
+def _list_id(site_url: str) -> str:
+    parts = urlsplit(site_url)
     host = (parts.hostname or "localhost").encode("idna").decode("ascii")
     # A site under a path (https://example.org/news/) gets its own list: news.digest.example.org.
     labels = [_LABEL.sub("-", seg.lower()).strip("-") for seg in parts.path.split("/")]
@@ -57,10 +64,15 @@ def message_id(edition_id: int, address: str, config: Config) -> str:
 
     The address is hashed (with the list and edition), never shown in clear.
     """
-    seed = f"{list_id(config)}\x00{edition_id}\x00{address.lower()}".encode()
-    digest = hashlib.sha256(seed).hexdigest()[:32]
-    domain = config.digest.from_address.rsplit("@", 1)[1].lower()
-    return f"<{edition_id}.{digest}@{domain}>"
+    prefix, domain = _id_context(config.site.url, config.digest.from_)
+    seed = f"{prefix}{edition_id}\x00{address.lower()}".encode()
+    return f"<{edition_id}.{hashlib.sha256(seed).hexdigest()[:32]}@{domain}>"
+
+
+@functools.lru_cache(maxsize=16)
+def _id_context(site_url: str, from_: str) -> tuple[str, str]:
+    """The hash prefix (the list) and the domain of the sender's address."""
+    return _list_id(site_url) + "\x00", parseaddr(from_)[1].rsplit("@", 1)[1].lower()
 
 
 class MessageFactory:
