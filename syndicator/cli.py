@@ -105,6 +105,11 @@ def build(state: State, out: Path | None) -> None:
         f"built {_plural(result.stories, 'story')} into {result.output}: "
         f"{len(result.written)} files written, {result.unchanged} unchanged"
     )
+    # WebSub: tell the hub which feeds changed; a failed ping is logged, never fatal.
+    if result.feeds_changed and config.feeds.websub_hub:
+        from syndicator.websub import changed_feed_urls, ping_hub
+
+        ping_hub(config, changed_feed_urls(config, result.written))
 
 
 @cli.command()
@@ -176,6 +181,79 @@ def run(state: State) -> None:
     from syndicator.scheduler import Runner
 
     asyncio.run(Runner(state.config, clock).run())
+
+
+# -- serve and the list (issue 6) -------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0 picks a free one).")
+@click.pass_obj
+@handled
+def serve(state: State, host: str, port: int) -> None:
+    """Serve the output folder and the subscribe/unsubscribe routes."""
+    import asyncio
+
+    from syndicator import web
+
+    config = state.config
+    store = state.store()
+    try:
+        app = web.create_app(config, store)  # a missing secret fails here, before listening
+        sock = web.listen(host, port)
+        click.echo(f"serving {config.output_dir} at http://{host}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
+        asyncio.run(web.run_server(app, sock))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.close()
+
+
+@cli.command()
+@click.argument("address")
+@click.pass_obj
+@handled
+def subscribe(state: State, address: str) -> None:
+    """Mail ADDRESS a confirmation link; it joins the list once confirmed."""
+    from syndicator import subscriptions
+
+    store = state.store()
+    try:
+        click.echo(subscriptions.invite(state.config, store, address, int(clock().timestamp())))
+    finally:
+        store.close()
+
+
+@cli.command()
+@click.argument("address")
+@click.pass_obj
+@handled
+def unsubscribe(state: State, address: str) -> None:
+    """Put ADDRESS on the suppression list: no further digest goes to it."""
+    from syndicator import subscriptions
+
+    store = state.store()
+    try:
+        click.echo(subscriptions.remove(store, address, int(clock().timestamp())))
+    finally:
+        store.close()
+
+
+@cli.command()
+@click.pass_obj
+@handled
+def subscribers(state: State) -> None:
+    """The list: counts by source, pending and suppressed addresses, then every address."""
+    from syndicator import subscriptions
+
+    store = state.store()
+    try:
+        lines = subscriptions.report(subscriptions.listing(state.config, store))
+    finally:
+        store.close()
+    click.echo("\n".join(lines))
 
 
 def main() -> None:

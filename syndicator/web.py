@@ -1,0 +1,480 @@
+"""``syndicator serve``: the output folder over HTTP, plus subscribe/confirm/unsubscribe routes.
+
+Files get strong ETags (a content hash; the gzip body has its own), Last-Modified and
+304s, Cache-Control, and on feeds the WebSub ``Link`` headers. Nothing outside the
+output folder is reachable. Token pages never reveal why a token failed, the subscribe
+form never reveals whether an address is known, and tokens never reach the access log.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import mimetypes
+import re
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import uvicorn
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from syndicator import subscriptions
+from syndicator.config import Config, check_address
+from syndicator.errors import StoreError, SyndicatorError
+from syndicator.feeds import ATOM, JSON_FEED, RSS
+from syndicator.message import list_id
+from syndicator.store import Store
+from syndicator.subscriptions import Signer
+from syndicator.templating import environment
+from syndicator.tokens import BadToken
+
+log = logging.getLogger("syndicator.web")
+
+MAX_BODY = 16 * 1024  # every form this app accepts fits in far less
+FEED_TYPES = {RSS: "application/rss+xml", ATOM: "application/atom+xml", JSON_FEED: "application/feed+json"}
+_TEXTUAL = ("text/", "application/rss+xml", "application/atom+xml", "application/feed+json",
+            "application/json", "application/xml", "application/javascript", "image/svg+xml")
+_CACHE_CONTROL = {"feed": "public, max-age=300", "html": "public, max-age=60",
+                  "other": "public, max-age=3600"}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",  # a token in the URL must not leak to other sites
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+# -- files -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    gzipped: bytes | None
+    digest: str
+    mtime: int
+    content_type: str
+    kind: str  # "feed", "html" or "other"
+    name: str
+
+
+class Files:
+    """Files under one folder, found safely and cached by (inode, size, mtime)."""
+
+    def __init__(self, root: Path, max_cached: int = 1024) -> None:
+        self.root = root.resolve()
+        self.max_cached = max_cached
+        self._cache: OrderedDict[Path, tuple[tuple[int, int, int], Asset]] = OrderedDict()
+
+    def locate(self, relative: str) -> Path | str | None:
+        """The file for a URL path; a str is a redirect target (a folder without its slash)."""
+        parts = relative.split("/")
+        trailing = parts[-1] == ""
+        names = parts[:-1] if trailing else parts
+        if not _safe_names(names):
+            return None
+        target = self._inside(self.root.joinpath(*names))
+        if target is not None and target.is_dir():
+            if not trailing and names:
+                return "/" + "/".join(names) + "/"
+            target = self._inside(target / "index.html")
+        return target if target is not None and target.is_file() else None
+
+    def _inside(self, path: Path) -> Path | None:
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError, ValueError):
+            return None
+        return real if real == self.root or real.is_relative_to(self.root) else None
+
+    def load(self, path: Path) -> Asset | None:
+        try:
+            stat = path.stat()
+            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            asset = _asset(path, path.read_bytes(), int(stat.st_mtime))
+        except OSError:
+            return None
+        self._cache[path] = (key, asset)
+        while len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
+        return asset
+
+
+def _safe_names(names: list[str]) -> bool:
+    """No empty, dot, hidden, NUL or backslash segments: '..', '%2e%2e' and '//abs' all fail."""
+    return all(n and not n.startswith(".") and "\x00" not in n and "\\" not in n for n in names)
+
+
+def _asset(path: Path, body: bytes, mtime: int) -> Asset:
+    name = path.name
+    if name in FEED_TYPES:
+        content_type, kind = FEED_TYPES[name], "feed"
+    elif path.suffix in (".html", ".htm"):
+        content_type, kind = "text/html", "html"
+    else:
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        kind = "other"
+    textual = content_type.startswith(_TEXTUAL)
+    if textual:
+        content_type += "; charset=utf-8"
+    squeezed = gzip.compress(body, compresslevel=6, mtime=0) if textual and len(body) >= 256 else None
+    return Asset(body, squeezed, hashlib.sha256(body).hexdigest()[:32], mtime, content_type, kind, name)
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding value allows gzip (``gzip;q=0`` does not)."""
+    weights: dict[str, float] = {}
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        match = re.search(r"q\s*=\s*([0-9.]+)", params)
+        if match:
+            try:
+                q = float(match.group(1))
+            except ValueError:
+                q = 0.0
+        weights[name.strip().lower()] = q
+    return weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0))) > 0
+
+
+def etag_matches(header: str, digest: str) -> bool:
+    """Weak comparison (RFC 9110 13.1.2); either encoding's tag names the same content."""
+    if header.strip() == "*":
+        return True
+    for tag in header.split(","):
+        value = tag.strip().removeprefix("W/").strip('"').removesuffix("-gz")
+        if value == digest:
+            return True
+    return False
+
+
+def not_modified(headers: Mapping[str, str], asset: Asset) -> bool:
+    inm = headers.get("if-none-match")
+    if inm is not None:  # If-None-Match wins over If-Modified-Since
+        return etag_matches(inm, asset.digest)
+    since = headers.get("if-modified-since")
+    if not since:
+        return False
+    try:
+        return asset.mtime <= int(parsedate_to_datetime(since).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+
+
+# -- abuse limits ------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket per client: ``burst`` requests at once, then one every ``every`` seconds."""
+
+    def __init__(self, burst: int = 5, every: float = 20.0, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst, self.every, self.max_clients, self.clock = burst, every, max_clients, clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.pop(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) / self.every)
+        allowed = tokens >= 1.0
+        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """413 for any request body over ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await _too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(scope, receive, send)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    await PlainTextResponse("Request body too large.\n", 413, headers={"Connection": "close"})(
+        scope, receive, send)
+
+
+def client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# -- the app -----------------------------------------------------------------------------
+
+
+class Site:
+    """The routes' shared state: config, store, signer, files, templates, limits."""
+
+    def __init__(self, config: Config, store: Store, signer: Signer, password: str | None,
+                 limiter: RateLimiter, now: Callable[[], int]) -> None:
+        self.config, self.store, self.signer, self.password = config, store, signer, password
+        self.limiter, self.now = limiter, now
+        self.files = Files(config.output_dir)
+        self.env = environment(config.templates_dir)
+        self.links = _feed_links(config)
+
+    # pages ----------------------------------------------------------------------------
+    def page(self, name: str, status: int = 200, background: BackgroundTask | None = None,
+             headers: Mapping[str, str] | None = None, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(name).render(site=self.config.site, **context)
+        return HTMLResponse(html, status, headers={**_PAGE_HEADERS, **(headers or {})}, background=background)
+
+    def bad_token(self) -> HTMLResponse:
+        return self.page("web_bad_token.html", 400)
+
+    async def form(self, request: Request) -> FormData:
+        return await request.form(max_files=0, max_fields=20, max_part_size=MAX_BODY)
+
+    # routes ---------------------------------------------------------------------------
+    async def health(self, request: Request) -> Response:
+        ok = self.files.root.is_dir() and await run_in_threadpool(_store_ok, self.store)
+        return PlainTextResponse("ok\n" if ok else "unavailable\n", 200 if ok else 503,
+                                 headers={"Cache-Control": "no-store"})
+
+    async def unsubscribe(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            if request.method == "POST":
+                # RFC 8058: the one-click POST (or the page's button) unsubscribes at once,
+                # whatever encoding the body uses.
+                await request.body()
+                address = await run_in_threadpool(
+                    subscriptions.unsubscribe_token_owner, self.store, self.signer, token, self.now())
+                log.info("unsubscribed one address through the web")
+                return self.page("web_unsubscribed.html", address=address)
+            address = subscriptions.check_unsubscribe(self.signer, token)
+        except BadToken:
+            return self.bad_token()
+        return self.page("web_unsubscribe.html", address=address)
+
+    async def subscribe_form(self, request: Request) -> Response:
+        return self.page("web_subscribe.html", error="", email="")
+
+    async def subscribe(self, request: Request) -> Response:
+        if not self.limiter.allow(client_key(request)):
+            return self.page("web_subscribe.html", 429, headers={"Retry-After": str(int(self.limiter.every))},
+                             error="Too many attempts from your network; please try again in a minute.",
+                             email="")
+        raw = (await self.form(request)).get("email", "")
+        try:
+            address = check_address(raw.strip() if isinstance(raw, str) else "")
+        except ValueError:
+            return self.page("web_subscribe.html", 400, error="Please enter a valid email address.",
+                             email=raw if isinstance(raw, str) else "")
+        token = await run_in_threadpool(subscriptions.request, self.store, self.signer, address, self.now())
+        # The mail goes out after the response, so known, new and cooling-down addresses
+        # all get the same page, status and timing.
+        task = BackgroundTask(self.mail_confirmation, address, token) if token else None
+        return self.page("web_check_inbox.html", background=task)
+
+    async def mail_confirmation(self, address: str, token: str) -> None:
+        try:
+            await subscriptions.send_confirmation(self.config, self.password, address, token, self.now())
+        except SyndicatorError as exc:
+            log.warning("confirmation mail not sent: %s", exc)
+
+    async def confirm(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            if request.method == "POST":
+                await request.body()
+                address = await run_in_threadpool(subscriptions.confirm, self.store, self.signer, token,
+                                                  self.now())
+                log.info("confirmed one subscription through the web")
+                return self.page("web_confirmed.html", address=address)
+            address = await run_in_threadpool(subscriptions.check_confirm, self.store, self.signer, token,
+                                              self.now())
+        except BadToken:
+            return self.bad_token()
+        return self.page("web_confirm.html", address=address)
+
+    async def file(self, request: Request) -> Response:
+        found = await run_in_threadpool(self.files.locate, request.path_params["path"])
+        if isinstance(found, str):
+            return RedirectResponse(found, 308)
+        asset = await run_in_threadpool(self.files.load, found) if found is not None else None
+        if asset is None:
+            return PlainTextResponse("Not found.\n", 404)
+        return self.asset_response(request, asset, found is not None and found.parent == self.files.root)
+
+    def asset_response(self, request: Request, asset: Asset, top_level: bool) -> Response:
+        squeeze = asset.gzipped is not None and accepts_gzip(request.headers.get("accept-encoding", ""))
+        headers = {
+            "ETag": f'"{asset.digest}-gz"' if squeeze else f'"{asset.digest}"',
+            "Last-Modified": formatdate(asset.mtime, usegmt=True),
+            "Cache-Control": _CACHE_CONTROL[asset.kind],
+            "X-Content-Type-Options": "nosniff",
+        }
+        if asset.gzipped is not None:
+            headers["Vary"] = "Accept-Encoding"
+        if asset.kind == "feed" and top_level and self.links:
+            headers["Link"] = self.links[asset.name]
+        if not_modified(request.headers, asset):
+            return Response(status_code=304, headers=headers)
+        if squeeze and asset.gzipped is not None:
+            headers["Content-Encoding"] = "gzip"
+            return Response(asset.gzipped, headers=headers, media_type=asset.content_type)
+        return Response(asset.body, headers=headers, media_type=asset.content_type)
+
+
+def _feed_links(config: Config) -> dict[str, str]:
+    """The WebSub discovery Link header of each feed, when a hub is configured."""
+    hub = config.feeds.websub_hub
+    if not hub:
+        return {}
+    return {name: f'<{hub}>; rel="hub", <{config.site.url}{name}>; rel="self"' for name in FEED_TYPES}
+
+
+def _store_ok(store: Store) -> bool:
+    try:
+        with store.begin() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:  # health reports, it never explains
+        return False
+    return True
+
+
+async def _store_down(request: Request, exc: Exception) -> Response:
+    log.warning("store unavailable: %s", exc)
+    return PlainTextResponse("Service temporarily unavailable.\n", 503, headers={"Retry-After": "30"})
+
+
+def create_app(config: Config, store: Store, *, secret: bytes | None = None,
+               limiter: RateLimiter | None = None, now: Callable[[], int] | None = None) -> Starlette:
+    """The ASGI app. Reads the token secret and SMTP password now, so a missing one fails at start."""
+    signer = Signer(secret, list_id(config)) if secret is not None else Signer.for_config(config)
+    site = Site(config, store, signer, config.smtp_password(), limiter or RateLimiter(),
+                now or (lambda: int(time.time())))
+    routes = [
+        Route("/healthz", site.health, methods=["GET"]),
+        Route("/u/{token}", site.unsubscribe, methods=["GET", "POST"]),
+        Route("/subscribe", site.subscribe_form, methods=["GET"]),
+        Route("/subscribe", site.subscribe, methods=["POST"]),
+        Route("/confirm/{token}", site.confirm, methods=["GET", "POST"]),
+        Route("/{path:path}", site.file, methods=["GET"]),
+    ]
+    middleware = [Middleware(BodyLimit), Middleware(GZipMiddleware, minimum_size=512)]
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={StoreError: _store_down, jinja2.TemplateError: _template_error})
+    app.state.site = site
+    return app
+
+
+async def _template_error(request: Request, exc: Exception) -> Response:
+    log.error("page template failed: %s", exc)
+    return PlainTextResponse("Internal server error.\n", 500)
+
+
+# -- serving -----------------------------------------------------------------------------
+
+
+class ServeError(SyndicatorError):
+    """The server cannot start (for example the port is taken)."""
+
+
+class RedactTokens(logging.Filter):
+    """Replace the token in /u/... and /confirm/... paths before a log record is written."""
+
+    _PATH = re.compile(r"(/(?:u|confirm)/)[^\s/?#\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = self.redact(record.msg)
+        return True
+
+    @classmethod
+    def redact(cls, value: str) -> str:
+        return cls._PATH.sub(r"\1[token]", value)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound socket, or ServeError naming the address; port 0 picks a free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def make_server(app: ASGIApp) -> uvicorn.Server:
+    """A uvicorn server for ``app`` that logs through our logging, tokens redacted."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+    config = uvicorn.Config(app, log_config=None, lifespan="off", server_header=False,
+                            proxy_headers=True, timeout_graceful_shutdown=5)
+    return uvicorn.Server(config)
+
+
+async def serve_app(config: Config, host: str = "127.0.0.1", port: int = 8080, *,
+                    store: Store | None = None, sock: socket.socket | None = None) -> None:
+    """Serve until cancelled or signalled; ``syndicator run`` awaits this next to its scheduler."""
+    owned = store is None
+    store = store or Store.open(config.store_url)
+    try:
+        app = create_app(config, store)
+        await run_server(app, sock or listen(host, port))
+    finally:
+        if owned:
+            store.close()
+
+
+async def run_server(app: ASGIApp, sock: socket.socket) -> None:
+    """Serve ``app`` on a bound socket until cancelled or signalled (SIGINT/SIGTERM)."""
+    await make_server(app).serve(sockets=[sock])
