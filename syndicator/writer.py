@@ -38,8 +38,13 @@ def write_atomic(path: Path, data: bytes) -> bool:
 
 def check_writable(folder: Path) -> None:
     """Fail before any work when the output folder cannot be created or written."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError("output folder is a file, not a folder", path=folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder: {exc.strerror}", path=folder) from None
+    try:
         fd, tmp = tempfile.mkstemp(prefix=".probe.", dir=folder)
         os.close(fd)
         os.unlink(tmp)
