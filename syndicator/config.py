@@ -25,6 +25,7 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 # "Name <address>" or a bare address; the address itself is checked by email-validator.
 _FROM = re.compile(r"\s*(?:([^<>]*?)\s*<([^<>\s]+)>|([^<>\s]+))\s*")
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column \d+\)$")
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -65,6 +66,13 @@ class SiteConfig(_Section):
     @classmethod
     def _email(cls, value: str) -> str:
         return check_address(value) if value else value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if not _LANGUAGE.fullmatch(value):
+            raise ValueError(f"expected a language tag like 'en' or 'en-GB', got {value!r}")
+        return value
 
 
 class PathsConfig(_Section):

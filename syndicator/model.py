@@ -90,7 +90,9 @@ class Story:
 def normalise_title(title: str) -> str:
     """The form two spellings of one headline share."""
     text = unicodedata.normalize("NFKC", title).translate(_QUOTES).casefold()
-    return " ".join(_NON_WORD.sub(" ", text).split())
+    # A headline of only symbols (emoji, punctuation) keeps them: it must not share
+    # the empty key with every other such headline.
+    return " ".join(_NON_WORD.sub(" ", text).split()) or " ".join(text.split())
 
 
 def story_id(key: str) -> str:

@@ -204,3 +204,10 @@ def test_resolve_without_persist_writes_nothing(tmp_path: Path, store: Store, cl
     assert [(s.id, s.title, s.published) for s in persisted] == \
         [(s.id, s.title, s.published) for s in preview]
     assert counts(store) == (before[0] + 2, before[1] + 2)
+
+
+def test_symbol_only_headlines_stay_distinct_stories(tmp_path: Path, store: Store, clock: datetime) -> None:
+    files = seeds(tmp_path / "s", **{"001": "😀\n\nBody one.\n\n???\nA brief.\n\n😀 😀\nAnother.\n"})
+    stories = resolve(files, store, clock)
+    assert [s.title for s in stories] == ["😀", "???", "😀 😀"]
+    assert len({s.id for s in stories}) == 3

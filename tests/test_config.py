@@ -80,6 +80,8 @@ def test_defaults_fill_missing_optional_sections(tmp_path: Path) -> None:
         ('recipients = ["alice@example.com", "bob@example.net"]', 'recipients = ["alice@example.com", "bob"]',
          "digest.recipients", "invalid email address 'bob'"),
         ('lookback = "all"', 'lookback = "yesterday"', "digest.lookback", "expected a duration like '1d'"),
+        ('language = "en"', 'language = "English (UK)"', "site.language",
+         "expected a language tag like 'en' or 'en-GB', got 'English (UK)'"),
         ('port = ', 'password = "hunter2"\nport = ', "smtp.password",
          "unknown key: the password never lives in the file"),
     ],
