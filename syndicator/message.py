@@ -93,7 +93,7 @@ class MessageFactory:
     def build(self, address: str, message_id: str) -> bytes:
         """The RFC 5322 message for ``address``: CRLF line ends, no line over 998 bytes."""
         if not _ADDRESS.fullmatch(address):
-            raise ValueError(f"cannot address a message to {address!r}")
+            address = _ascii_address(address)
         if not _MESSAGE_ID.fullmatch(message_id):
             raise ValueError(f"invalid Message-ID {message_id!r}")
         url = self._unsubscribe_url(address)
@@ -108,6 +108,18 @@ class MessageFactory:
             c[4], _qp_url(html.escape(url)).join(self._html),
             c[5],
         ))
+
+
+def _ascii_address(address: str) -> str:
+    """An internationalised domain in its ASCII (IDNA) form; anything else unsafe is refused."""
+    local, _, domain = address.rpartition("@")
+    try:
+        candidate = f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        candidate = ""
+    if not _ADDRESS.fullmatch(candidate):
+        raise ValueError(f"cannot address a message to {address!r}")
+    return candidate
 
 
 def _skeleton(config: Config, digest: Digest, date: datetime) -> EmailMessage:

@@ -230,6 +230,16 @@ def test_broken_user_template_is_an_input_error(project: Project, clock: datetim
     assert raised.value.path == str(project.root / "templates" / "digest.txt")
 
 
+def test_template_syntax_error_names_file_and_line(project: Project, clock: datetime) -> None:
+    config, stories = seed_stories(project, clock)
+    (project.root / "templates").mkdir()
+    (project.root / "templates" / "digest.html").write_text("<p>\n{% for %}\n", encoding="utf-8")
+    with pytest.raises(InputError) as raised:
+        render_digest(config, stories, clock)
+    assert raised.value.path == str(project.root / "templates" / "digest.html")
+    assert raised.value.line == 2
+
+
 def test_project_template_overrides_the_default(project: Project, clock: datetime) -> None:
     config, stories = seed_stories(project, clock)
     (project.root / "templates").mkdir()

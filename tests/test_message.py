@@ -259,6 +259,14 @@ def test_bad_message_id_is_refused(seeded: tuple[Config, Digest], clock: datetim
         factory.build("a@example.com", mid)
 
 
+def test_internationalised_domain_is_written_in_ascii(seeded: tuple[Config, Digest], clock: datetime) -> None:
+    config, digest = seeded
+    factory = MessageFactory(config, digest, unsubscribe_url=lambda _: "https://example.org/u/t", date=clock)
+    built = factory.build("reader@bücher.example", "<1.a@example.org>")
+    assert_wire_format(built)
+    assert parsed(built)["To"] == "reader@xn--bcher-kva.example"
+
+
 def test_naive_date_is_refused(seeded: tuple[Config, Digest], clock: datetime) -> None:
     config, digest = seeded
     with pytest.raises(ValueError, match="timezone-aware"):
