@@ -71,18 +71,18 @@ def _edition(row: object) -> Edition:
 
 def watermark(store: Store) -> int | None:
     """The newest story seq any edition has covered; None before the first edition."""
-    with store.begin() as conn:
+    with store.read() as conn:
         value = conn.execute(select(func.max(e.c.max_seq))).scalar_one_or_none()
     return None if value is None else int(value)
 
 
 def open_editions(store: Store) -> list[Edition]:
-    with store.begin() as conn:
+    with store.read() as conn:
         return [_edition(r) for r in conn.execute(select(e).where(e.c.status == OPEN).order_by(e.c.id))]
 
 
 def editions(store: Store, limit: int = 20) -> list[Edition]:
-    with store.begin() as conn:
+    with store.read() as conn:
         rows = conn.execute(select(e).order_by(e.c.id.desc()).limit(limit))
         return [_edition(r) for r in rows]
 
@@ -205,14 +205,14 @@ def release(store: Store, claims: list[Claim], now: int) -> None:
                          .values(state=PENDING, lease_until=None, updated_at=now))
 
 
-def backoff(attempts: int, base: float = 2.0, cap: float = 300.0) -> float:
+def backoff(attempts: int, base: float = 1.0, cap: float = 300.0) -> float:
     """Exponential backoff with jitter: seconds to wait after ``attempts`` failures."""
     delay: float = min(cap, base * 2 ** max(0, attempts - 1))
     return delay * random.uniform(0.5, 1.0)
 
 
 def counts(store: Store, edition_id: int) -> dict[str, int]:
-    with store.begin() as conn:
+    with store.read() as conn:
         rows = conn.execute(select(d.c.state, func.count()).where(d.c.edition_id == edition_id)
                             .group_by(d.c.state))
         found = {state: int(n) for state, n in rows}
@@ -221,7 +221,7 @@ def counts(store: Store, edition_id: int) -> dict[str, int]:
 
 def next_due(store: Store, edition_id: int) -> int | None:
     """When the earliest unsettled row of an edition can next be tried; None when all are settled."""
-    with store.begin() as conn:
+    with store.read() as conn:
         row = conn.execute(select(
             func.min(d.c.next_attempt).filter(d.c.state == DEFERRED),
             func.min(d.c.lease_until).filter(d.c.state == SENDING),
@@ -278,5 +278,5 @@ def suppress(store: Store, address: str, reason: str, now: int) -> bool:
 
 
 def suppressed(store: Store) -> set[str]:
-    with store.begin() as conn:
+    with store.read() as conn:
         return {row[0] for row in conn.execute(select(sup.c.address))}

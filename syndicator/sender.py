@@ -9,6 +9,7 @@ message each connection had in flight.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import multiprocessing
 import os
@@ -26,7 +27,7 @@ from syndicator import ledger
 from syndicator.audience import audience
 from syndicator.build import load_stories
 from syndicator.config import Config
-from syndicator.digest import Digest, render_digest
+from syndicator.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
 from syndicator.errors import DeliveryError
 from syndicator.ledger import Claim, Edition, Result
 from syndicator.mailer import Connection, Kind, Outcome, SmtpSetupError
@@ -80,6 +81,7 @@ class Tally:
         self.sent += other.sent
         self.failed += other.failed
         self.errors.extend(other.errors)
+        self.editions.extend(e for e in other.editions if e not in self.editions)
 
     @property
     def rate(self) -> float:
@@ -167,7 +169,7 @@ class Throttle:
         if outcome.kind is Kind.TRANSIENT:
             # Slow everyone down, more with each consecutive refusal, instead of hammering.
             self.strikes += 1
-            pause = min(30.0, 0.25 * 2 ** min(self.strikes, 7))
+            pause = min(10.0, 0.1 * 2 ** min(self.strikes - 1, 7))
             self.paused_until = max(self.paused_until, asyncio.get_running_loop().time() + pause)
         elif outcome.kind is Kind.SENT:
             self.strikes = 0
@@ -285,7 +287,11 @@ class Delivery:
         try:
             while (item := await feeder.next()) is not None:
                 await throttle.wait()
-                data = self.factory.build(item.address, item.message_id)
+                try:
+                    data = self.factory.build(item.address, item.message_id)
+                except ValueError as exc:  # an address or URL unsafe to put in a header
+                    await self._settle(recorder, item, Outcome(Kind.PERMANENT, None, str(exc)))
+                    continue
                 try:
                     outcome = await connection.send(mail_from, item.address, data)
                 except SmtpSetupError:
@@ -440,9 +446,10 @@ def preview(config: Config, store: Store, clock: datetime, folder: Path) -> Prev
     secret = _optional_secret(config)
     factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=clock)
     first = addresses[0] if addresses else "recipient@example.invalid"
+    link = unsubscribe_url(config, secret)(first)
     files = {
-        "digest.html": digest.html.encode("utf-8"),
-        "digest.txt": digest.text.encode("utf-8"),
+        "digest.html": digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(link)).encode("utf-8"),
+        "digest.txt": digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, link).encode("utf-8"),
         "digest.eml": factory.build(first, message_id(0, first, config)),
     }
     for name, data in files.items():

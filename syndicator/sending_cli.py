@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -126,7 +127,7 @@ class _progress:
             self.thread.join()
 
     def _loop(self) -> None:
-        tty = click.get_text_stream("stderr").isatty()
+        tty = sys.stderr.isatty()
         start = time.monotonic()
         while not self.stop.wait(1.0 if tty else self.every):
             for edition in ledger.open_editions(self.store):

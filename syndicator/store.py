@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -13,9 +14,16 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from syndicator import schema
 from syndicator.errors import StoreError
@@ -61,28 +69,46 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
+        """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except OperationalError as exc:
+        except IntegrityError:
+            raise
+        except (OperationalError, DatabaseError) as exc:
+            raise StoreError(f"store error: {_reason(exc)}") from None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction: never waits for, nor blocks, a writer (SQLite WAL)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(syndicator_readonly=True)
+                with conn.begin():
+                    yield conn
+        except (OperationalError, DatabaseError) as exc:
             raise StoreError(f"store error: {_reason(exc)}") from None
 
     def _migrate(self) -> None:
         script = ScriptDirectory(str(MIGRATIONS))
         head = script.get_current_head()
         with self.engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-        if current == head:
-            return
-        if current is not None and current not in {r.revision for r in script.walk_revisions()}:
-            raise StoreError(
-                f"the store is at schema version {current}, newer than this syndicator knows "
-                f"({head}); upgrade syndicator"
-            )
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
         with self.engine.begin() as conn:
+            # One migrator at a time: SQLite's BEGIN IMMEDIATE, PostgreSQL's advisory lock.
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(7262514001)"))
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current == head:
+                return
+            if current is not None and current not in {r.revision for r in script.walk_revisions()}:
+                raise StoreError(
+                    f"the store is at schema version {current}, newer than this syndicator knows "
+                    f"({head}); upgrade syndicator"
+                )
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -91,13 +117,13 @@ class Store:
         """Every known key with the story it names."""
         s, k = schema.stories, schema.story_keys
         query = select(k.c.key, s.c.id, s.c.seq, s.c.first_seen).join(s, s.c.id == k.c.story_id)
-        with self.begin() as conn:
+        with self.read() as conn:
             return {row.key: StoredStory(row.id, row.seq, row.first_seen) for row in conn.execute(query)}
 
     def max_seq(self) -> int:
         from sqlalchemy import func
 
-        with self.begin() as conn:
+        with self.read() as conn:
             return int(conn.execute(select(func.coalesce(func.max(schema.stories.c.seq), 0))).scalar_one())
 
     def add_stories(
@@ -162,16 +188,31 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Autocommit at the driver level so that SQLAlchemy's BEGIN below is the only one.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    _wal(cursor)
+    # NORMAL in WAL mode: a commit survives a killed process (the crash we guard against), cheaply.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _wal(cursor: Any) -> None:
+    """Switch to WAL once; the switch can report 'locked' at once while another process opens the file."""
+    for _attempt in range(100):
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock at BEGIN, so two writers queue instead of deadlocking.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    readonly = conn.get_execution_options().get("syndicator_readonly")
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def _reason(exc: SQLAlchemyError) -> str:

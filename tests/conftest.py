@@ -160,7 +160,15 @@ class CountingSMTP(SMTP):
         super().connection_made(transport)
 
 
-class RecordingController(Controller):
+class LoopbackController(Controller):
+    """A Controller on port 0: learns its real port before aiosmtpd's start-up probe connects."""
+
+    def _trigger_server(self) -> None:
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
+class RecordingController(LoopbackController):
     def factory(self) -> SMTP:
         return CountingSMTP(self.handler, **self.SMTP_kwargs)
 
@@ -183,8 +191,8 @@ def smtp_server() -> Iterator[SmtpServer]:
     controller = RecordingController(handler, hostname="127.0.0.1", port=0)
     controller.start()
     try:
-        port = controller.server.sockets[0].getsockname()[1]
-        yield SmtpServer("127.0.0.1", port, handler)
+        handler.connections = 0  # the start-up probe is not a client
+        yield SmtpServer("127.0.0.1", controller.port, handler)
     finally:
         controller.stop()
 
@@ -220,3 +228,31 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'store.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+# -- a misbehaving SMTP server -------------------------------------------------------
+
+
+@dataclass
+class FaultyServer:
+    host: str
+    port: int
+    handler: Any
+
+    @property
+    def faults(self) -> Any:
+        return self.handler.faults
+
+
+@pytest.fixture
+def faulty_smtp() -> Iterator[FaultyServer]:
+    """aiosmtpd on a free loopback port whose faults a test sets through ``.faults``."""
+    from tests.smtp_faults import FaultyHandler, Faults
+
+    handler = FaultyHandler(Faults())
+    controller = LoopbackController(handler, hostname="127.0.0.1", port=0)
+    controller.start()
+    try:
+        yield FaultyServer("127.0.0.1", controller.port, handler)
+    finally:
+        controller.stop()

@@ -1,0 +1,63 @@
+"""An aiosmtpd handler that misbehaves on purpose, and counts what it really accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Faults:
+    """What the server does wrong. Every fault is decided per DATA command."""
+
+    transient_rate: float = 0.0  # answer 421 or 451 to this share of messages
+    drop_first: set[str] = field(default_factory=set)  # drop the connection mid-DATA, first try only
+    stall_first: set[str] = field(default_factory=set)  # stall past the client timeout, first try only
+    stall_seconds: float = 5.0
+    refuse: dict[str, str] = field(default_factory=dict)  # RCPT reply for an address
+    delay: float = 0.0  # seconds to spend on each accepted message
+    seed: int = 7
+
+
+class FaultyHandler:
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self.rng = random.Random(faults.seed)
+        self.accepted: list[tuple[str, str, bytes]] = []  # (rcpt, Message-ID, data)
+        self.tried: Counter[str] = Counter()
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        reply = self.faults.refuse.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        rcpt = envelope.rcpt_tos[0].lower()
+        self.tried[rcpt] += 1
+        first = self.tried[rcpt] == 1
+        if first and rcpt in self.faults.drop_first:
+            assert server.transport is not None
+            server.transport.close()
+            return "421 connection dropped"  # never reaches the client
+        if first and rcpt in self.faults.stall_first:
+            await asyncio.sleep(self.faults.stall_seconds)
+            return "451 too late"
+        if self.faults.transient_rate and self.rng.random() < self.faults.transient_rate:
+            return self.rng.choice(["421 4.3.2 Service shutting down", "451 4.3.0 Try again later"])
+        if self.faults.delay:
+            await asyncio.sleep(self.faults.delay)
+        data = envelope.original_content or b""
+        msg = message_from_bytes(data, policy=policy.default)
+        self.accepted.append((rcpt, str(msg["Message-ID"]), data))
+        return "250 2.0.0 Ok: queued"
+
+    def per_recipient(self) -> Counter[str]:
+        return Counter(rcpt for rcpt, _, _ in self.accepted)
