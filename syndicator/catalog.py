@@ -6,11 +6,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import IntegrityError
+
 from syndicator.config import Config
 from syndicator.errors import InputError, InputErrors, SeedError
 from syndicator.model import Entry, SeedFile, Story, story_id, story_slug
 from syndicator.reader import read_seeds
 from syndicator.store import Store, StoredStory
+
+_ATTEMPTS = 5
 
 
 @dataclass
@@ -63,7 +67,20 @@ def count_stories(files: list[SeedFile]) -> int:
 
 
 def resolve(files: list[SeedFile], store: Store, clock: datetime, *, persist: bool = True) -> list[Story]:
-    """One story per identity, newest first; new stories are recorded unless ``persist`` is false."""
+    """One story per identity, newest first; new stories are recorded unless ``persist`` is false.
+
+    Another process (a second build, a send) may record the same new stories between our
+    read and our write: then the write fails on a unique key, and we read again and use theirs.
+    """
+    for _attempt in range(_ATTEMPTS - 1):
+        try:
+            return _resolve(files, store, clock, persist)
+        except IntegrityError:
+            continue
+    return _resolve(files, store, clock, persist)
+
+
+def _resolve(files: list[SeedFile], store: Store, clock: datetime, persist: bool) -> list[Story]:
     known = store.story_keys()
     groups = _group([e for f in files for e in f.entries], known)
     fresh = sum(1 for g in groups if not g.stored)

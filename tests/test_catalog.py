@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from syndicator import schema
 from syndicator.catalog import count_stories, resolve
 from syndicator.model import SeedFile, Story, normalise_title, story_id
 from syndicator.reader import read_seeds
-from syndicator.store import Store
+from syndicator.store import Store, StoredStory
 
 EXAMPLE_SEED = Path(__file__).resolve().parent.parent / "seeds" / "000_3c621fef12599da2.txt"
 UTC_ZONE = ZoneInfo("UTC")
@@ -211,3 +212,45 @@ def test_symbol_only_headlines_stay_distinct_stories(tmp_path: Path, store: Stor
     stories = resolve(files, store, clock)
     assert [s.title for s in stories] == ["😀", "???", "😀 😀"]
     assert len({s.id for s in stories}) == 3
+
+
+def test_two_writers_at_once_agree_on_every_story(tmp_path: Path, store_url: str, clock: datetime) -> None:
+    """Two builds (or a build and a send) resolving new stories at once: both succeed, one truth."""
+    files = seeds(tmp_path / "s", **{"001": BRIEFS, "002": B_AS_LEAD, "003": "Lead D\n\nBody.\n\nBrief E\n"})
+    Store.open(store_url).close()  # migrated up front, as a running site's store is
+    barrier = threading.Barrier(2)
+    results: list[list[Story]] = []
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        own = Store.open(store_url)
+        try:
+            original = own.story_keys
+            first_read = [True]
+
+            def slow_keys() -> dict[str, StoredStory]:
+                keys = original()
+                if first_read.pop() if first_read else False:
+                    barrier.wait(timeout=10)  # both have read: both believe every story is new
+                return keys
+
+            own.story_keys = slow_keys  # type: ignore[method-assign]
+            results.append(resolve(files, own, clock + timedelta(seconds=offset)))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in (0, 7)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    first, second = results
+    assert [(s.id, s.published) for s in first] == [(s.id, s.published) for s in second]
+    check = Store.open(store_url)
+    try:
+        assert counts(check) == (5, 5)
+    finally:
+        check.close()
