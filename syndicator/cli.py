@@ -17,7 +17,9 @@ from syndicator import build as build_mod
 from syndicator.catalog import count_stories, load_files, read_all
 from syndicator.config import Config, find_config, load_config
 from syndicator.errors import InputError, InputErrors, SyndicatorError
+from syndicator.pages import check_templates
 from syndicator.store import Store
+from syndicator.templating import environment
 from syndicator.writer import check_writable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,8 +95,11 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 def build(state: State, out: Path | None) -> None:
     """Write the feeds and the HTML pages they link to."""
     config = state.config
-    # Every seed parses and the output folder is writable before the store is touched.
+    # Seeds and templates are valid and the output folder is writable before the store is touched.
     files = load_files(config)
+    broken = check_templates(environment(config.templates_dir))
+    if broken:
+        raise InputErrors(broken)
     check_writable(out or config.output_dir)
     store = state.store()
     try:
@@ -128,6 +133,7 @@ def check(state: State) -> None:
             problems.append(exc)
     files, errors = read_all(config)
     problems.extend(errors)
+    problems.extend(check_templates(environment(config.templates_dir)))
     if problems:
         raise InputErrors(problems)
     stories = count_stories(files)

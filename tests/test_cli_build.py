@@ -262,3 +262,27 @@ def test_process_happy_path(project: Project) -> None:
     out = project.root.resolve() / "public"
     assert done.stdout == f"built 7 stories into {out}: 11 files written, 0 unchanged\n"
     assert done.stderr == ""
+
+
+def test_broken_project_template_is_one_line_naming_file_and_line(project: Project) -> None:
+    templates = project.root / "templates"
+    templates.mkdir()
+    index = templates / "index.html"
+    index.write_text('{% extends "base.html" %}\n{% block body %}\n{{ stories|nope }}\n{% endblock %}\n')
+    for command in ("check", "build"):
+        assert_one_error(run(command), f"{index.resolve()}:3: template error: No filter named 'nope'.")
+    assert not (project.root / "public").exists()
+    index.write_text('{% extends "base.html" %}\n{% block body %}\n\n{{ missing_name }}\n{% endblock %}\n')
+    assert run("check").exit_code == 0  # only a render finds an undefined name
+    assert_one_error(run("build"), f"{index.resolve()}:4: template error: 'missing_name' is undefined")
+    assert not (project.root / "public" / "index.html").exists()
+
+
+def test_project_template_overrides_the_shipped_one(project: Project) -> None:
+    templates = project.root / "templates"
+    templates.mkdir()
+    (templates / "index.html").write_text(
+        '{% extends "base.html" %}\n{% block body %}<p>Our own: {{ stories|length }}</p>{% endblock %}\n')
+    assert run("build").exit_code == 0
+    index = (project.root / "public" / "index.html").read_text()
+    assert "<p>Our own: 7</p>" in index and 'type="application/atom+xml"' in index
