@@ -29,12 +29,17 @@ def trigger(config: Config) -> CronTrigger:
 
 def slot_for(trig: CronTrigger, now: datetime) -> datetime:
     """The newest fire time at or before ``now``: the edition's idempotency key."""
-    fire = trig.get_next_fire_time(None, now - timedelta(days=366))
-    latest = fire
-    while fire is not None and fire <= now:
-        latest = fire
-        fire = trig.get_next_fire_time(fire, fire + timedelta(microseconds=1))
-    return latest if latest is not None else now
+    # Look back in growing windows so an every-second and a yearly schedule both stay cheap.
+    for window in (timedelta(minutes=1), timedelta(hours=1), timedelta(days=1), timedelta(days=32),
+                   timedelta(days=367)):
+        fire = trig.get_next_fire_time(None, now - window)
+        latest = None
+        while fire is not None and fire <= now:
+            latest = fire
+            fire = trig.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+        if latest is not None:
+            return latest
+    return now
 
 
 def cycle(config: Config, clock: Callable[[], datetime], trig: CronTrigger) -> None:

@@ -1,0 +1,82 @@
+"""`syndicator run`: the scheduler fires build + send on time and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+from apscheduler.triggers.cron import CronTrigger
+
+from syndicator.config import load_config
+from syndicator.scheduler import Runner, slot_for
+from tests.conftest import FaultyServer, Project
+
+
+def test_slot_is_the_newest_fire_time_at_or_before_now() -> None:
+    trig = CronTrigger.from_crontab("0 7 * * *", timezone="UTC")
+    assert slot_for(trig, datetime(2026, 11, 25, 7, 0, 0, tzinfo=UTC)) == datetime(2026, 11, 25, 7, 0,
+                                                                                    tzinfo=UTC)
+    assert slot_for(trig, datetime(2026, 11, 25, 7, 9, 30, tzinfo=UTC)) == datetime(2026, 11, 25, 7, 0,
+                                                                                    tzinfo=UTC)
+    assert slot_for(trig, datetime(2026, 11, 25, 6, 59, tzinfo=UTC)) == datetime(2026, 11, 24, 7, 0,
+                                                                                 tzinfo=UTC)
+
+
+def _point_at(project: Project, server: FaultyServer) -> None:
+    project.port = server.port
+    project.write_config()
+
+
+def test_the_scheduler_builds_and_sends_when_the_trigger_fires_then_stops(
+        project: Project, faulty_smtp: FaultyServer) -> None:
+    _point_at(project, faulty_smtp)
+    config = load_config(project.config)
+    runner = Runner(config, lambda: datetime.now(UTC).replace(microsecond=0),
+                    CronTrigger(second="*", timezone="UTC"))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.run())
+        deadline = time.monotonic() + 15
+        while runner.runs < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        runner.request_stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    assert runner.runs >= 2
+    assert (project.output / "rss.xml").exists()
+    # Later firings find nothing new: each recipient got the one edition once.
+    assert faulty_smtp.handler.per_recipient() == {"alice@example.com": 1, "bob@example.net": 1}
+    assert not runner.scheduler.running
+
+
+def test_run_logs_the_next_run_and_stops_on_sigterm(project: Project, faulty_smtp: FaultyServer) -> None:
+    _point_at(project, faulty_smtp)
+    env = {**os.environ, "SYNDICATOR_CONFIG": str(project.config)}
+    proc = subprocess.Popen([sys.executable, "-m", "syndicator", "run"], cwd=project.root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert first.startswith("next digest run at ")
+    assert first.strip().endswith("07:00:00+00:00")
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert "stopped" in err
+    assert faulty_smtp.handler.accepted == []
+
+
+def test_run_without_the_secret_fails_at_once(project: Project, faulty_smtp: FaultyServer) -> None:
+    _point_at(project, faulty_smtp)
+    env = {k: v for k, v in os.environ.items() if k != "SYNDICATOR_TEST_SECRET"}
+    env["SYNDICATOR_CONFIG"] = str(project.config)
+    proc = subprocess.run([sys.executable, "-m", "syndicator", "run"], cwd=project.root, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr == ("error: the environment variable SYNDICATOR_TEST_SECRET (digest.secret_env) "
+                           "must hold the secret that signs unsubscribe links\n")
