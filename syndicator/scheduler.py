@@ -37,7 +37,7 @@ def slot_for(trig: CronTrigger, now: datetime) -> datetime:
         while fire is not None and fire <= now:
             latest = fire
             fire = trig.get_next_fire_time(fire, fire + timedelta(microseconds=1))
-        if latest is not None:
+        if isinstance(latest, datetime):
             return latest
     return now
 
@@ -94,11 +94,11 @@ class Runner:
         self.scheduler.add_job(self.job, self.trigger, id="digest", coalesce=True, max_instances=1,
                                misfire_grace_time=MISFIRE_GRACE, replace_existing=True)
         self.scheduler.add_listener(self._listen, EVENT_JOB_ERROR | EVENT_JOB_EXECUTED)
-        self.scheduler.start()
-        self._log_next()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        self.scheduler.start()
+        self._log_next()
         try:
             await self.stopping.wait()
         finally:

@@ -47,26 +47,22 @@ def _open(secret: bytes, purpose: str, token: str) -> bytes:
 
 
 def _address_box(secret: bytes, address: str) -> bytes:
-    # The address is not in clear: it is XORed with a keystream derived from the secret and a nonce.
+    # The address is not in clear: XORed with a keystream from the secret and a nonce.
     nonce = hmac.new(secret, b"nonce\x00" + address.encode(), hashlib.sha256).digest()[:8]
     data = address.encode()
-    stream = b""
-    counter = 0
-    while len(stream) < len(data):
-        stream += hmac.new(secret, b"stream\x00" + nonce + struct.pack(">I", counter), hashlib.sha256).digest()
-        counter += 1
-    return nonce + bytes(a ^ b for a, b in zip(data, stream, strict=False))
+    return nonce + bytes(a ^ b for a, b in zip(data, _keystream(secret, nonce, len(data)), strict=False))
+
+
+def _keystream(secret: bytes, nonce: bytes, size: int) -> bytes:
+    blocks = (size + 31) // 32
+    return b"".join(hmac.new(secret, b"stream\x00" + nonce + struct.pack(">I", n), hashlib.sha256).digest()
+                    for n in range(blocks))
 
 
 def _address_unbox(secret: bytes, box: bytes) -> str:
     nonce, data = box[:8], box[8:]
-    stream = b""
-    counter = 0
-    while len(stream) < len(data):
-        stream += hmac.new(secret, b"stream\x00" + nonce + struct.pack(">I", counter), hashlib.sha256).digest()
-        counter += 1
     try:
-        return bytes(a ^ b for a, b in zip(data, stream, strict=False)).decode()
+        return bytes(a ^ b for a, b in zip(data, _keystream(secret, nonce, len(data)), strict=False)).decode()
     except UnicodeDecodeError:
         raise BadToken("invalid token") from None
 

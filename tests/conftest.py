@@ -247,7 +247,7 @@ class FaultyServer:
 @pytest.fixture
 def faulty_smtp() -> Iterator[FaultyServer]:
     """aiosmtpd on a free loopback port whose faults a test sets through ``.faults``."""
-    from tests.smtp_faults import FaultyHandler, Faults
+    from tests.smtp_faults import Faults, FaultyHandler
 
     handler = FaultyHandler(Faults())
     controller = LoopbackController(handler, hostname="127.0.0.1", port=0)
