@@ -17,6 +17,7 @@ setup: $(BIN)/syndicator
 demo: setup
 	$(BIN)/syndicator check
 	$(BIN)/syndicator build
+	$(BIN)/syndicator send --dry-run
 
 test: setup
 	$(BIN)/python -m pytest
