@@ -91,7 +91,7 @@ def _resolve(files: list[SeedFile], store: Store, clock: datetime, persist: bool
     if latest is not None:
         base = max(base, latest + fresh)
     new: list[tuple[str, int]] = []
-    aliases: list[tuple[str, str]] = []
+    aliases: dict[tuple[str, str], None] = {}  # ordered and de-duplicated
     resolved: list[tuple[_Group, str, int, int | None]] = []
     for group in groups:
         if group.stored:
@@ -101,10 +101,12 @@ def _resolve(files: list[SeedFile], store: Store, clock: datetime, persist: bool
             # Stories first seen together keep file order, one second apart, lead first.
             public_id, first_seen, seq = story_id(group.entries[0].keys[0]), base - len(new), None
             new.append((public_id, first_seen))
-        aliases.extend((key, public_id) for e in group.entries for key in e.keys
-                       if key not in known and (key, public_id) not in aliases)
+        for entry in group.entries:
+            for key in entry.keys:
+                if key not in known:
+                    aliases[(key, public_id)] = None
         resolved.append((group, public_id, first_seen, seq))
-    seqs = _record(store, new, aliases, persist)
+    seqs = _record(store, new, list(aliases), persist)
     stories = [_story(g, i, f, seq if seq is not None else seqs[i]) for g, i, f, seq in resolved]
     stories.sort(key=lambda s: (-s.published.timestamp(), s.seq))
     return stories

@@ -7,6 +7,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 # A fixed namespace so that a story's id is the same on every machine.
@@ -36,11 +37,11 @@ class Entry:
     def is_lead(self) -> bool:
         return self.position == 0
 
-    @property
+    @cached_property
     def title_key(self) -> str:
         return "title:" + normalise_title(self.title)
 
-    @property
+    @cached_property
     def keys(self) -> tuple[str, ...]:
         """Every key this entry is known by: its front matter id first, then its title."""
         return (("id:" + self.id,) if self.id else ()) + (self.title_key,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from urllib.parse import urljoin
 
@@ -52,9 +53,9 @@ def template_error(exc: jinja2.TemplateError) -> InputError:
     return InputError(f"template error: {exc.message or exc}", path=path, line=line)
 
 
-def _render_pages(config: Config, env: jinja2.Environment, stories: Sequence[Story]) -> dict[str, bytes]:
+def _common(config: Config) -> dict[str, object]:
     site = config.site
-    common = {
+    return {
         "site": site,
         "feeds": {
             "rss": urljoin(site.url, RSS),
@@ -62,16 +63,50 @@ def _render_pages(config: Config, env: jinja2.Environment, stories: Sequence[Sto
             "json": urljoin(site.url, JSON_FEED),
         },
     }
-    listed = list(stories[: config.feeds.limit])
-    index = env.get_template("index.html").render(
-        **common, stories=listed, url_for=lambda s: story_url(config, s), root=""
-    )
-    pages = {"index.html": index.encode("utf-8")}
-    story_template = env.get_template("story.html")
-    for story in stories:
-        html = story_template.render(
-            **common, story=story, url=story_url(config, story),
-            body=Markup(content_html(story)), root="../",
+
+
+def render_index(config: Config, env: jinja2.Environment, stories: Sequence[Story]) -> bytes:
+    """``index.html``: the newest ``feeds.limit`` stories."""
+    try:
+        listed = list(stories[: config.feeds.limit])
+        index = env.get_template("index.html").render(
+            **_common(config), stories=listed, url_for=lambda s: story_url(config, s), root=""
         )
-        pages[story.page] = html.encode("utf-8")
+    except jinja2.TemplateError as exc:
+        raise template_error(exc) from None
+    return index.encode("utf-8")
+
+
+class StoryPages:
+    """Renders story pages with one compiled template and one shared context."""
+
+    def __init__(self, config: Config, env: jinja2.Environment) -> None:
+        self.config = config
+        try:
+            self.template = env.get_template("story.html")
+        except jinja2.TemplateError as exc:
+            raise template_error(exc) from None
+        self.common = {**_common(config), "root": "../"}
+
+    def render(self, story: Story) -> bytes:
+        context = {**self.common, "story": story, "url": story_url(self.config, story),
+                   "body": Markup(content_html(story))}
+        try:
+            return self.template.render(context).encode("utf-8")
+        except jinja2.TemplateError as exc:
+            raise template_error(exc) from None
+
+
+def page_key(story: Story) -> str:
+    """A digest of everything of a story its page shows (with the same templates and site)."""
+    fields = (story.id, story.slug, story.title, story.paragraphs, story.published.isoformat(),
+              story.author, story.url, story.tags, story.is_lead)
+    return hashlib.blake2b(repr(fields).encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def _render_pages(config: Config, env: jinja2.Environment, stories: Sequence[Story]) -> dict[str, bytes]:
+    pages = {"index.html": render_index(config, env, stories)}
+    renderer = StoryPages(config, env)
+    for story in stories:
+        pages[story.page] = renderer.render(story)
     return pages

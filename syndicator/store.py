@@ -48,6 +48,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        # Sibling processes sharing one SQLite file can take turns on this lock: a waiter is woken
+        # the moment the writer commits, where SQLite's busy handler would sleep a millisecond or more.
+        self.write_lock: Any = None
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
@@ -70,6 +73,10 @@ class Store:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A write transaction; on SQLite it takes the write lock up front (BEGIN IMMEDIATE)."""
+        lock = self.write_lock
+        # A sibling killed while holding it must not stop the others: SQLite's own lock still holds.
+        if lock is not None and not lock.acquire(timeout=5):
+            lock = None
         try:
             with self.engine.begin() as conn:
                 yield conn
@@ -77,6 +84,9 @@ class Store:
             raise
         except (OperationalError, DatabaseError) as exc:
             raise StoreError(f"store error: {_reason(exc)}") from None
+        finally:
+            if lock is not None:
+                lock.release()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -118,7 +128,16 @@ class Store:
         s, k = schema.stories, schema.story_keys
         query = select(k.c.key, s.c.id, s.c.seq, s.c.first_seen).join(s, s.c.id == k.c.story_id)
         with self.read() as conn:
-            return {row.key: StoredStory(row.id, row.seq, row.first_seen) for row in conn.execute(query)}
+            rows = conn.execute(query).all()
+        # Keys of one story share one StoredStory (fewer objects, cheap equality).
+        stories: dict[str, StoredStory] = {}
+        keys: dict[str, StoredStory] = {}
+        for key, story_id, seq, first_seen in rows:
+            stored = stories.get(story_id)
+            if stored is None:
+                stored = stories[story_id] = StoredStory(story_id, seq, first_seen)
+            keys[key] = stored
+        return keys
 
     def max_seq(self) -> int:
         from sqlalchemy import func
@@ -130,19 +149,25 @@ class Store:
         self, new: Iterable[tuple[str, int]], aliases: Iterable[tuple[str, str]]
     ) -> dict[str, int]:
         """Record new stories (id, first_seen) and new keys (key, id); return each new id's seq."""
+        from sqlalchemy import func
+
         new = list(new)
         aliases = list(aliases)
+        stories = schema.stories
         with self.begin() as conn:
-            for story_id, first_seen in new:
-                conn.execute(insert(schema.stories).values(id=story_id, first_seen=first_seen))
+            # Sequence numbers only grow: every row inserted below has a seq above this one.
+            before = int(conn.execute(select(func.coalesce(func.max(stories.c.seq), 0))).scalar_one())
+            # Row by row, in order: seq must follow the list's order (newest first), which a
+            # multi-row INSERT does not promise on every backend; executemany keeps it cheap.
+            if new:
+                conn.execute(insert(stories), [{"id": i, "first_seen": f} for i, f in new])
             if aliases:
                 conn.execute(insert(schema.story_keys), [{"key": k, "story_id": i} for k, i in aliases])
-            ids = [story_id for story_id, _ in new]
-            if not ids:
+            if not new:
                 return {}
-            rows = conn.execute(select(schema.stories.c.id, schema.stories.c.seq)
-                                .where(schema.stories.c.id.in_(ids)))
-            return {row.id: row.seq for row in rows}
+            ids = {story_id for story_id, _ in new}
+            rows = conn.execute(select(stories.c.id, stories.c.seq).where(stories.c.seq > before))
+            return {story_id: seq for story_id, seq in rows if story_id in ids}
 
 
 def open_readonly(url: str) -> Store:

@@ -8,32 +8,90 @@ from pathlib import Path
 
 from syndicator.errors import OutputError
 
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
-def write_atomic(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` atomically; return False when the file already held it."""
+
+def same_content(path: Path, data: bytes, size: int | None = -1) -> bool:
+    """Whether ``path`` already holds ``data``; the size is compared before any byte is read.
+
+    ``size`` is the file's size when the caller already knows it (None: no such file).
+    """
     try:
-        if path.read_bytes() == data:
+        if size == -1:
+            size = os.stat(path).st_size
+        if size != len(data):
             return False
+        with open(path, "rb") as handle:
+            return handle.read(len(data) + 1) == data
     except FileNotFoundError:
-        pass
+        return False
     except OSError as exc:
         raise OutputError(f"cannot read: {exc.strerror}", path=path) from None
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool = True, size: int | None = -1) -> bool:
+    """Write ``data`` to ``path`` atomically; return False when the file already held it.
+
+    With ``durable`` the data reaches the disk before the rename (fsync); without it the
+    write is still atomic (a reader sees the old file or the new one), and the caller
+    syncs the folder once after many files (see ``sync_folder``). ``size`` is the file's
+    current size when the caller knows it (None: no such file).
+    """
+    if size is not None and same_content(path, data, size):
+        return False
+    commit(stage(path, data, durable=durable), path)
+    return True
+
+
+def stage(path: Path, data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` to a temp file beside ``path``; ``commit`` renames it into place."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            fd = os.open(tmp, _FLAGS, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, _FLAGS, 0o644)
+        except FileExistsError:
+            # A stale temp file of a killed process that had our pid: a fresh name.
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            tmp = Path(name)
     except OSError as exc:
         raise OutputError(f"cannot write: {exc.strerror}", path=path.parent) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # whatever the umask: pages are published
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write: {exc.strerror}", path=path) from None
+    return tmp
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Rename a staged temp file into place (atomic)."""
+    try:
         os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write: {exc.strerror}", path=path) from None
-    return True
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (the renames into it) to disk."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_writable(folder: Path) -> None:

