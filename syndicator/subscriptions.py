@@ -70,8 +70,8 @@ def request(store: Store, signer: Signer, address: str, now: int, *, force: bool
         if row is None:
             new = _insert_new(store, subs).values(address=address, confirmed=False, created_at=now,
                                                   requested_at=now, confirm_digest=_digest(token))
-            # Zero rows: a concurrent request for the same address won the insert.
-            return token if conn.execute(new).rowcount == 1 else None
+            # No row back: a concurrent request for the same address won the insert.
+            return token if conn.execute(new.returning(subs.c.address)).first() else None
         if not force and row.requested_at is not None and now - row.requested_at < RESEND_AFTER:
             return None
         conn.execute(update(subs).where(subs.c.address == address)
@@ -122,7 +122,7 @@ def unsubscribe(store: Store, address: str, reason: str, now: int) -> bool:
     """Put an address on the suppression list; False when it already was. Idempotent."""
     stmt = _insert_new(store, sup).values(address=address.lower(), reason=reason[:500], created_at=now)
     with store.begin() as conn:
-        return bool(conn.execute(stmt).rowcount == 1)
+        return conn.execute(stmt.returning(sup.c.address)).first() is not None
 
 
 def unsubscribe_token_owner(store: Store, signer: Signer, token: str, now: int) -> str:

@@ -30,7 +30,6 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -402,7 +401,9 @@ def create_app(config: Config, store: Store, *, secret: bytes | None = None,
         Route("/confirm/{token}", site.confirm, methods=["GET", "POST"]),
         Route("/{path:path}", site.file, methods=["GET"]),
     ]
-    middleware = [Middleware(BodyLimit), Middleware(GZipMiddleware, minimum_size=512)]
+    # Files are gzipped above, each encoding with its own strong ETag. Starlette's GZipMiddleware
+    # is not used: it keeps the identity ETag on the gzip body and ignores "gzip;q=0".
+    middleware = [Middleware(BodyLimit)]
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={StoreError: _store_down, jinja2.TemplateError: _template_error})
     app.state.site = site
@@ -441,7 +442,9 @@ class RedactTokens(logging.Filter):
 def listen(host: str, port: int) -> socket.socket:
     """A bound socket, or ServeError naming the address; port 0 picks a free port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that name it (else +40 ms
+    # per keep-alive response from Nagle and delayed ACKs).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

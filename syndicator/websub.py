@@ -26,8 +26,8 @@ def changed_feed_urls(config: Config, written: Iterable[str]) -> list[str]:
 
 
 def ping_hub(config: Config, feed_urls: Iterable[str], *, attempts: int = ATTEMPTS,
-             first_delay: float = FIRST_DELAY, timeout: float = TIMEOUT,
-             sleep: Callable[[float], None] = time.sleep) -> bool:
+             first_delay: float | None = None, timeout: float = TIMEOUT,
+             sleep: Callable[[float], None] | None = None) -> bool:
     """POST ``hub.mode=publish&hub.url=<feed>`` for each feed; True when the hub took every one.
 
     Failures are logged (one line each, no traceback) and retried; nothing here raises.
@@ -46,7 +46,7 @@ def ping_hub(config: Config, feed_urls: Iterable[str], *, attempts: int = ATTEMP
                 log.warning("WebSub: gave up on %d feed(s) after %d attempt(s); the build is not affected",
                             len(pending), attempt)
                 return False
-            sleep(first_delay * 2 ** (attempt - 1))
+            (sleep or time.sleep)((FIRST_DELAY if first_delay is None else first_delay) * 2 ** (attempt - 1))
     return False
 
 
