@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import multiprocessing as mp
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,78 +123,31 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
         pass
     manifest = _Manifest(folder, _signature(config, env))
     remembered = manifest.remembered
-    todo: list[tuple[str, str, Story, int | None]] = []
-    unchanged = 0
-    for story in stories:
-        name = story.slug + ".html"
-        key = page_key(story)
-        stat = on_disk.get(name)
-        known = remembered.get(name)
-        if stat is not None and known is not None and known[0] == key and (known[1], known[2]) == stat:
-            manifest.pages[name] = known
-            unchanged += 1
-            continue
-        manifest.pending[name] = (key, pages / name)
-        todo.append((name, key, story, stat[0] if stat else None))
     staged: list[tuple[str, Path]] = []
+    unchanged = 0
     try:
-        for name, tmp in _render_all(pages, renderer, todo):
-            if tmp is None:
+        for story in stories:
+            name = story.slug + ".html"
+            key = page_key(story)
+            stat = on_disk.get(name)
+            known = remembered.get(name)
+            if stat is not None and known is not None and known[0] == key and (known[1], known[2]) == stat:
+                manifest.pages[name] = known
                 unchanged += 1
-            else:
-                staged.append((f"{STORIES}/{name}", tmp))
+                continue
+            data = renderer.render(story)
+            path = pages / name
+            manifest.pending[name] = (key, path)
+            if stat is not None and same_content(path, data, stat[0]):
+                unchanged += 1
+                continue
+            staged.append((f"{STORIES}/{name}", stage(path, data, durable=False)))
     except BaseException:
         for _, tmp in staged:
             tmp.unlink(missing_ok=True)
         raise
     return staged, unchanged, manifest
 
-
-_WORK: tuple[Path, StoryPages, list[tuple[str, str, Story, int | None]]] | None = None
-_PARALLEL_FROM = 2000  # pages: below this, a second process costs more than it saves
-
-
-def _render_range(bounds: tuple[int, int]) -> list[tuple[str, str | None]]:
-    """Render and stage pages ``todo[start:stop]``; None for a page already on disk."""
-    assert _WORK is not None
-    pages, renderer, todo = _WORK
-    out: list[tuple[str, str | None]] = []
-    try:
-        for name, _key, story, size in todo[bounds[0]:bounds[1]]:
-            data = renderer.render(story)
-            path = pages / name
-            if size is not None and same_content(path, data, size):
-                out.append((name, None))
-            else:
-                out.append((name, str(stage(path, data, durable=False))))
-    except BaseException:
-        for _, tmp in out:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
-
-
-def _render_all(pages: Path, renderer: StoryPages,
-                todo: list[tuple[str, str, Story, int | None]]) -> list[tuple[str, Path | None]]:
-    """Every page of ``todo`` rendered and staged; on two or more cores, in worker processes."""
-    global _WORK
-    if todo:
-        pages.mkdir(parents=True, exist_ok=True)
-    workers = min(os.cpu_count() or 1, 8)
-    _WORK = (pages, renderer, todo)
-    try:
-        if workers < 2 or len(todo) < _PARALLEL_FROM or "fork" not in mp.get_all_start_methods():
-            done = _render_range((0, len(todo)))
-        else:
-            # Workers are forked: they share the stories and the compiled template for free.
-            step = max(500, len(todo) // (workers * 8))
-            chunks = [(i, min(i + step, len(todo))) for i in range(0, len(todo), step)]
-            with mp.get_context("fork").Pool(workers) as pool:
-                done = [item for part in pool.imap(_render_range, chunks) for item in part]
-    finally:
-        _WORK = None
-    return [(name, Path(tmp) if tmp is not None else None) for name, tmp in done]
 
 def _signature(config: Config, env: jinja2.Environment) -> str:
     """What every page depends on beyond its story: site config, templates, page code."""
