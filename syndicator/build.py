@@ -2,7 +2,7 @@
 
 Large folders: story pages are rendered with one compiled template and written atomically
 (temp file + rename) without an fsync each; the stories folder is synced once at the end.
-Feeds and the index keep their fsync. A manifest in the user's cache folder remembers, per
+Feeds and the index keep their fsync. A manifest in the project's state/ folder remembers, per
 page, a digest of what the page shows and the size and mtime the page had when written:
 a later build skips rendering a page whose digest, size and mtime all still match, so a
 rebuild costs little more than reading the seeds. The manifest is only a shortcut: a page
@@ -92,8 +92,8 @@ def build(config: Config, store: Store, clock: datetime, output: Path | None = N
 class _Manifest:
     """Per page: the digest of what it shows, and its size and mtime when written."""
 
-    def __init__(self, folder: Path, signature: str) -> None:
-        self.path = _manifest_path(folder)
+    def __init__(self, folder: Path, signature: str, root: Path) -> None:
+        self.path = _manifest_path(folder, root)
         self.signature = signature
         self.remembered = _load_manifest(self.path, signature)
         self.pages: dict[str, list[object]] = {}
@@ -121,7 +121,7 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
                 on_disk[entry.name] = (st.st_size, st.st_mtime_ns)
     except FileNotFoundError:
         pass
-    manifest = _Manifest(folder, _signature(config, env))
+    manifest = _Manifest(folder, _signature(config, env), config.root)
     remembered = manifest.remembered
     staged: list[tuple[str, Path]] = []
     unchanged = 0
@@ -163,9 +163,9 @@ def _signature(config: Config, env: jinja2.Environment) -> str:
     return digest.hexdigest()
 
 
-def _manifest_path(folder: Path) -> Path:
-    base = os.environ.get("SYNDICATOR_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "syndicator")
+def _manifest_path(folder: Path, root: Path) -> Path:
+    # Beside the default store in the project's state/, not in the published output folder.
+    base = os.environ.get("SYNDICATOR_CACHE_DIR") or str(root / "state")
     where = hashlib.blake2b(str(folder.resolve()).encode("utf-8", "surrogatepass"),
                             digest_size=10).hexdigest()
     return Path(base) / f"build-{where}.json"
