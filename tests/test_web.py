@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+import shutil
 import socket
 import threading
 import time
@@ -26,7 +27,7 @@ from syndicator.errors import SecretMissingError
 from syndicator.message import list_id
 from syndicator.store import Store
 from syndicator.tokens import confirm_token, unsubscribe_token
-from tests.conftest import Project, SmtpServer
+from tests.conftest import CLOCK, EXAMPLE_SEED, Project, SmtpServer
 
 SECRET = b"test-secret-for-signing-tokens"
 HUB = "https://hub.example.net/publish"
@@ -104,14 +105,18 @@ def lite_site(project: Project, clock: datetime, smtp_server: SmtpServer) -> Ite
         yield running
 
 
-@pytest.fixture
-def files_site(project: Project, clock: datetime) -> Iterator[Site]:
-    """SQLite only: for tests that never touch subscriptions."""
-    config = configure(project, hub=HUB)
+@pytest.fixture(scope="module")
+def files_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """One server for the file-serving tests (SQLite; they never touch subscriptions)."""
+    root = tmp_path_factory.mktemp("files") / "site"
+    (root / "seeds").mkdir(parents=True)
+    shutil.copy(EXAMPLE_SEED, root / "seeds" / EXAMPLE_SEED.name)
+    config = configure(Project(root=root, store="sqlite:///state/syndicator.db"), hub=HUB)
     store = Store.open(config.store_url)
-    build(config, store, clock)
+    build(config, store, CLOCK)
     try:
-        with serving(web.create_app(config, store)) as base, httpx.Client(base_url=base) as client:
+        with serving(web.create_app(config, store, secret=SECRET)) as base, \
+                httpx.Client(base_url=base) as client:
             yield Site(config, store, base, client)
     finally:
         store.close()
@@ -287,9 +292,9 @@ TRAVERSALS = [
 ]
 
 
-def test_nothing_outside_the_output_folder_can_be_read(files_site: Site, project: Project) -> None:
+def test_nothing_outside_the_output_folder_can_be_read(files_site: Site) -> None:
     out = files_site.config.output_dir
-    (out / "leak.toml").symlink_to(project.config)
+    (out / "leak.toml").symlink_to(files_site.config.source)
     (out / "leakdir").symlink_to("/etc")
     (out / ".hidden").write_text("hidden")
     (out / "alias.xml").symlink_to(out / "rss.xml")  # a link that stays inside is fine
