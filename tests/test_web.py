@@ -382,6 +382,15 @@ def confirm_link(smtp: SmtpServer, index: int = -1) -> str:
     return match.group(0)
 
 
+@pytest.fixture
+def can_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    from syndicator import sender
+
+    # sender's stop flag is process-wide and Runner.request_stop() (tests/test_run.py) leaves it set.
+    monkeypatch.setattr(sender, "_STOP", threading.Event())
+
+
+@pytest.mark.usefixtures("can_send")
 def test_subscribe_confirm_then_on_the_list_and_digest(site: Site, smtp_server: SmtpServer,
                                                        clock: datetime) -> None:
     assert "<form" in site.client.get("/subscribe").text
@@ -407,10 +416,24 @@ def test_subscribe_confirm_then_on_the_list_and_digest(site: Site, smtp_server: 
         "alice@example.com", "bob@example.net", "carol@example.com"]
 
 
-def _send_digest(site: Site, clock: datetime) -> None:
+@pytest.mark.usefixtures("can_send")
+def test_unsubscribe_after_the_edition_opened_stops_its_mail(site: Site, smtp_server: SmtpServer,
+                                                             clock: datetime) -> None:
     from syndicator import sender
 
-    sender.send(site.config, site.store, clock + timedelta(hours=1), password=None, secret=SECRET)
+    edition = sender.open_edition(site.config, site.store, clock + timedelta(hours=1))
+    assert edition is not None  # bob's delivery row is pending now
+    site.client.post(unsub_path(site.config, "bob@example.net"), data={"List-Unsubscribe": "One-Click"})
+    _send_digest(site, clock, sent=1)
+    assert [r.rcpt_tos for r in smtp_server.received] == [["alice@example.com"]]
+    assert ledger.counts(site.store, edition.id)[ledger.SUPPRESSED] == 1
+
+
+def _send_digest(site: Site, clock: datetime, sent: int = 3) -> None:
+    from syndicator import sender
+
+    tally = sender.send(site.config, site.store, clock + timedelta(hours=1), password=None, secret=SECRET)
+    assert tally.sent == sent, tally
 
 
 def test_resubscribing_a_suppressed_address_needs_confirmation(site: Site, smtp_server: SmtpServer) -> None:
