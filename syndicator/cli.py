@@ -210,7 +210,8 @@ def serve(state: State, host: str, port: int) -> None:
     try:
         app = web.create_app(config, store)  # a missing secret fails here, before listening
         sock = web.listen(host, port)
-        click.echo(f"serving {config.output_dir} at http://{host}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"serving {config.output_dir} at http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
         asyncio.run(web.run_server(app, sock))
     except KeyboardInterrupt:
         pass
