@@ -7,8 +7,9 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from syndicator import schema
@@ -107,10 +108,12 @@ def create_edition(
     """
     try:
         with store.begin() as conn:
-            edition_id = conn.execute(insert(e).values(
+            key = conn.execute(insert(e).values(
                 slot=slot, created_at=now, max_seq=max_seq, story_ids=json.dumps(list(story_ids)),
                 subject=subject, html=html, text=text, status=OPEN,
-            )).inserted_primary_key[0]
+            )).inserted_primary_key
+            assert key is not None
+            edition_id = key[0]
             for chunk in _chunks(recipients, _CHUNK):
                 conn.execute(insert(d), [
                     {"edition_id": edition_id, "address": a, "message_id": message_id(edition_id, a),
@@ -134,22 +137,29 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def claim(store: Store, edition_id: int, now: int, limit: int, lease: int = LEASE_SECONDS) -> list[Claim]:
     """Lease up to ``limit`` deliverable rows; suppressed addresses are settled, never claimed."""
-    due = or_(
+    # Three index range searches on (edition_id, state), not one OR that scans the edition:
+    # with a LIMIT, the OR would walk past every settled row on each claim.
+    wanted = (
         d.c.state == PENDING,
         and_(d.c.state == DEFERRED, d.c.next_attempt <= now),
         and_(d.c.state == SENDING, d.c.lease_until < now),
     )
-    query = (
-        select(d.c.address, d.c.message_id, d.c.attempts, sup.c.address.is_not(None).label("suppressed"))
-        .select_from(d.outerjoin(sup, sup.c.address == d.c.address))
-        .where(d.c.edition_id == edition_id, due)
-        .limit(limit)
-    )
-    if not store.is_sqlite:
-        # Two senders on PostgreSQL skip each other's rows instead of waiting for them.
-        query = query.with_for_update(of=d, skip_locked=True)
+    rows: list[Any] = []
     with store.begin() as conn:
-        rows = conn.execute(query).all()
+        for condition in wanted:
+            query = (
+                select(d.c.address, d.c.message_id, d.c.attempts,
+                       sup.c.address.is_not(None).label("suppressed"))
+                .select_from(d.outerjoin(sup, sup.c.address == d.c.address))
+                .where(d.c.edition_id == edition_id, condition)
+                .limit(limit - len(rows))
+            )
+            if not store.is_sqlite:
+                # Two senders on PostgreSQL skip each other's rows instead of waiting for them.
+                query = query.with_for_update(of=d, skip_locked=True)
+            rows += conn.execute(query).all()
+            if len(rows) >= limit:
+                break
         if not rows:
             return []
         claimed = [r for r in rows if not r.suppressed]
@@ -167,22 +177,26 @@ def _set_state(conn: Connection, edition_id: int, addresses: list[str], state: s
         )
 
 
+# Built once: constructing and cache-keying the statement per commit cost more than the commit.
+_RECORD = (
+    update(d)
+    .where(d.c.edition_id == bindparam("e_id"), d.c.address == bindparam("addr"))
+    .values(state=bindparam("new_state"), code=bindparam("new_code"), reply=bindparam("new_reply"),
+            next_attempt=bindparam("new_next"), attempts=bindparam("new_attempts"),
+            lease_until=None, updated_at=bindparam("now"))
+)
+
+
 def record(store: Store, results: list[Result], now: int,
            suppress_addresses: Iterable[tuple[str, str]] = ()) -> None:
     """Write outcomes (and mailbox-error suppressions) in one transaction, right after the server answers."""
     if not results:
         return
-    stmt = (
-        update(d)
-        .where(d.c.edition_id == bindparam("e_id"), d.c.address == bindparam("addr"))
-        .values(state=bindparam("new_state"), code=bindparam("new_code"), reply=bindparam("new_reply"),
-                next_attempt=bindparam("new_next"), attempts=bindparam("new_attempts"),
-                lease_until=None, updated_at=now)
-    )
+    stmt = _RECORD
     params = [
         {"e_id": r.claim.edition_id, "addr": r.claim.address, "new_state": r.state,
          "new_code": r.code, "new_reply": r.reply[:1000], "new_next": r.next_attempt,
-         "new_attempts": r.claim.attempts + 1}
+         "new_attempts": r.claim.attempts + 1, "now": now}
         for r in results
     ]
     with store.begin() as conn:

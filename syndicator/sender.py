@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,10 +51,14 @@ def stop_requested() -> bool:
     return bool(_STOP.is_set())
 
 
-def _init_worker(stop: Any) -> None:
+_WRITE_LOCK: Any = None
+
+
+def _init_worker(stop: Any, write_lock: Any = None) -> None:
     """In a worker process: only the parent reacts to signals, and tells us through ``stop``."""
-    global _STOP
+    global _STOP, _WRITE_LOCK
     _STOP = stop
+    _WRITE_LOCK = write_lock
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -175,8 +180,18 @@ class Throttle:
             self.strikes = 0
 
 
+async def _call(store: Store, fn: Callable[..., Any], *args: Any) -> Any:
+    """A ledger call: inline on SQLite (a local file, sub-millisecond; a thread hop and the GIL
+    hand-over would cost more than the call), in a thread on a networked database."""
+    if store.is_sqlite:
+        return fn(store, *args)
+    return await asyncio.to_thread(fn, store, *args)
+
+
 class Recorder:
-    """Group commit: outcomes that arrive while one commit runs go into the next one."""
+    """Group commit: outcomes that arrive while one commit runs (or in the same turn of the
+    event loop) go into the next one. Each worker waits for its own outcome to be committed
+    before it sends again, so at most its one in-flight message is ever unrecorded."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -200,9 +215,8 @@ class Recorder:
             if not batch:
                 continue
             try:
-                await asyncio.to_thread(
-                    ledger.record, self.store, [r for r, _, _ in batch], int(time.time()),
-                    [s for _, s, _ in batch if s is not None])
+                await _call(self.store, ledger.record, [r for r, _, _ in batch], int(time.time()),
+                            [s for _, s, _ in batch if s is not None])
             except Exception as exc:  # the waiting workers must learn of it, not hang
                 for _, _, future in batch:
                     if not future.done():
@@ -219,37 +233,61 @@ class Recorder:
 
 
 class Feeder:
-    """Hands out leased rows of one edition, claiming small batches as workers need them."""
+    """Hands out leased rows of one edition, claiming batches as workers need them.
 
-    def __init__(self, store: Store, edition_id: int, batch: int, deadline: float, lease: int) -> None:
+    A claimed row whose lease is about to run out is not sent: another sender may reclaim
+    it at any moment. It is dropped from the buffer and comes back through a later claim.
+    """
+
+    def __init__(self, store: Store, edition_id: int, batch: int, deadline: float, lease: int,
+                 margin: float = 5.0) -> None:
         self.store = store
         self.lease = lease
         self.edition_id = edition_id
         self.batch = batch
         self.deadline = deadline
-        self.buffer: list[Claim] = []
+        self.margin = min(margin, lease / 2)
+        self.buffer: deque[Claim] = deque()
+        self.leased_until = 0.0
         self.lock = asyncio.Lock()
         self.stopped = False
 
     async def next(self) -> Claim | None:
+        if self.buffer and not self.lock.locked() and not _STOP.is_set() \
+                and time.time() < self.leased_until - self.margin:
+            return self.buffer.popleft()  # the common case, without the lock
         async with self.lock:
             if stop_requested():
                 self.stopped = True
+            if self.buffer and time.time() >= self.leased_until - self.margin:
+                self.buffer.clear()  # leases about to lapse: leave those rows to a later claim
             while not self.buffer and not self.stopped:
-                self.buffer = await asyncio.to_thread(
-                    ledger.claim, self.store, self.edition_id, int(time.time()), self.batch, self.lease)
-                if self.buffer:
+                now = time.time()
+                claimed = await _call(self.store, ledger.claim, self.edition_id, int(now), self.batch,
+                                      self.lease)
+                if claimed:
+                    self.buffer.extend(claimed)
+                    self.leased_until = int(now) + self.lease
                     break
-                due = await asyncio.to_thread(ledger.next_due, self.store, self.edition_id)
+                due = await _call(self.store, ledger.next_due, self.edition_id)
                 if due is None or due > self.deadline:
                     return None
                 await asyncio.sleep(min(max(due - time.time(), 0.05), 1.0))
-            return self.buffer.pop(0) if self.buffer and not self.stopped else None
+            return self.buffer.popleft() if self.buffer and not self.stopped else None
 
     def drain(self) -> list[Claim]:
         self.stopped = True
-        left, self.buffer = self.buffer, []
+        left = list(self.buffer)
+        self.buffer.clear()
         return left
+
+
+def claim_batch(concurrency: int, rate: float, lease: int) -> int:
+    """Rows per claim: enough that claiming is rare, few enough to send well within the lease."""
+    batch = min(512, max(8, concurrency * 32))
+    if rate > 0:
+        batch = min(batch, max(1, int(rate * lease / 4)))
+    return batch
 
 
 @dataclass
@@ -267,7 +305,9 @@ class Delivery:
 
     async def run(self) -> Tally:
         smtp = self.config.smtp
-        feeder = Feeder(self.store, self.edition.id, max(4, smtp.concurrency * 4), self.deadline, smtp.lease)
+        batch = claim_batch(smtp.concurrency, self.rate, smtp.lease)
+        feeder = Feeder(self.store, self.edition.id, batch, self.deadline, smtp.lease,
+                        margin=2 * smtp.timeout + 1)
         recorder = Recorder(self.store)
         throttle = Throttle(self.rate)
         workers = [self._worker(feeder, recorder, throttle) for _ in range(smtp.concurrency)]
@@ -343,6 +383,8 @@ class Job:
 
 def run_job(job: Job) -> Tally:
     store = Store.open(job.config.store_url)
+    if store.is_sqlite:
+        store.write_lock = _WRITE_LOCK
     try:
         edition = next(e for e in ledger.open_editions(store) if e.id == job.edition_id)
         smtp = job.config.smtp.model_copy(update={"concurrency": job.concurrency})
@@ -357,8 +399,15 @@ def run_job(job: Job) -> Tally:
 
 
 def processes_for(config: Config, pending: int) -> int:
-    """Worker processes: one, unless the edition is big enough for more cores to pay."""
+    """Worker processes: ``smtp.processes`` if set, else one unless the edition is big enough
+    for more cores to pay."""
+    if config.smtp.processes:
+        return max(1, min(config.smtp.processes, config.smtp.concurrency))
     if pending < 2000 or config.smtp.concurrency < 2:
+        return 1
+    if config.store_url.startswith("sqlite"):
+        # Measured (benchmarks/bench_send.py): on SQLite one process with many connections beats
+        # two, whose commits queue on the one write lock; PostgreSQL takes writers side by side.
         return 1
     return max(1, min(os.cpu_count() or 1, config.smtp.concurrency, 4))
 
@@ -375,21 +424,56 @@ def deliver_edition(config: Config, store: Store, edition: Edition, *, password:
     if workers == 1:
         tally.add(run_job(jobs[0]))
     else:
-        context = multiprocessing.get_context("spawn")
-        stop = context.Event()
-        if stop_requested():
-            stop.set()
-        with context.Pool(workers, initializer=_init_worker, initargs=(stop,)) as pool:
-            done = threading.Event()
-            watcher = threading.Thread(target=_forward_stop, args=(stop, done), daemon=True)
-            watcher.start()
-            try:
-                for part in pool.imap_unordered(run_job, jobs):
-                    tally.add(part)
-            finally:
-                done.set()
+        for part in _run_processes(jobs):
+            tally.add(part)
     tally.editions.append(edition.id)
     return tally
+
+
+def _process_main(job: Job, stop: Any, write_lock: Any, results: Any) -> None:
+    _init_worker(stop, write_lock)
+    try:
+        results.put(("ok", run_job(job)))
+    except BaseException as exc:  # the parent re-raises it
+        results.put(("error", exc))
+
+
+def _run_processes(jobs: list[Job]) -> list[Tally]:
+    """Run each job in a spawned process; the parent forwards a stop request and collects tallies.
+
+    Plain processes rather than a Pool: workers ignore SIGTERM (the parent tells them to stop),
+    which a Pool's terminate() would wait on forever.
+    """
+    context = multiprocessing.get_context("spawn")
+    stop, write_lock, results = context.Event(), context.Lock(), context.SimpleQueue()
+    if stop_requested():
+        stop.set()
+    procs = [context.Process(target=_process_main, args=(job, stop, write_lock, results), daemon=True)
+             for job in jobs]
+    for proc in procs:
+        proc.start()
+    done = threading.Event()
+    watcher = threading.Thread(target=_forward_stop, args=(stop, done), daemon=True)
+    watcher.start()
+    tallies: list[Tally] = []
+    errors: list[BaseException] = []
+    try:
+        while len(tallies) + len(errors) < len(procs):
+            if not results.empty():
+                kind, value = results.get()
+                (tallies if kind == "ok" else errors).append(value)
+                continue
+            if all(not p.is_alive() for p in procs) and results.empty():
+                errors.append(DeliveryError("a sender worker process died; run `syndicator send` again"))
+                break
+            time.sleep(0.05)
+    finally:
+        done.set()
+        for proc in procs:
+            proc.join(timeout=30)
+    for error in errors:
+        raise error
+    return tallies
 
 
 def _forward_stop(stop: Any, done: threading.Event) -> None:

@@ -173,9 +173,9 @@ class Store:
 def open_readonly(url: str) -> Store:
     """The store for commands that must change nothing: a missing SQLite file is not created."""
     parsed = _parse(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        if not Path(parsed.database).exists():
-            return Store.open("sqlite://")
+    if (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).exists()):
+        return Store.open("sqlite://")
     return Store.open(url, create=False)
 
 

@@ -1,0 +1,73 @@
+"""The fast send path, end to end: several connections, forced worker processes, every byte right.
+
+Not a benchmark (no timing here; see benchmarks/bench_send.py): it proves that the pipelined
+transactions, spliced messages, batched claims and group commits give every recipient exactly
+their own message.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+from click.testing import CliRunner
+
+from syndicator import ledger, sender
+from syndicator.cli import cli
+from syndicator.config import load_config
+from syndicator.store import Store
+from tests.conftest import Project, SmtpServer
+
+RECIPIENTS = [f"reader{n:04d}@example{n % 7}.com" for n in range(1200)]
+
+
+def test_every_recipient_gets_exactly_their_own_byte_correct_message(
+        project: Project, smtp_server: SmtpServer) -> None:
+    project.port = smtp_server.port
+    (project.root / "config").mkdir(exist_ok=True)
+    (project.root / "config" / "recipients.txt").write_text(
+        "# the list\n" + "".join(f"{a.upper() if i % 5 == 0 else a}\n" for i, a in enumerate(RECIPIENTS)))
+    project.recipients = []
+    project.extra = ""
+    text = project.write_config().read_text()
+    text = text.replace('recipients = []', 'recipients = []\nrecipients_file = "config/recipients.txt"')
+    text = text.replace("concurrency = 2", "concurrency = 6\nprocesses = 2")
+    project.config.write_text(text)
+
+    result = CliRunner().invoke(cli, ["send"])
+    assert result.exit_code == 0, result.output
+    assert f"sent {len(RECIPIENTS)}, deferred 0, failed 0" in result.output
+
+    received = smtp_server.received
+    assert sorted(r.rcpt_tos[0] for r in received) == sorted(RECIPIENTS)  # each exactly once
+
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        (edition,) = ledger.editions(store)
+        counts = ledger.counts(store, edition.id)
+        with store.read() as conn:
+            rows = dict(conn.execute(ledger.d.select().with_only_columns(
+                ledger.d.c.address, ledger.d.c.message_id)).all())
+    finally:
+        store.close()
+    assert counts[ledger.SENT] == len(RECIPIENTS)
+    assert len(set(rows.values())) == len(RECIPIENTS)
+
+    secret = os.environ["SYNDICATOR_TEST_SECRET"].encode()
+    factory = sender.factory_for(config, edition, secret)
+    links = sender.unsubscribe_url(config, secret)
+    for item in received:
+        (rcpt,) = item.rcpt_tos
+        expected = factory.build(rcpt, rows[rcpt])
+        assert item.data == expected, rcpt  # byte for byte what the factory makes for them
+        msg = message_from_bytes(item.data, policy=policy.default)
+        assert msg["To"] == rcpt
+        assert msg["Message-ID"] == rows[rcpt]
+        assert item.mail_from == "digest@example.org"
+        link = links(rcpt)
+        assert msg["List-Unsubscribe"].startswith(f"<{link}>")
+        body = msg.get_body(("plain",))
+        assert body is not None and link in body.get_content()
+    assert edition.created_at <= int(datetime.now(UTC).timestamp())
