@@ -182,6 +182,7 @@ class SmtpConfig(_Section):
     retry_for: float = Field(default=120.0, ge=0)
     max_attempts: int = Field(default=8, ge=1)
     lease: int = Field(default=60, ge=1, le=3600)
+    processes: int = Field(default=0, ge=0, le=16)  # worker processes; 0 = one per core on big editions
 
 
 class Config(_Section):
