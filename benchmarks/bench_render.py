@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_send import naive_message, real_digest  # noqa: E402
+from bench_send import naive_message, real_digest
 
 
 def main() -> None:
@@ -49,7 +49,8 @@ def main() -> None:
         naive_message(config, digest, clock, addresses[i], i)
     slow = naive_n / (time.perf_counter() - start)
 
-    print(f"\nrender benchmark: real example digest, {size // n} bytes a message, Python {sys.version.split()[0]}")
+    print(f"\nrender benchmark: real example digest, {size // n} bytes a message, "
+          f"Python {sys.version.split()[0]}")
     print(f"{'what':<44} {'messages':>9} {'msg/s':>9}")
     print(f"{'naive EmailMessage per recipient':<44} {naive_n:>9} {slow:>9.0f}")
     print(f"{'MessageFactory (signed link, spliced bytes)':<44} {n:>9} {fast:>9.0f}")
