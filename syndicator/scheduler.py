@@ -91,6 +91,7 @@ class Runner:
         # Secrets are checked up front: a missing one is an error now, not at 7 a.m.
         self.config.smtp_password()
         self.config.secret()
+        sender.clear_stop()
         self.scheduler.add_job(self.job, self.trigger, id="digest", coalesce=True, max_instances=1,
                                misfire_grace_time=MISFIRE_GRACE, replace_existing=True)
         self.scheduler.add_listener(self._listen, EVENT_JOB_ERROR | EVENT_JOB_EXECUTED)
@@ -118,4 +119,5 @@ class Runner:
                    and "Runner.job" in repr(t.get_coro())]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        sender.clear_stop()
         log.info("stopped")

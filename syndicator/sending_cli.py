@@ -73,6 +73,7 @@ class _stop_on_signals:
     """SIGINT/SIGTERM: finish the messages in flight, leave the rest pending, exit 1."""
 
     def __enter__(self) -> None:
+        sender.clear_stop()
         self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def __exit__(self, *exc: object) -> None:
