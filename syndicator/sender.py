@@ -47,6 +47,11 @@ def request_stop() -> None:
     _STOP.set()
 
 
+def clear_stop() -> None:
+    """A new run starts with no stop pending (a long-lived process may run several)."""
+    _STOP.clear()
+
+
 def stop_requested() -> bool:
     return bool(_STOP.is_set())
 
