@@ -338,7 +338,7 @@ class Delivery:
                     await self._settle(recorder, item, Outcome(Kind.PERMANENT, None, str(exc)))
                     continue
                 try:
-                    outcome = await connection.send(mail_from, item.address, data)
+                    outcome = await connection.send(mail_from, item.address, data, canonical=True)
                 except SmtpSetupError:
                     ledger.release(self.store, [item, *feeder.drain()], int(time.time()))
                     raise
@@ -408,13 +408,11 @@ def processes_for(config: Config, pending: int) -> int:
     for more cores to pay."""
     if config.smtp.processes:
         return max(1, min(config.smtp.processes, config.smtp.concurrency))
-    if pending < 2000 or config.smtp.concurrency < 2:
+    if pending < 2000:
         return 1
-    if config.store_url.startswith("sqlite"):
-        # Measured (benchmarks/bench_send.py): on SQLite one process with many connections beats
-        # two, whose commits queue on the one write lock; PostgreSQL takes writers side by side.
-        return 1
-    return max(1, min(os.cpu_count() or 1, config.smtp.concurrency, 4))
+    # Measured (benchmarks/bench_send.py, 2 cores): a process needs about 16 connections before a
+    # second one pays; with fewer, one process's event loop keeps up and its commits group better.
+    return max(1, min(os.cpu_count() or 1, config.smtp.concurrency // 16, 4))
 
 
 def deliver_edition(config: Config, store: Store, edition: Edition, *, password: str | None,

@@ -116,6 +116,7 @@ class _progress:
         self.every = every
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.shown = False
 
     def __enter__(self) -> _progress:
         if not self.quiet:
@@ -126,14 +127,20 @@ class _progress:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join()
+        if self.shown and sys.stderr.isatty():
+            click.echo(err=True)  # end the progress line before the summary
 
     def _loop(self) -> None:
         tty = sys.stderr.isatty()
         start = time.monotonic()
         while not self.stop.wait(1.0 if tty else self.every):
-            for edition in ledger.open_editions(self.store):
-                counts = ledger.counts(self.store, edition.id)
-                self._show(edition.id, counts, time.monotonic() - start, tty)
+            try:
+                for edition in ledger.open_editions(self.store):
+                    counts = ledger.counts(self.store, edition.id)
+                    self._show(edition.id, counts, time.monotonic() - start, tty)
+                    self.shown = True
+            except Exception as exc:  # progress is best effort; the send goes on
+                log.debug("progress: %s", exc)
 
     @staticmethod
     def _show(edition_id: int, counts: dict[str, int], elapsed: float, tty: bool) -> None:
