@@ -241,7 +241,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipients", type=int, default=100_000)
-    parser.add_argument("--concurrency", type=int, default=32, help="smtp.concurrency for syndicator")
+    parser.add_argument("--concurrency", type=int, default=64, help="smtp.concurrency for syndicator")
     parser.add_argument("--baseline", type=int, default=0,
                         help="messages for the slow baselines "
                         "(default: min(N, 3000) naive, min(N, 20000) stdlib)")
