@@ -45,6 +45,7 @@ class Claim:
     address: str
     message_id: str
     attempts: int
+    lease_until: int = 0  # after this another sender may take the row: it must not be sent late
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def claim(store: Store, edition_id: int, now: int, limit: int, lease: int = LEAS
         claimed = [r for r in rows if not r.suppressed]
         _set_state(conn, edition_id, [r.address for r in rows if r.suppressed], SUPPRESSED, now)
         _set_state(conn, edition_id, [r.address for r in claimed], SENDING, now, lease_until=now + lease)
-    return [Claim(edition_id, r.address, r.message_id, r.attempts) for r in claimed]
+    return [Claim(edition_id, r.address, r.message_id, r.attempts, now + lease) for r in claimed]
 
 
 def _set_state(conn: Connection, edition_id: int, addresses: list[str], state: str, now: int,

@@ -332,6 +332,8 @@ class Delivery:
         try:
             while (item := await feeder.next()) is not None:
                 await throttle.wait()
+                if time.time() >= item.lease_until - feeder.margin:
+                    continue  # a pause outlasted the lease: the row is another sender's to take now
                 try:
                     data = self.factory.build(item.address, item.message_id)
                 except ValueError as exc:  # an address or URL unsafe to put in a header
