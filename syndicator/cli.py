@@ -179,15 +179,19 @@ def status(state: State) -> None:
     sending_cli.status(state.config)
 
 @cli.command()
+@click.option("--serve", "serve_web", is_flag=True, help="Also serve the output folder and the web routes.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --serve: address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="With --serve: port (0 picks a free one).")
 @click.pass_obj
 @handled
-def run(state: State) -> None:
+def run(state: State, serve_web: bool, host: str, port: int) -> None:
     """The long-running scheduler: build and send on digest.schedule."""
     import asyncio
 
     from syndicator.scheduler import Runner
 
-    asyncio.run(Runner(state.config, clock).run())
+    asyncio.run(Runner(state.config, clock, serve_at=(host, port) if serve_web else None).run())
 
 
 # -- serve and the list (issue 6) -------------------------------------------------------

@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
@@ -62,8 +63,9 @@ class Runner:
     """The long-running process: one AsyncIOScheduler with an in-memory job store."""
 
     def __init__(self, config: Config, clock: Callable[[], datetime],
-                 trig: CronTrigger | None = None) -> None:
+                 trig: CronTrigger | None = None, serve_at: tuple[str, int] | None = None) -> None:
         self.config = config
+        self.serve_at = serve_at
         self.clock = clock
         self.trigger = trig or trigger(config)
         self.stopping = asyncio.Event()
@@ -98,14 +100,46 @@ class Runner:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        await asyncio.to_thread(self._build_now)
         self.scheduler.start()
         self._log_next()
+        server = self._start_server()
         try:
-            await self.stopping.wait()
+            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.stopping.wait())}
+            if server is not None:
+                waits.add(server)
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if server is not None and server in done and not self.stopping.is_set():
+                server.result()  # the web server died (port taken...): so does the run
         finally:
+            if server is not None and not server.done():
+                server.cancel()
+                await asyncio.gather(server, return_exceptions=True)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await self.shutdown()
+
+    def _build_now(self) -> None:
+        """Feeds up to date from the start, not only at the first scheduled send."""
+        store = Store.open(self.config.store_url)
+        try:
+            result = build(self.config, store, self.clock())
+            log.info("built %d stories, %d files written", result.stories, len(result.written))
+        except SyndicatorError as exc:
+            log.error("build at start failed: %s", exc)
+        finally:
+            store.close()
+
+    def _start_server(self) -> asyncio.Task[None] | None:
+        """The web side (feeds, unsubscribe, subscribe) in this process, when asked for."""
+        if self.serve_at is None:
+            return None
+        from syndicator import web
+
+        host, port = self.serve_at
+        sock = web.listen(host, port)
+        log.info("serving %s at http://%s:%d/", self.config.output_dir, host, sock.getsockname()[1])
+        return asyncio.create_task(web.serve_app(self.config, store=None, sock=sock))
 
     def request_stop(self) -> None:
         log.info("stopping: finishing the messages in flight")

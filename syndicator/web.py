@@ -375,7 +375,7 @@ def _feed_links(config: Config) -> dict[str, str]:
 
 def _store_ok(store: Store) -> bool:
     try:
-        with store.begin() as conn:
+        with store.read() as conn:
             conn.execute(text("SELECT 1"))
     except Exception:  # health reports, it never explains
         return False
@@ -448,6 +448,7 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(2048)  # listening at once: connections made before uvicorn starts just wait
     except OSError as exc:
         sock.close()
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -61,6 +61,7 @@ def test_run_logs_the_next_run_and_stops_on_sigterm(project: Project, faulty_smt
     proc = subprocess.Popen([sys.executable, "-m", "syndicator", "run"], cwd=project.root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
+    assert proc.stderr.readline() == "built 7 stories, 11 files written\n"
     first = proc.stderr.readline()
     assert first.startswith("next digest run at ")
     assert first.strip().endswith("07:00:00+00:00")
@@ -80,3 +81,24 @@ def test_run_without_the_secret_fails_at_once(project: Project, faulty_smtp: Fau
     assert proc.returncode == 2
     assert proc.stderr == ("error: the environment variable SYNDICATOR_TEST_SECRET (digest.secret_env) "
                            "must hold the secret that signs unsubscribe links\n")
+
+
+def test_run_serve_hosts_the_web_side_in_the_same_process(project: Project, faulty_smtp: FaultyServer) -> None:
+    import re
+    import urllib.request
+
+    _point_at(project, faulty_smtp)
+    env = {**os.environ, "SYNDICATOR_CONFIG": str(project.config)}
+    proc = subprocess.Popen([sys.executable, "-m", "syndicator", "run", "--serve", "--port", "0"],
+                            cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    lines = [proc.stderr.readline() for _ in range(3)]
+    found = [re.search(r"at http://127\.0\.0\.1:(\d+)/", line) for line in lines]
+    port = next(int(m.group(1)) for m in found if m)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        assert response.status == 200
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "stopped" in err
