@@ -83,7 +83,8 @@ def test_run_without_the_secret_fails_at_once(project: Project, faulty_smtp: Fau
                            "must hold the secret that signs unsubscribe links\n")
 
 
-def test_run_serve_hosts_the_web_side_in_the_same_process(project: Project, faulty_smtp: FaultyServer) -> None:
+def test_run_serve_hosts_the_web_side_in_the_same_process(project: Project,
+                                                          faulty_smtp: FaultyServer) -> None:
     import re
     import urllib.request
 
