@@ -28,6 +28,7 @@ from syndicator.errors import OutputError
 from syndicator.feeds import render_feeds
 from syndicator.model import SeedFile, Story
 from syndicator.pages import StoryPages, page_key, render_index, render_pages
+from syndicator.reader import SeedFiles
 from syndicator.store import Store
 from syndicator.templating import environment
 from syndicator.writer import check_writable, commit, same_content, stage, sync_folder, write_atomic
@@ -52,7 +53,11 @@ class BuildResult:
 
 def load_stories(config: Config, store: Store, clock: datetime, *, persist: bool = True) -> list[Story]:
     """Every story, newest first, with ids and times fixed by the store."""
-    return resolve(load_files(config), store, clock, persist=persist)
+    # Without persist (a dry run) nothing is written, the parsed-seed cache included.
+    files = load_files(config, cache=persist)
+    stories = resolve(files, store, clock, persist=persist)
+    files.save_cache()
+    return stories
 
 
 def render_site(config: Config, stories: Sequence[Story]) -> dict[str, bytes]:
@@ -85,6 +90,8 @@ def build(config: Config, store: Store, clock: datetime, output: Path | None = N
     if staged:
         sync_folder(folder / STORIES)
     manifest.save()
+    if isinstance(files, SeedFiles):
+        files.save_cache()
     written += [name for name, _ in staged]
     return BuildResult(folder, len(stories), tuple(written), unchanged)
 

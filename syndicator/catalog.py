@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from syndicator.config import Config
 from syndicator.errors import InputError, InputErrors, SeedError
 from syndicator.model import Entry, SeedFile, Story, story_id, story_slug
-from syndicator.reader import read_seeds
+from syndicator.reader import SeedFiles, read_seeds
 from syndicator.store import Store, StoredStory
 
 _ATTEMPTS = 5
@@ -41,21 +44,37 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
-def read_all(config: Config) -> tuple[list[SeedFile], list[InputError]]:
-    """Every seed that parses, and every problem with the others (a missing folder names the config)."""
+def seed_cache_path(config: Config) -> Path:
+    """The parsed-seed cache: in the project's state/ folder, beside the build manifest."""
+    base = os.environ.get("SYNDICATOR_CACHE_DIR") or str(config.root / "state")
+    where = hashlib.blake2b(str(config.seeds_dir.resolve()).encode("utf-8", "surrogatepass"),
+                            digest_size=10).hexdigest()
+    return Path(base) / f"seeds-{where}.bin"
+
+
+def read_all(config: Config, *, cache: bool = False) -> tuple[SeedFiles, list[InputError]]:
+    """Every seed that parses, and every problem with the others (a missing folder names the config).
+
+    With ``cache``, seeds unchanged since the last such read come from the parsed-seed cache.
+    """
     try:
-        return read_seeds(config.seeds_dir, ZoneInfo(config.digest.timezone))
+        return read_seeds(config.seeds_dir, ZoneInfo(config.digest.timezone),
+                          seed_cache_path(config) if cache else None)
     except SeedError as exc:
         if exc.key != "paths.seeds":
             raise
         where = SeedError(f"{exc.message}: {exc.path}", path=config.source,
                           line=config.line_of("paths.seeds"), key="paths.seeds")
-        return [], [where]
+        return SeedFiles(), [where]
 
 
-def load_files(config: Config) -> list[SeedFile]:
-    """Parse every seed; raise every problem at once before anything is written."""
-    files, errors = read_all(config)
+def load_files(config: Config, *, cache: bool = True) -> SeedFiles:
+    """Parse every seed; raise every problem at once before anything is written.
+
+    ``cache``: use the parsed-seed cache in the project's state/ folder; the caller saves it
+    (``files.save_cache()``) once its work has succeeded.
+    """
+    files, errors = read_all(config, cache=cache)
     if errors:
         raise InputErrors(errors)
     return files

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import codecs
+import hashlib
+import marshal
+import os
 import re
+import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -30,18 +35,177 @@ def seed_paths(folder: Path) -> list[Path]:
                         key="paths.seeds") from None
 
 
-def read_seeds(folder: Path, zone: ZoneInfo) -> tuple[list[SeedFile], list[InputError]]:
-    """Every seed file that parses, and every problem found in the others."""
-    files: list[SeedFile] = []
+class SeedFiles(list[SeedFile]):
+    """The parsed seeds; ``save_cache()`` records them in the parsed-seed cache (if one was used).
+
+    The cache is saved only when the caller says so: a build that fails writes nothing.
+    """
+
+    pending: tuple[Path, str, dict[str, tuple[int, int, tuple[object, ...]]]] | None = None
+
+    def save_cache(self) -> None:
+        if self.pending is not None:
+            _save_cache(*self.pending)
+            self.pending = None
+
+
+def read_seeds(folder: Path, zone: ZoneInfo, cache: Path | None = None,
+               ) -> tuple[SeedFiles, list[InputError]]:
+    """Every seed file that parses, and every problem found in the others.
+
+    With ``cache`` (a file in the project's state/ folder), a seed whose size and mtime are
+    those it had when it was last parsed is taken from the cache instead of being read again;
+    ``files.save_cache()`` then remembers what was parsed.
+    """
+    files = SeedFiles()
     errors: list[InputError] = []
-    for path in seed_paths(folder):
-        try:
-            files.append(read_seed(path, zone))
-        except SeedError as exc:
-            errors.append(exc)
+    if cache is None:
+        for path in seed_paths(folder):
+            try:
+                files.append(read_seed(path, zone))
+            except SeedError as exc:
+                errors.append(exc)
+    else:
+        _read_cached(folder, zone, cache, files, errors)
     if not files and not errors:
         errors.append(SeedError("no seed files (*.txt) in the seeds folder", path=folder))
     return files, errors
+
+
+# -- the parsed-seed cache ----------------------------------------------------------------------
+# One file: a blake2b digest of the payload, then marshal((version, signature, {name: (size,
+# mtime_ns, entries)})). A file that fails its digest, or is of another version, zone or reader
+# code, is ignored. Files modified within _RACY_NS of the save are not remembered: an edit in the
+# same mtime tick that keeps the size would otherwise go unseen (the "racy git" problem).
+_CACHE_VERSION = 1
+_RACY_NS = 2_000_000_000
+_CACHE_CODE = ("reader.py", "model.py")
+
+
+def _stat_paths(folder: Path) -> list[tuple[Path, int, int]]:
+    """Like ``seed_paths``, with each file's size and mtime from one scan."""
+    if not folder.is_dir():
+        return [(p, -1, -1) for p in seed_paths(folder)]  # raises the right error
+    found: list[tuple[Path, int, int]] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".txt") or entry.name == ".txt":
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    st = entry.stat()
+                except OSError:
+                    continue
+                found.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+    except OSError as exc:
+        raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
+                        key="paths.seeds") from None
+    found.sort(key=lambda item: item[0].name)
+    return found
+
+
+def _cache_signature(zone: ZoneInfo) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((_CACHE_VERSION, str(zone.key))).encode())
+    here = Path(__file__).parent
+    for name in _CACHE_CODE:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _load_cache(cache: Path, signature: str) -> dict[str, tuple[int, int, tuple[object, ...]]]:
+    try:
+        raw = cache.read_bytes()
+        payload = raw[16:]
+        if len(raw) < 16 or hashlib.blake2b(payload, digest_size=16).digest() != raw[:16]:
+            return {}
+        data = marshal.loads(payload)
+    except (OSError, ValueError, EOFError, TypeError):
+        return {}
+    if (not isinstance(data, tuple) or len(data) != 3 or data[0] != _CACHE_VERSION
+            or data[1] != signature or not isinstance(data[2], dict)):
+        return {}
+    return data[2]
+
+
+def _save_cache(cache: Path, signature: str, seeds: dict[str, tuple[int, int, tuple[object, ...]]]) -> None:
+    payload = marshal.dumps((_CACHE_VERSION, signature, seeds))
+    data = hashlib.blake2b(payload, digest_size=16).digest() + payload
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)  # the project's state/, like the store
+        tmp.write_bytes(data)
+        os.replace(tmp, cache)
+    except OSError:  # best effort: without the cache every seed is parsed
+        tmp.unlink(missing_ok=True)
+
+
+def _read_cached(folder: Path, zone: ZoneInfo, cache: Path, files: SeedFiles,
+                 errors: list[InputError]) -> None:
+    signature = _cache_signature(zone)
+    known = _load_cache(cache, signature)
+    fresh: dict[str, tuple[int, int, tuple[object, ...]]] = {}
+    racy = time.time_ns() - _RACY_NS
+    changed = False
+    for path, size, mtime in _stat_paths(folder):
+        name = path.name
+        hit = known.get(name)
+        if hit is not None and hit[0] == size and hit[1] == mtime:
+            try:
+                files.append(_thaw(path, hit[2], zone))
+                fresh[name] = hit
+                continue
+            except (TypeError, ValueError, IndexError, KeyError):
+                pass  # a cache of another shape: parse the file
+        changed = True
+        try:
+            seed = read_seed(path, zone)
+        except SeedError as exc:
+            errors.append(exc)
+            continue
+        files.append(seed)
+        if mtime < racy:
+            fresh[name] = (size, mtime, _freeze(seed))
+    if changed or len(fresh) != len(known):
+        files.pending = (cache, signature, fresh)
+
+
+def _freeze(seed: SeedFile) -> tuple[object, ...]:
+    out: list[object] = []
+    for e in seed.entries:
+        date: object = None
+        if e.date is not None:
+            if isinstance(e.date.tzinfo, ZoneInfo):  # written without a zone: the configured one
+                date = (e.date.replace(tzinfo=None).isoformat(), True)
+            else:
+                date = (e.date.isoformat(), False)
+        out.append((e.title, e.paragraphs, e.position, e.line, e.id, date, e.author, e.url,
+                    e.tags, e.title_key))
+    return tuple(out)
+
+
+def _thaw(path: Path, frozen: Any, zone: ZoneInfo) -> SeedFile:
+    entries = []
+    for item in frozen:
+        title, paragraphs, position, line, id_, date, author, url, tags, title_key = item
+        when = None
+        if date is not None:
+            text, naive = date
+            when = datetime.fromisoformat(text)
+            if naive:
+                when = when.replace(tzinfo=zone)
+        if not (isinstance(title, str) and isinstance(paragraphs, tuple) and isinstance(tags, tuple)
+                and isinstance(title_key, str)):
+            raise TypeError("bad cache entry")
+        entry = Entry(title=title, paragraphs=paragraphs, position=position, line=line, path=path,
+                      id=id_, date=when, author=author, url=url, tags=tags)
+        entry.__dict__["title_key"] = title_key  # the cached_property, already computed
+        entries.append(entry)
+    if not entries:
+        raise ValueError("empty cache entry")
+    return SeedFile(path=path, entries=tuple(entries))
 
 
 def read_seed(path: Path, zone: ZoneInfo) -> SeedFile:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -9,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syndicator.errors import SeedError
+from syndicator.model import SeedFile
 from syndicator.reader import parse_seed, read_seed, read_seeds
 
 EXAMPLE_SEED = Path(__file__).resolve().parent.parent / "seeds" / "000_3c621fef12599da2.txt"
@@ -303,3 +305,87 @@ def test_files_are_read_in_name_order(tmp_path: Path) -> None:
     files, errors = read_seeds(tmp_path, ZONE)
     assert not errors
     assert [f.path.name for f in files] == ["002_c.txt", "010_b.txt", "100_a.txt"]
+
+
+# -- the parsed-seed cache ------------------------------------------------------------------------
+
+
+def _cached(seeds: Path, zone: ZoneInfo, cache: Path) -> tuple[list[SeedFile], list[SeedError]]:
+    """A read through the cache that then saves it, as a successful build does."""
+    files, errors = read_seeds(seeds, zone, cache)
+    files.save_cache()
+    return files, errors  # type: ignore[return-value]
+
+
+def _old(path: Path, seconds: int = 60) -> None:
+    """Back-date a file's mtime: files touched within the last moments are never cached."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - seconds * 1_000_000_000))
+
+
+def test_seed_cache_gives_what_parsing_gives_and_sees_edits(tmp_path: Path) -> None:
+    seeds, cache = tmp_path / "seeds", tmp_path / "state" / "seeds.bin"
+    seeds.mkdir()
+    dated = seeds / "a.txt"
+    dated.write_text("---\nid: x1\ndate: 2024-03-01T10:00\nauthor: A\ntags: t1, t2\n---\n"
+                     "Lead title\n\nBody one.\nBody two.\n\nBrief\nIts summary.\n")
+    zoned = seeds / "b.txt"
+    zoned.write_text("---\ndate: 2024-03-01T10:00:00+05:00\nurl: https://example.org/x\n---\nOther lead\n")
+    for path in (dated, zoned):
+        _old(path)
+    plain, errors = read_seeds(seeds, ZONE)
+    first, _ = _cached(seeds, ZONE, cache)
+    assert cache.exists() and not errors
+    cached, errors = _cached(seeds, ZONE, cache)
+    assert not errors
+    assert plain == first == cached
+    assert [e.keys for f in cached for e in f.entries] == [e.keys for f in plain for e in f.entries]
+    assert cached[0].entries[0].date == datetime(2024, 3, 1, 10, 0, tzinfo=ZONE)
+    assert cached[0].entries[0].date.tzinfo is ZONE  # type: ignore[union-attr]
+
+    # An edit of the same size, with an mtime of its own, is read again.
+    st = dated.stat()
+    dated.write_text(dated.read_text().replace("Body one.", "Body 1ne."))
+    os.utime(dated, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    again, _ = _cached(seeds, ZONE, cache)
+    assert again[0].entries[0].paragraphs == ("Body 1ne.", "Body two.")
+    # A seed that no longer parses is reported, never served from the cache.
+    dated.write_text("---\nbogus: 1\n---\nTitle\n")
+    files, errors = _cached(seeds, ZONE, cache)
+    assert [f.path.name for f in files] == ["b.txt"] and len(errors) == 1
+
+
+def test_corrupt_or_foreign_seed_cache_is_ignored(tmp_path: Path) -> None:
+    seeds, cache = tmp_path / "seeds", tmp_path / "seeds.bin"
+    seeds.mkdir()
+    seed = seeds / "a.txt"
+    seed.write_text("Lead title\n\nBody.\n")
+    _old(seed)
+    expected, _ = read_seeds(seeds, ZONE)
+    _cached(seeds, ZONE, cache)
+    good = cache.read_bytes()
+    # A flipped byte in the payload (here inside the cached title): the digest no longer matches.
+    at = good.index(b"Lead title")
+    cache.write_bytes(good[:at] + b"X" + good[at + 1:])
+    assert _cached(seeds, ZONE, cache)[0] == expected
+    for junk in (b"", b"not a cache", good[:len(good) // 2]):
+        cache.write_bytes(junk)
+        assert _cached(seeds, ZONE, cache)[0] == expected
+    # Another zone: the cache is not used (a date without a zone would mean another instant).
+    cache.write_bytes(good)
+    other = ZoneInfo("America/New_York")
+    assert _cached(seeds, other, cache)[0] == read_seeds(seeds, other)[0]
+
+
+def test_seed_cache_skips_files_modified_just_now(tmp_path: Path) -> None:
+    seeds, cache = tmp_path / "seeds", tmp_path / "seeds.bin"
+    seeds.mkdir()
+    seed = seeds / "a.txt"
+    seed.write_text("Lead title\n")
+    _cached(seeds, ZONE, cache)
+    # Rewritten in the same mtime tick with the same size: still read again, never stale.
+    st = seed.stat()
+    seed.write_text("Lead TITLE\n")
+    os.utime(seed, ns=(st.st_atime_ns, st.st_mtime_ns))
+    files, _ = _cached(seeds, ZONE, cache)
+    assert files[0].entries[0].title == "Lead TITLE"
