@@ -46,6 +46,17 @@ def check_address(value: str) -> str:
     return info.normalized.lower()
 
 
+def check_cron(value: str) -> str:
+    """A 5-field cron expression APScheduler accepts, or ValueError naming it."""
+    if len(value.split()) != 5:
+        raise ValueError(f"expected a 5-field cron expression, got {value!r}")
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+    return value
+
+
 class SiteConfig(_Section):
     title: str = Field(min_length=1)
     url: str
@@ -85,6 +96,12 @@ class PathsConfig(_Section):
 class FeedsConfig(_Section):
     limit: int = Field(default=50, ge=1, le=10_000)
     websub_hub: str = ""
+    schedule: str = ""  # a 5-field cron: `run` also rebuilds the feeds on it (digest.timezone)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return check_cron(value) if value else value
 
     @field_validator("websub_hub")
     @classmethod
@@ -128,13 +145,7 @@ class DigestConfig(_Section):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"expected a 5-field cron expression, got {value!r}")
-        try:
-            CronTrigger.from_crontab(value, timezone="UTC")
-        except ValueError as exc:
-            raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
-        return value
+        return check_cron(value)
 
     @field_validator("timezone")
     @classmethod

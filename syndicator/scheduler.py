@@ -80,6 +80,9 @@ class Runner:
         self.runs += 1
         self._log_next()
 
+    async def build_job(self) -> None:
+        await asyncio.to_thread(self._build_now)
+
     def _log_next(self) -> None:
         job = self.scheduler.get_job("digest")
         if job is not None and job.next_run_time is not None:
@@ -96,6 +99,11 @@ class Runner:
         sender.clear_stop()
         self.scheduler.add_job(self.job, self.trigger, id="digest", coalesce=True, max_instances=1,
                                misfire_grace_time=MISFIRE_GRACE, replace_existing=True)
+        if self.config.feeds.schedule:
+            self.scheduler.add_job(
+                self.build_job, CronTrigger.from_crontab(self.config.feeds.schedule,
+                                                         timezone=ZoneInfo(self.config.digest.timezone)),
+                id="feeds", coalesce=True, max_instances=1, misfire_grace_time=MISFIRE_GRACE)
         self.scheduler.add_listener(self._listen, EVENT_JOB_ERROR | EVENT_JOB_EXECUTED)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -103,3 +103,37 @@ def test_run_serve_hosts_the_web_side_in_the_same_process(project: Project,
     _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "stopped" in err
+
+
+def test_feeds_schedule_adds_its_own_build_job(project: Project, faulty_smtp: FaultyServer) -> None:
+    project.port = faulty_smtp.port
+    text = project.write_config().read_text()
+    project.write_config(text.replace("limit = 50", 'limit = 50\nschedule = "*/5 * * * *"'))
+    config = load_config(project.config)
+    runner = Runner(config, lambda: datetime.now(UTC).replace(microsecond=0))
+    seen: dict[str, object] = {}
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.run())
+        while not runner.scheduler.running:
+            await asyncio.sleep(0.01)
+        job = runner.scheduler.get_job("feeds")
+        seen["minute"] = job.next_run_time.minute if job else None
+        runner.request_stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    assert isinstance(seen["minute"], int) and seen["minute"] % 5 == 0
+
+
+def test_a_bad_feeds_schedule_is_a_config_error(project: Project) -> None:
+    from click.testing import CliRunner
+
+    from syndicator.cli import cli
+
+    text = project.write_config().read_text()
+    project.write_config(text.replace("limit = 50", 'limit = 50\nschedule = "every day"'))
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 2
+    assert result.output == ("error: config/syndicator.toml:17: feeds.schedule: "
+                             "expected a 5-field cron expression, got 'every day'\n")
