@@ -83,6 +83,12 @@ def open_editions(store: Store) -> list[Edition]:
         return [_edition(r) for r in conn.execute(select(e).where(e.c.status == OPEN).order_by(e.c.id))]
 
 
+def edition_for_slot(store: Store, slot: str) -> Edition | None:
+    with store.read() as conn:
+        row = conn.execute(select(e).where(e.c.slot == slot)).one_or_none()
+    return None if row is None else _edition(row)
+
+
 def editions(store: Store, limit: int = 20) -> list[Edition]:
     with store.read() as conn:
         rows = conn.execute(select(e).order_by(e.c.id.desc()).limit(limit))

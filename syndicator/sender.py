@@ -128,9 +128,12 @@ def unsubscribe_url(config: Config, secret: bytes | None) -> Callable[[str], str
 
 def open_edition(config: Config, store: Store, clock: datetime, slot: str | None = None) -> Edition | None:
     """Create the next edition (idempotent per slot), or None when there is nothing new."""
+    if slot is not None and (existing := ledger.edition_for_slot(store, slot)) is not None:
+        return existing  # another process (or machine) fired this slot first
     planned = plan(config, store, clock)
     if planned is None:
-        return None
+        # Nothing new can also mean the slot's edition was committed while we planned.
+        return ledger.edition_for_slot(store, slot) if slot is not None else None
     digest = render_digest(config, planned.stories, clock)
     edition, created = ledger.create_edition(
         store, slot=slot or planned.slot, now=int(clock.timestamp()), max_seq=planned.max_seq,
