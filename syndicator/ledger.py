@@ -187,7 +187,8 @@ def _set_state(conn: Connection, edition_id: int, addresses: list[str], state: s
 # Built once: constructing and cache-keying the statement per commit cost more than the commit.
 _RECORD = (
     update(d)
-    .where(d.c.edition_id == bindparam("e_id"), d.c.address == bindparam("addr"))
+    # Only a row still being sent: never overwrite what another sender settled.
+    .where(d.c.edition_id == bindparam("e_id"), d.c.address == bindparam("addr"), d.c.state == SENDING)
     .values(state=bindparam("new_state"), code=bindparam("new_code"), reply=bindparam("new_reply"),
             next_attempt=bindparam("new_next"), attempts=bindparam("new_attempts"),
             lease_until=None, updated_at=bindparam("now"))
@@ -206,12 +207,11 @@ def record(store: Store, results: list[Result], now: int,
          "new_attempts": r.claim.attempts + 1, "now": now}
         for r in results
     ]
+    suppressions = [{"address": a, "reason": r[:500], "created_at": now} for a, r in suppress_addresses]
     with store.begin() as conn:
         conn.execute(stmt, params)
-        for address, reason in suppress_addresses:
-            known = conn.execute(select(sup.c.address).where(sup.c.address == address)).first()
-            if known is None:
-                conn.execute(insert(sup).values(address=address, reason=reason[:500], created_at=now))
+        if suppressions:  # an unsubscribe of the same address at this moment is no conflict
+            conn.execute(store.insert_ignore(sup), suppressions)
 
 
 def release(store: Store, claims: list[Claim], now: int) -> None:
@@ -221,9 +221,21 @@ def release(store: Store, claims: list[Claim], now: int) -> None:
     with store.begin() as conn:
         for edition_id in {c.edition_id for c in claims}:
             addresses = [c.address for c in claims if c.edition_id == edition_id]
+            # A lease still running is ours (nobody can take it before it lapses); a lapsed one
+            # may already be another sender's, so it is left alone.
             conn.execute(update(d).where(d.c.edition_id == edition_id, d.c.address.in_(addresses),
-                                         d.c.state == SENDING)
+                                         d.c.state == SENDING, d.c.lease_until >= now)
                          .values(state=PENDING, lease_until=None, updated_at=now))
+
+
+def renew(store: Store, edition_id: int, addresses: list[str], now: int, lease: int) -> None:
+    """Extend the leases this sender still holds (rows in flight or waiting in its buffer)."""
+    if not addresses:
+        return
+    with store.begin() as conn:
+        conn.execute(update(d).where(d.c.edition_id == edition_id, d.c.address.in_(addresses),
+                                     d.c.state == SENDING, d.c.lease_until >= now)
+                     .values(lease_until=now + lease))
 
 
 def backoff(attempts: int, base: float = 1.0, cap: float = 300.0) -> float:
@@ -280,7 +292,7 @@ def retry_failed(store: Store, now: int) -> int:
         if not edition_ids:
             return 0
         result = conn.execute(update(d).where(d.c.state == FAILED, d.c.address.not_in(select(sup.c.address)))
-                              .values(state=PENDING, next_attempt=None, updated_at=now))
+                              .values(state=PENDING, next_attempt=None, attempts=0, updated_at=now))
         conn.execute(update(e).where(e.c.id.in_(edition_ids)).values(status=OPEN, finished_at=None))
         return int(result.rowcount)
 
@@ -290,12 +302,10 @@ def retry_failed(store: Store, now: int) -> int:
 
 def suppress(store: Store, address: str, reason: str, now: int) -> bool:
     """Put an address on the suppression list; False when it was already there."""
-    try:
-        with store.begin() as conn:
-            conn.execute(insert(sup).values(address=address.lower(), reason=reason[:500], created_at=now))
-    except IntegrityError:
-        return False
-    return True
+    with store.begin() as conn:
+        row = conn.execute(store.insert_ignore(sup).values(
+            address=address.lower(), reason=reason[:500], created_at=now).returning(sup.c.address)).first()
+    return row is not None
 
 
 def suppressed(store: Store) -> set[str]:

@@ -28,14 +28,25 @@ class Outcome:
     code: int | None
     reply: str
 
-    @property
-    def connection_broken(self) -> bool:
-        """Whether the connection must be dropped and reopened before the next message."""
-        return self.kind is Kind.TRANSIENT and self.code in (None, 421)
-
 
 class SmtpSetupError(DeliveryError):
-    """The relay cannot be used at all: unreachable, TLS refused, AUTH refused."""
+    """The relay cannot be used at all: unreachable, TLS refused, AUTH refused.
+
+    ``transient``: the relay answered 4xx or timed out (busy, too many connections), so a
+    run that already has a working connection may wait and try again.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class SenderRefused(SmtpSetupError):
+    """The relay refused our envelope sender: nothing can be sent until the config changes."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, transient=400 <= code < 500)
+        self.code = code
 
 
 class Connection:
@@ -77,8 +88,11 @@ class Connection:
                                  f"{smtp.security!r} needs: {exc}") from None
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             await _quietly_close(client)
+            code = getattr(exc, "code", None)
+            busy = isinstance(exc, aiosmtplib.SMTPTimeoutError) or (
+                isinstance(code, int) and 400 <= code < 500)
             raise SmtpSetupError(f"cannot connect to SMTP relay {smtp.host}:{smtp.port}: "
-                                 f"{_describe(exc)}") from None
+                                 f"{_describe(exc)}", transient=busy) from None
         self.client = client
         return client
 
@@ -96,6 +110,7 @@ class Connection:
             try:
                 wire = self.wire = _Wire.take_over(client, self.config.smtp.timeout)
             except _Broken as exc:
+                client.close()
                 return Outcome(Kind.TRANSIENT, None, exc.reply)
         try:
             envelope = _envelope(mail_from), _envelope(rcpt)
@@ -103,6 +118,9 @@ class Connection:
             return Outcome(Kind.PERMANENT, None, str(exc))
         try:
             return await wire.transaction(*envelope, data if canonical else _canonical(data))
+        except SenderRefused:
+            await self.close()
+            raise
         except _Broken as exc:
             await self.close()
             if exc.code is not None:
@@ -251,25 +269,34 @@ class _Wire(asyncio.Protocol):
                 replies += await self._read(1)
                 if replies[-1][0] >= 400:
                     break
-        for (code, text), expected in zip(replies, (250, 250, 354), strict=False):
+        # MAIL and RCPT succeed with any 2xx (251/252 too, RFC 5321 3.4); DATA with 354.
+        for stage, (code, text) in zip(("MAIL", "RCPT", "DATA"), replies, strict=False):
             if code == 421:
                 raise _Broken(text, code)
-            if code != expected:
-                return await self._abandon(replies, code, text)
+            if (code != 354) if stage == "DATA" else (code // 100 != 2):
+                return await self._abandon(replies, stage, code, text)
         self._write(_dot_stuff(data))
         ((code, text),) = await self._read(1)
         if code == 421:
             raise _Broken(text, code)
         return classify(code, text)
 
-    async def _abandon(self, replies: list[tuple[int, str]], code: int, text: str) -> Outcome:
-        """A refused MAIL or RCPT: end the transaction cleanly (RSET) and report the refusal."""
+    async def _abandon(self, replies: list[tuple[int, str]], stage: str, code: int, text: str) -> Outcome:
+        """A refused MAIL, RCPT or DATA: end the transaction cleanly (RSET) and report the refusal.
+
+        Never a success: if the server opened DATA after a refusal, the empty message it may
+        queue is not the recipient's digest.
+        """
         if len(replies) == 3 and replies[2][0] == 354:
-            self._write(b".\r\n")  # the server opened DATA anyway: send an empty message's end
+            self._write(b".\r\n")
             await self._read(1)
         self._write(b"RSET\r\n")
         await self._read(1)
-        return classify(code, text)
+        if stage == "MAIL":
+            raise SenderRefused(f"the relay refused the sender: {code} {text}".strip(), code)
+        if 200 <= code < 300:  # a 2xx to DATA: the server is out of step with us
+            raise _Broken(f"unexpected reply to DATA: {code} {text}")
+        return classify(code, text, rcpt=stage == "RCPT")
 
     async def quit(self) -> None:
         if not self.closed:
@@ -313,15 +340,23 @@ def _envelope(address: str) -> bytes:
     return address.encode("ascii")
 
 
-def classify(code: int, message: str) -> Outcome:
-    """What an SMTP reply means for this delivery (RFC 5321 / RFC 3463)."""
+# RFC 3463 statuses that say the mailbox itself is gone, not that this message was refused.
+DEAD_MAILBOX = ("5.1.1", "5.1.2", "5.1.3", "5.1.10", "5.2.1")
+
+
+def classify(code: int, message: str, *, rcpt: bool = False) -> Outcome:
+    """What an SMTP reply means for this delivery (RFC 5321 / RFC 3463).
+
+    Only a RCPT refusal with a dead-mailbox status suppresses the address: a content
+    rejection, a full mailbox or a bare 550 may be about this message alone.
+    """
     reply = f"{code} {message}".strip()
     if 200 <= code < 300:
         return Outcome(Kind.SENT, code, reply)
     if 400 <= code < 500:
         return Outcome(Kind.TRANSIENT, code, reply)
     enhanced = message.strip().split(" ", 1)[0]
-    if enhanced.startswith(("5.1.", "5.2.")) or (code == 550 and not enhanced[:1].isdigit()):
+    if rcpt and enhanced in DEAD_MAILBOX:
         return Outcome(Kind.MAILBOX, code, reply)
     return Outcome(Kind.PERMANENT, code, reply)
 

@@ -29,7 +29,7 @@ from syndicator.audience import audience
 from syndicator.build import load_stories
 from syndicator.config import Config
 from syndicator.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
-from syndicator.errors import DeliveryError
+from syndicator.errors import DeliveryError, StoreError
 from syndicator.ledger import Claim, Edition, Result
 from syndicator.mailer import Connection, Kind, Outcome, SmtpSetupError
 from syndicator.message import MessageFactory, list_id, message_id
@@ -88,8 +88,12 @@ class Tally:
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
+        """Fold in a worker's or an edition's counts (deferred and suppressed are read from the
+        ledger once an edition's run ends, so they come from there, not from workers)."""
         self.sent += other.sent
         self.failed += other.failed
+        self.deferred += other.deferred
+        self.suppressed += other.suppressed
         self.errors.extend(other.errors)
         self.editions.extend(e for e in other.editions if e not in self.editions)
 
@@ -155,6 +159,9 @@ def factory_for(config: Config, edition: Edition, secret: bytes | None) -> Messa
 # -- delivering ------------------------------------------------------------------------
 
 
+RELAY_BUSY = (None, 421, 451, 452, 454)  # None: disconnected or timed out
+
+
 class Throttle:
     """``smtp.rate`` as evenly spaced send slots, plus a shared pause after 421/451/454."""
 
@@ -179,7 +186,8 @@ class Throttle:
             return
 
     def feedback(self, outcome: Outcome) -> None:
-        if outcome.kind is Kind.TRANSIENT:
+        # A greylisting 450 concerns one recipient; these say the relay itself is overloaded.
+        if outcome.kind is Kind.TRANSIENT and outcome.code in RELAY_BUSY:
             # Slow everyone down, more with each consecutive refusal, instead of hammering.
             self.strikes += 1
             pause = min(10.0, 0.1 * 2 ** min(self.strikes - 1, 7))
@@ -256,6 +264,7 @@ class Feeder:
         self.deadline = deadline
         self.margin = min(margin, lease / 2)
         self.buffer: deque[Claim] = deque()
+        self.held: dict[str, int] = {}  # address -> lease end, for rows buffered or in flight
         self.leased_until = 0.0
         self.lock = asyncio.Lock()
         self.stopped = False
@@ -268,6 +277,8 @@ class Feeder:
             if stop_requested():
                 self.stopped = True
             if self.buffer and time.time() >= self.leased_until - self.margin:
+                for dropped in self.buffer:
+                    self.held.pop(dropped.address, None)
                 self.buffer.clear()  # leases about to lapse: leave those rows to a later claim
             while not self.buffer and not self.stopped:
                 now = time.time()
@@ -275,6 +286,7 @@ class Feeder:
                                       self.lease)
                 if claimed:
                     self.buffer.extend(claimed)
+                    self.held.update((c.address, c.lease_until) for c in claimed)
                     self.leased_until = int(now) + self.lease
                     break
                 due = await _call(self.store, ledger.next_due, self.edition_id)
@@ -282,6 +294,21 @@ class Feeder:
                     return None
                 await asyncio.sleep(min(max(due - time.time(), 0.05), 0.2))  # short: ends a run promptly
             return self.buffer.popleft() if self.buffer and not self.stopped else None
+
+    def lease_left(self, item: Claim) -> float:
+        return self.held.get(item.address, item.lease_until) - time.time()
+
+    def done(self, item: Claim) -> None:
+        self.held.pop(item.address, None)
+
+    async def renew(self) -> None:
+        """Keep the leases of held rows alive while this sender works through them."""
+        now = int(time.time())
+        addresses = list(self.held)
+        await _call(self.store, ledger.renew, self.edition_id, addresses, now, self.lease)
+        for address in addresses:
+            if address in self.held:
+                self.held[address] = now + self.lease
 
     def drain(self) -> list[Claim]:
         self.stopped = True
@@ -310,6 +337,7 @@ class Delivery:
     deadline: float
     rate: float
     tally: Tally = field(default_factory=Tally)
+    connected: bool = False  # some connection of this run has worked: later refusals are transient
 
     async def run(self) -> Tally:
         smtp = self.config.smtp
@@ -319,7 +347,12 @@ class Delivery:
         recorder = Recorder(self.store)
         throttle = Throttle(self.rate)
         workers = [self._worker(feeder, recorder, throttle) for _ in range(smtp.concurrency)]
-        results = await asyncio.gather(*workers, return_exceptions=True)
+        heartbeat = asyncio.create_task(self._heartbeat(feeder, max(1.0, smtp.lease / 3)))
+        try:
+            results = await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         await recorder.close()
         ledger.release(self.store, feeder.drain(), int(time.time()))
         for outcome in results:
@@ -329,32 +362,46 @@ class Delivery:
                 raise outcome
         return self.tally
 
+    async def _heartbeat(self, feeder: Feeder, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await feeder.renew()
+            except StoreError as exc:  # the pre-send lease check still guards every message
+                log.warning("could not renew leases: %s", exc)
+
     async def _worker(self, feeder: Feeder, recorder: Recorder, throttle: Throttle) -> None:
         connection = Connection(self.config, self.password)
         mail_from = self.config.digest.from_address
         try:
             while (item := await feeder.next()) is not None:
                 await throttle.wait()
-                if time.time() >= item.lease_until - feeder.margin:
-                    continue  # a pause outlasted the lease: the row is another sender's to take now
+                if feeder.lease_left(item) < feeder.margin:
+                    feeder.done(item)
+                    continue  # the lease is about to lapse: the row may become another sender's
                 try:
                     data = self.factory.build(item.address, item.message_id)
                 except ValueError as exc:  # an address or URL unsafe to put in a header
-                    await self._settle(recorder, item, Outcome(Kind.PERMANENT, None, str(exc)))
+                    await self._settle(recorder, feeder, item, Outcome(Kind.PERMANENT, None, str(exc)))
                     continue
                 try:
                     outcome = await connection.send(mail_from, item.address, data, canonical=True)
-                except SmtpSetupError:
-                    ledger.release(self.store, [item, *feeder.drain()], int(time.time()))
-                    raise
+                except SmtpSetupError as exc:
+                    if not (exc.transient and self.connected):
+                        ledger.release(self.store, [item, *feeder.drain()], int(time.time()))
+                        raise
+                    # The relay is busy (a 421 greeting, too many connections): wait and retry.
+                    outcome = Outcome(Kind.TRANSIENT, None, str(exc))
+                self.connected = True
                 throttle.feedback(outcome)
-                await self._settle(recorder, item, outcome)
+                await self._settle(recorder, feeder, item, outcome)
         finally:
             await connection.close()
 
-    async def _settle(self, recorder: Recorder, item: Claim, outcome: Outcome) -> None:
+    async def _settle(self, recorder: Recorder, feeder: Feeder, item: Claim, outcome: Outcome) -> None:
         result, suppress = settle(item, outcome, self.config.smtp.max_attempts)
         await recorder.submit(result, suppress)
+        feeder.done(item)
         if result.state == ledger.SENT:
             self.tally.sent += 1
         elif result.state == ledger.FAILED:
@@ -500,17 +547,18 @@ def send(config: Config, store: Store, clock: datetime, *, slot: str | None = No
     tally = Tally()
     for edition in ledger.open_editions(store):
         try:
-            tally.add(deliver_edition(config, store, edition, password=password, secret=secret,
-                                      deadline=deadline))
+            part = deliver_edition(config, store, edition, password=password, secret=secret,
+                                   deadline=deadline)
         except SmtpSetupError as exc:
             ledger.set_error(store, edition.id, str(exc))
             raise
-        if tally.errors:
-            ledger.set_error(store, edition.id, tally.errors[-1])
+        if part.errors:
+            ledger.set_error(store, edition.id, part.errors[-1])
         ledger.finish(store, edition.id, int(time.time()))
         counts = ledger.counts(store, edition.id)
-        tally.deferred += counts[ledger.DEFERRED] + counts[ledger.PENDING] + counts[ledger.SENDING]
-        tally.suppressed += counts[ledger.SUPPRESSED]
+        part.deferred = counts[ledger.DEFERRED] + counts[ledger.PENDING] + counts[ledger.SENDING]
+        part.suppressed = counts[ledger.SUPPRESSED]
+        tally.add(part)
     tally.seconds = time.monotonic() - start
     return tally
 

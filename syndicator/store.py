@@ -14,7 +14,9 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -87,6 +89,11 @@ class Store:
         finally:
             if lock is not None:
                 lock.release()
+
+    def insert_ignore(self, table: Table) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING: a duplicate key is no error, on either database."""
+        dialect_insert = sqlite_insert if self.is_sqlite else postgres_insert
+        return dialect_insert(table).on_conflict_do_nothing()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

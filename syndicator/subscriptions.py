@@ -15,11 +15,8 @@ from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, delete, select, update
 
 from syndicator import schema
 from syndicator.config import Config, check_address, load_recipients_file
@@ -68,7 +65,7 @@ def request(store: Store, signer: Signer, address: str, now: int, *, force: bool
     with store.begin() as conn:
         row = conn.execute(select(subs.c.requested_at).where(subs.c.address == address)).first()
         if row is None:
-            new = _insert_new(store, subs).values(address=address, confirmed=False, created_at=now,
+            new = store.insert_ignore(subs).values(address=address, confirmed=False, created_at=now,
                                                   requested_at=now, confirm_digest=_digest(token))
             # No row back: a concurrent request for the same address won the insert.
             return token if conn.execute(new.returning(subs.c.address)).first() else None
@@ -77,12 +74,6 @@ def request(store: Store, signer: Signer, address: str, now: int, *, force: bool
         conn.execute(update(subs).where(subs.c.address == address)
                      .values(requested_at=now, confirm_digest=_digest(token)))
     return token
-
-
-def _insert_new(store: Store, table: Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING: a duplicate key is no error, on either database."""
-    dialect_insert = sqlite_insert if store.is_sqlite else postgres_insert
-    return dialect_insert(table).on_conflict_do_nothing()
 
 
 def check_confirm(store: Store, signer: Signer, token: str, now: int) -> str:
@@ -120,7 +111,7 @@ def check_unsubscribe(signer: Signer, token: str) -> str:
 
 def unsubscribe(store: Store, address: str, reason: str, now: int) -> bool:
     """Put an address on the suppression list; False when it already was. Idempotent."""
-    stmt = _insert_new(store, sup).values(address=address.lower(), reason=reason[:500], created_at=now)
+    stmt = store.insert_ignore(sup).values(address=address.lower(), reason=reason[:500], created_at=now)
     with store.begin() as conn:
         return conn.execute(stmt.returning(sup.c.address)).first() is not None
 
