@@ -12,13 +12,17 @@ that was touched, removed or truncated since is rendered and compared again.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
+import pickle
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -31,7 +35,15 @@ from syndicator.pages import StoryPages, page_key, render_index, render_pages
 from syndicator.reader import SeedFiles
 from syndicator.store import Store
 from syndicator.templating import environment
-from syndicator.writer import check_writable, commit, same_content, stage, sync_folder, write_atomic
+from syndicator.writer import (
+    check_writable,
+    commit,
+    current_umask,
+    same_content,
+    stage_page,
+    sync_folder,
+    write_atomic,
+)
 
 MANIFEST_VERSION = 1
 STORIES = "stories"
@@ -85,8 +97,9 @@ def build(config: Config, store: Store, clock: datetime, output: Path | None = N
     staged, unchanged, manifest = _stage_pages(folder, renderer, env, config, stories)
     written = [name for name, data in top.items() if write_atomic(folder / name, data)]
     unchanged += len(top) - len(written)
+    base = str(folder)
     for name, tmp in staged:
-        commit(tmp, folder / name)
+        commit(tmp, os.path.join(base, name))
     if staged:
         sync_folder(folder / STORIES)
     manifest.save()
@@ -104,7 +117,7 @@ class _Manifest:
         self.signature = signature
         self.remembered = _load_manifest(self.path, signature)
         self.pages: dict[str, list[object]] = {}
-        self.pending: dict[str, tuple[str, Path]] = {}
+        self.pending: dict[str, tuple[str, str]] = {}
 
     def save(self) -> None:
         for name, (key, path) in self.pending.items():
@@ -118,7 +131,7 @@ class _Manifest:
 
 
 def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, config: Config,
-                 stories: Sequence[Story]) -> tuple[list[tuple[str, Path]], int, _Manifest]:
+                 stories: Sequence[Story]) -> tuple[list[tuple[str, str]], int, _Manifest]:
     pages = folder / STORIES
     on_disk: dict[str, tuple[int, int]] = {}
     try:
@@ -130,30 +143,148 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
         pass
     manifest = _Manifest(folder, _signature(config, env), config.root)
     remembered = manifest.remembered
-    staged: list[tuple[str, Path]] = []
+    where = str(pages)
+    todo: list[tuple[str, Story, int | None]] = []
     unchanged = 0
-    try:
-        for story in stories:
-            name = story.slug + ".html"
-            key = page_key(story)
-            stat = on_disk.get(name)
-            known = remembered.get(name)
-            if stat is not None and known is not None and known[0] == key and (known[1], known[2]) == stat:
-                manifest.pages[name] = known
-                unchanged += 1
-                continue
-            data = renderer.render(story)
-            path = pages / name
-            manifest.pending[name] = (key, path)
-            if stat is not None and same_content(path, data, stat[0]):
-                unchanged += 1
-                continue
-            staged.append((f"{STORIES}/{name}", stage(path, data, durable=False)))
-    except BaseException:
-        for _, tmp in staged:
-            tmp.unlink(missing_ok=True)
-        raise
+    for story in stories:
+        name = story.slug + ".html"
+        stat = on_disk.get(name)
+        known = remembered.get(name) if stat is not None else None
+        # The page's key is needed here only to skip a remembered page; a page to render has
+        # its key computed where it is rendered (in the child process, when there is one).
+        if known is not None and (known[1], known[2]) == stat and known[0] == page_key(story):
+            manifest.pages[name] = known
+            unchanged += 1
+            continue
+        todo.append((name, story, stat[0] if stat is not None else None))
+    if todo:
+        pages.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[str, str]] = []
+    for name, tmp, key in _render_all(pages, renderer, todo):
+        manifest.pending[name] = (key, os.path.join(where, name))
+        if tmp is None:
+            unchanged += 1
+        else:
+            staged.append((f"{STORIES}/{name}", tmp))
     return staged, unchanged, manifest
+
+
+_PARALLEL_FROM = 1000  # pages: below this a second process costs more than it saves
+# Page name, staged temp file (None: the page on disk already holds it), page key.
+Rendered = list[tuple[str, str | None, str]]
+
+
+def _render_part(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, int | None]]) -> Rendered:
+    """Render and stage pages; on any error, remove what this call staged."""
+    out: Rendered = []
+    where = str(pages)
+    umask = current_umask()
+    try:
+        for name, story, size in todo:
+            data = renderer.render(story)
+            path = os.path.join(where, name)
+            key = page_key(story)
+            if size is not None and same_content(Path(path), data, size):
+                out.append((name, None, key))
+            else:
+                out.append((name, stage_page(path, data, umask), key))
+    except BaseException:
+        _discard(out)
+        raise
+    return out
+
+
+def _discard(done: Rendered) -> None:
+    for _, tmp, _ in done:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _render_all(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, int | None]]) -> Rendered:
+    """Every page of ``todo`` rendered and staged, in order.
+
+    With many pages on two or more cores, a forked child renders them (it shares the stories
+    and the compiled template) and streams the bytes through a pipe while this process writes
+    the files: rendering (CPU) overlaps file creation (system time). Two processes creating
+    files in one folder contend for it and were slower than one, so only this one writes.
+    """
+    if len(todo) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+        return _render_part(pages, renderer, todo)
+    gc.freeze()  # the child then copies no page just because the collector touched its objects
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            os.close(read_end)
+            _render_to(write_end, renderer, todo)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    gc.unfreeze()
+    out: Rendered = []
+    where = str(pages)
+    umask = current_umask()
+    finished = False
+    try:
+        with os.fdopen(read_end, "rb", buffering=1 << 20) as pipe:
+            for name, _story, size in todo:
+                head = pipe.read(4 + _KEY)
+                length = int.from_bytes(head[:4], "big") if len(head) == 4 + _KEY else -1
+                if length == _FAILED:
+                    raise _child_error(int.from_bytes(head[4:], "big"), pipe)
+                data = pipe.read(length) if length >= 0 else b""
+                if length < 0 or len(data) != length:
+                    raise OutputError("the page rendering process ended early", path=pages)
+                key = head[4:].decode("ascii")
+                path = os.path.join(where, name)
+                if size is not None and same_content(Path(path), data, size):
+                    out.append((name, None, key))
+                else:
+                    out.append((name, stage_page(path, data, umask), key))
+        finished = True
+    except BaseException:
+        _discard(out)
+        raise
+    finally:
+        if not finished:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    return out
+
+
+_FAILED = 0xFFFFFFFF
+_KEY = 24  # the length of a page key (hex)
+
+
+def _render_to(fd: int, renderer: StoryPages, todo: list[tuple[str, Story, int | None]]) -> None:
+    """In the child: each page as a 4-byte length, its key and its bytes; an error as _FAILED,
+    then the length of a pickle of the exception (in the key's place) and the pickle."""
+    with os.fdopen(fd, "wb", buffering=1 << 20) as pipe:
+        try:
+            for _name, story, _size in todo:
+                data = renderer.render(story)
+                key = page_key(story).encode("ascii")
+                assert len(key) == _KEY
+                pipe.write(len(data).to_bytes(4, "big") + key)
+                pipe.write(data)
+        except Exception as exc:
+            try:
+                blob = pickle.dumps(exc)
+            except Exception:
+                blob = pickle.dumps(OutputError(f"page rendering failed: {exc!r}"))
+            pipe.write(_FAILED.to_bytes(4, "big") + len(blob).to_bytes(_KEY, "big") + blob)
+
+
+def _child_error(size: int, pipe: Any) -> BaseException:
+    try:
+        exc = pickle.loads(pipe.read(size))  # from our own child, through a pipe only we hold
+    except Exception:
+        exc = None
+    return exc if isinstance(exc, BaseException) else OutputError("page rendering failed")
 
 
 def _signature(config: Config, env: jinja2.Environment) -> str:

@@ -160,9 +160,14 @@ def _group(entries: list[Entry], known: dict[str, StoredStory]) -> list[_Group]:
 
 
 def _story(group: _Group, public_id: str, first_seen: int, seq: int) -> Story:
-    best = max(group.entries, key=lambda e: e.richness)  # max keeps the first of equals
-    dated = next((e.date for e in sorted(group.entries, key=lambda e: e.richness, reverse=True)
-                  if e.date is not None), None)
+    entries = group.entries
+    if len(entries) == 1:  # most stories: nothing to choose
+        best = entries[0]
+        dated = best.date
+    else:
+        best = max(entries, key=lambda e: e.richness)  # max keeps the first of equals
+        dated = next((e.date for e in sorted(entries, key=lambda e: e.richness, reverse=True)
+                      if e.date is not None), None)
     seen = datetime.fromtimestamp(first_seen, UTC)
     return Story(
         id=public_id,

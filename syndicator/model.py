@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 import uuid
@@ -12,6 +13,7 @@ from pathlib import Path
 
 # A fixed namespace so that a story's id is the same on every machine.
 ID_NAMESPACE = uuid.UUID("6f1c3a52-9c1e-4d1a-9a57-2d0f0c5e7b11")
+_NAMESPACE_BYTES = ID_NAMESPACE.bytes
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
                          "\u2013": "-", "\u2014": "-"})
@@ -97,8 +99,15 @@ def normalise_title(title: str) -> str:
 
 
 def story_id(key: str) -> str:
-    """The public id minted for a new story from its first key."""
-    return "urn:uuid:" + str(uuid.uuid5(ID_NAMESPACE, key))
+    """The public id minted for a new story from its first key: ``uuid.uuid5(ID_NAMESPACE, key)``.
+
+    Spelled out (SHA-1, then the version and variant bits) at a third of uuid5's cost.
+    """
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + key.encode("utf-8")).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = raw.hex()
+    return f"urn:uuid:{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def slugify(text: str, limit: int = 60) -> str:

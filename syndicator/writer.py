@@ -71,13 +71,45 @@ def stage(path: Path, data: bytes, *, durable: bool = True) -> Path:
     return tmp
 
 
-def commit(tmp: Path, path: Path) -> None:
+def stage_page(path: str, data: bytes, umask: int) -> str:
+    """``stage`` for the many pages of a build: str paths, no fsync, one chmod only if needed.
+
+    ``umask`` is the process's (see ``current_umask``): the mode is fixed only when it would
+    hide 0o644 bits, with fchmod on the open file rather than a second path lookup.
+    """
+    head, tail = os.path.split(path)
+    tmp = os.path.join(head, f".{tail}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, _FLAGS, 0o644)
+    except OSError:
+        return str(stage(Path(path), data, durable=False))  # the slow path knows every case
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if umask & 0o644:
+            os.fchmod(fd, 0o644)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(tmp)
+        raise OutputError(f"cannot write: {exc.strerror}", path=Path(path)) from None
+    os.close(fd)
+    return tmp
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def commit(tmp: Path | str, path: Path | str) -> None:
     """Rename a staged temp file into place (atomic)."""
     try:
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write: {exc.strerror}", path=path) from None
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write: {exc.strerror}", path=Path(path)) from None
 
 
 def sync_folder(folder: Path) -> None:

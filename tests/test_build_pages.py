@@ -1,0 +1,49 @@
+"""The build's fast paths give exactly what the plain path gives: forked page rendering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from syndicator import build as build_mod
+from syndicator.cli import cli
+
+Project = Any  # tests/conftest.py's Project
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_forked_rendering_writes_the_same_pages(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["build", "--out", "plain"]).exit_code == 0
+    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)  # a child renders every page
+    result = runner.invoke(cli, ["build", "--out", "forked"])
+    assert result.exit_code == 0, result.output
+    assert "11 files written" in result.output
+    plain, forked = files(project.root / "plain"), files(project.root / "forked")
+    assert len(plain) == 11 and plain == forked
+    # Then nothing changes, and a page removed behind the build's back comes back.
+    page = next((project.root / "forked" / "stories").iterdir())
+    page.unlink()
+    result = runner.invoke(cli, ["build", "--out", "forked"])
+    assert "1 files written, 10 unchanged" in result.output
+    assert files(project.root / "forked") == plain
+
+
+def test_template_error_in_the_child_is_one_line_and_writes_no_page(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
+    templates = project.root / "templates"
+    templates.mkdir()
+    story = templates / "story.html"
+    story.write_text('{% extends "base.html" %}\n{% block body %}\n{{ missing_name }}\n{% endblock %}\n')
+    result = CliRunner().invoke(cli, ["build"])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {story.resolve()}:3: template error: 'missing_name' is undefined\n"
+    stories = project.root / "public" / "stories"
+    assert not stories.exists() or not any(stories.iterdir())  # no page, no temp file left
