@@ -26,7 +26,7 @@ from typing import Any
 
 import jinja2
 
-from syndicator.catalog import load_files, resolve
+from syndicator.catalog import load_files, paused_gc, resolve
 from syndicator.config import Config
 from syndicator.errors import OutputError
 from syndicator.feeds import render_feeds
@@ -94,7 +94,8 @@ def build(config: Config, store: Store, clock: datetime, output: Path | None = N
     top = {**render_feeds(config, stories), "index.html": render_index(config, env, stories)}
     # Every changed page is rendered and staged (a temp file) before the first file is
     # replaced: a template error leaves the output folder as it was.
-    staged, unchanged, manifest = _stage_pages(folder, renderer, env, config, stories)
+    with paused_gc():
+        staged, unchanged, manifest = _stage_pages(folder, renderer, env, config, stories)
     written = [name for name, data in top.items() if write_atomic(folder / name, data)]
     unchanged += len(top) - len(written)
     base = str(folder)
