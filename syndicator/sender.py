@@ -337,7 +337,7 @@ class Delivery:
     deadline: float
     rate: float
     tally: Tally = field(default_factory=Tally)
-    connected: bool = False  # some connection of this run has worked: later refusals are transient
+    connections: int = 0  # workers whose connection has worked and is still in use
 
     async def run(self) -> Tally:
         smtp = self.config.smtp
@@ -373,6 +373,7 @@ class Delivery:
     async def _worker(self, feeder: Feeder, recorder: Recorder, throttle: Throttle) -> None:
         connection = Connection(self.config, self.password)
         mail_from = self.config.digest.from_address
+        counted = False  # this worker's connection counts among the working ones
         try:
             while (item := await feeder.next()) is not None:
                 await throttle.wait()
@@ -387,15 +388,29 @@ class Delivery:
                 try:
                     outcome = await connection.send(mail_from, item.address, data, canonical=True)
                 except SmtpSetupError as exc:
-                    if not (exc.transient and self.connected):
+                    if not exc.transient:
                         ledger.release(self.store, [item, *feeder.drain()], int(time.time()))
                         raise
-                    # The relay is busy (a 421 greeting, too many connections): wait and retry.
-                    outcome = Outcome(Kind.TRANSIENT, None, str(exc))
-                self.connected = True
+                    if counted:  # this worker's own connection is gone now
+                        counted = False
+                        self.connections -= 1
+                    if self.connections > 0:
+                        # The relay limits connections (a 421 greeting): carry on with fewer.
+                        ledger.release(self.store, [item], int(time.time()))
+                        feeder.done(item)
+                        log.info("the relay refused another connection (%s); continuing with %d",
+                                 exc, self.connections)
+                        return
+                    outcome = Outcome(Kind.TRANSIENT, None, str(exc))  # busy: wait and retry
+                else:
+                    if not counted:
+                        counted = True
+                        self.connections += 1
                 throttle.feedback(outcome)
                 await self._settle(recorder, feeder, item, outcome)
         finally:
+            if counted:
+                self.connections -= 1
             await connection.close()
 
     async def _settle(self, recorder: Recorder, feeder: Feeder, item: Claim, outcome: Outcome) -> None:

@@ -247,10 +247,15 @@ class FaultyServer:
 @pytest.fixture
 def faulty_smtp() -> Iterator[FaultyServer]:
     """aiosmtpd on a free loopback port whose faults a test sets through ``.faults``."""
-    from tests.smtp_faults import Faults, FaultyHandler
+    from tests.smtp_faults import Faults, FaultyHandler, LimitedSMTP
 
+    class Limited(LoopbackController):
+        def factory(self) -> SMTP:
+            return LimitedSMTP(self.handler, **self.SMTP_kwargs)
+
+    LimitedSMTP.open_sessions = 0
     handler = FaultyHandler(Faults())
-    controller = LoopbackController(handler, hostname="127.0.0.1", port=0)
+    controller = Limited(handler, hostname="127.0.0.1", port=0)
     controller.start()
     try:
         yield FaultyServer("127.0.0.1", controller.port, handler)

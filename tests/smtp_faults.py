@@ -7,6 +7,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -21,6 +22,9 @@ class Faults:
     stall_seconds: float = 5.0
     refuse: dict[str, str] = field(default_factory=dict)  # RCPT reply for an address
     delay: float = 0.0  # seconds to spend on each accepted message
+    rcpt_ok: str = "250 OK"  # the success reply to RCPT (251 "will forward" is success too)
+    mail_reply: str = ""  # a refusal for MAIL FROM, when set
+    max_connections: int = 0  # more at once get a 421 greeting and are closed (0: no limit)
     seed: int = 7
 
 
@@ -37,6 +41,14 @@ class FaultyHandler:
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
+        return self.faults.rcpt_ok
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if self.faults.mail_reply:
+            return self.faults.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -61,3 +73,26 @@ class FaultyHandler:
 
     def per_recipient(self) -> Counter[str]:
         return Counter(rcpt for rcpt, _, _ in self.accepted)
+
+
+class LimitedSMTP(SMTP):
+    """Answers 421 at the greeting when the handler's connection limit is reached."""
+
+    open_sessions = 0
+
+    def connection_made(self, transport: Any) -> None:
+        handler: FaultyHandler = self.event_handler
+        limit = handler.faults.max_connections
+        if limit and LimitedSMTP.open_sessions >= limit:
+            transport.write(b"421 4.7.0 Too many connections, try later\r\n")
+            transport.close()
+            return
+        LimitedSMTP.open_sessions += 1
+        self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if getattr(self, "_counted", False):
+            LimitedSMTP.open_sessions -= 1
+            self._counted = False
+        super().connection_lost(exc)

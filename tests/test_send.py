@@ -256,3 +256,47 @@ def test_a_missing_secret_is_a_clear_error(project: Project, faulty_smtp: Faulty
     assert result.output == ("error: the environment variable SYNDICATOR_TEST_SECRET (digest.secret_env) "
                              "must hold the secret that signs unsubscribe links\n")
     assert faulty_smtp.handler.accepted == []
+
+
+def test_a_251_will_forward_reply_is_a_real_delivery(project: Project, faulty_smtp: FaultyServer) -> None:
+    faulty_smtp.faults.rcpt_ok = "251 2.1.5 User not local; will forward"
+    configure(project, faulty_smtp, "sqlite:///state/syndicator.db", ["alice@example.com"])
+    assert send().exit_code == 0
+    ((rcpt, _mid, data),) = faulty_smtp.handler.accepted
+    assert rcpt == "alice@example.com" and b"Grozev" in data
+
+
+def test_a_refused_sender_stops_the_run_and_fails_or_suppresses_no_one(
+        project: Project, faulty_smtp: FaultyServer, store_url: str) -> None:
+    faulty_smtp.faults.mail_reply = "553 5.1.8 Sender address rejected: not owned by user"
+    configure(project, faulty_smtp, store_url, ["alice@example.com", "bob@example.net"])
+    result = send()
+    assert result.exit_code == 1
+    assert result.output == ("error: the relay refused the sender: 553 5.1.8 Sender address rejected: "
+                             "not owned by user\n")
+    counts = ledger_counts(store_url)
+    assert (counts["failed"], counts["suppressed"], counts["pending"]) == (0, 0, 2)
+    faulty_smtp.faults.mail_reply = ""
+    assert send().exit_code == 0
+    assert faulty_smtp.handler.per_recipient() == {"alice@example.com": 1, "bob@example.net": 1}
+
+
+def test_a_relay_limiting_connections_slows_the_run_but_everyone_gets_one(
+        project: Project, faulty_smtp: FaultyServer) -> None:
+    faulty_smtp.faults.max_connections = 1
+    configure(project, faulty_smtp, "sqlite:///state/syndicator.db", MANY[:20], concurrency=3, retry_for=60)
+    result = send()
+    assert result.exit_code == 0, result.output
+    assert faulty_smtp.handler.per_recipient() == dict.fromkeys(MANY[:20], 1)
+
+
+def test_only_a_dead_mailbox_status_suppresses(project: Project, faulty_smtp: FaultyServer) -> None:
+    faulty_smtp.faults.refuse["alice@example.com"] = "552 5.2.2 Mailbox full"
+    faulty_smtp.faults.refuse["bob@example.net"] = "550 5.1.1 No such user"
+    configure(project, faulty_smtp, "sqlite:///state/syndicator.db", ["alice@example.com", "bob@example.net"])
+    assert send().exit_code == 1
+    store = Store.open("sqlite:///state/syndicator.db")
+    try:
+        assert ledger.suppressed(store) == {"bob@example.net"}
+    finally:
+        store.close()
