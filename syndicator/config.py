@@ -6,7 +6,6 @@ import os
 import re
 import tomllib
 from datetime import timedelta
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -178,7 +177,16 @@ class DigestConfig(_Section):
 
     @property
     def from_address(self) -> str:
-        return parseaddr(self.from_)[1]
+        """The sender's address as it goes on the wire: an IDN domain in its ASCII form."""
+        match = _FROM.fullmatch(self.from_)
+        assert match is not None  # validated on load
+        local, _, domain = (match.group(2) or match.group(3)).rpartition("@")
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+
+    @property
+    def from_name(self) -> str:
+        match = _FROM.fullmatch(self.from_)
+        return (match.group(1) or "").strip() if match else ""
 
 
 class SmtpConfig(_Section):

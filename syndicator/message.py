@@ -18,7 +18,7 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime
 from urllib.parse import urlsplit
 
 from syndicator.config import Config
@@ -64,15 +64,15 @@ def message_id(edition_id: int, address: str, config: Config) -> str:
 
     The address is hashed (with the list and edition), never shown in clear.
     """
-    prefix, domain = _id_context(config.site.url, config.digest.from_)
+    prefix, domain = _id_context(config.site.url, config.digest.from_address)
     seed = f"{prefix}{edition_id}\x00{address.lower()}".encode()
     return f"<{edition_id}.{hashlib.sha256(seed).hexdigest()[:32]}@{domain}>"
 
 
 @functools.lru_cache(maxsize=16)
-def _id_context(site_url: str, from_: str) -> tuple[str, str]:
-    """The hash prefix (the list) and the domain of the sender's address."""
-    return _list_id(site_url) + "\x00", parseaddr(from_)[1].rsplit("@", 1)[1].lower()
+def _id_context(site_url: str, from_address: str) -> tuple[str, str]:
+    """The hash prefix (the list) and the (ASCII) domain of the sender's address."""
+    return _list_id(site_url) + "\x00", from_address.rsplit("@", 1)[1].lower()
 
 
 class MessageFactory:
@@ -92,11 +92,13 @@ class MessageFactory:
 
     def build(self, address: str, message_id: str) -> bytes:
         """The RFC 5322 message for ``address``: CRLF line ends, no line over 998 bytes."""
+        # The link names the address as the list knows it (an IDN in Unicode), so it matches
+        # the suppression list; only the header takes the ASCII form.
+        url = self._unsubscribe_url(address)
         if not _ADDRESS.fullmatch(address):
             address = _ascii_address(address)
         if not _MESSAGE_ID.fullmatch(message_id):
             raise ValueError(f"invalid Message-ID {message_id!r}")
-        url = self._unsubscribe_url(address)
         if len(url) > MAX_URL or not _URL.fullmatch(url):
             raise ValueError(f"unsafe unsubscribe URL {url!r}")
         c = self._chunks
@@ -124,9 +126,9 @@ def _ascii_address(address: str) -> str:
 
 def _skeleton(config: Config, digest: Digest, date: datetime) -> EmailMessage:
     """The message with slot headers and body markers where per-recipient bytes go."""
-    name, address = parseaddr(config.digest.from_)
     msg = EmailMessage()
-    msg["From"] = Address(display_name=one_line(name), addr_spec=address)
+    msg["From"] = Address(display_name=one_line(config.digest.from_name),
+                          addr_spec=config.digest.from_address)
     msg[_SLOTS[0]] = "x"
     msg["Subject"] = one_line(digest.subject)
     msg["Date"] = format_datetime(date)

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -175,7 +176,7 @@ def confirmation_message(config: Config, address: str, link: str, now: int) -> E
     """A short plain-text mail with the confirmation link."""
     title = one_line(config.site.title)
     msg = EmailMessage()
-    msg["From"] = config.digest.from_
+    msg["From"] = Address(display_name=config.digest.from_name, addr_spec=config.digest.from_address)
     msg["To"] = address
     msg["Subject"] = f"Confirm your subscription to {title}"
     msg["Date"] = formatdate(now, usegmt=True)
