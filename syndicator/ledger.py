@@ -10,6 +10,7 @@ from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError
 
 from syndicator import schema
@@ -115,6 +116,15 @@ def create_edition(
     """
     try:
         with store.begin() as conn:
+            # Editions are created one at a time (SQLite: BEGIN IMMEDIATE; PostgreSQL: this lock),
+            # so a plan made before another process's edition committed is caught here.
+            if not store.is_sqlite:
+                conn.execute(sql("SELECT pg_advisory_xact_lock(7262514002)"))
+            if story_ids:
+                covering = conn.execute(select(e).where(e.c.max_seq >= max_seq)
+                                        .order_by(e.c.id.desc()).limit(1)).first()
+                if covering is not None:
+                    return _edition(covering), False  # those stories already have their edition
             key = conn.execute(insert(e).values(
                 slot=slot, created_at=now, max_seq=max_seq, story_ids=json.dumps(list(story_ids)),
                 subject=subject, html=html, text=text, status=OPEN,

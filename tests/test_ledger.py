@@ -67,3 +67,22 @@ def test_claims_never_overlap_and_lapsed_leases_come_back(project: Project, stor
         assert {c.message_id for c in later} == {c.message_id for c in first + second}
     finally:
         store.close()
+
+
+def test_a_manual_send_racing_the_schedule_does_not_make_a_second_edition(project: Project,
+                                                                          store_url: str) -> None:
+    config = _config(project, store_url)
+    store = Store.open(store_url)
+    try:
+        planned = sender.plan(config, store, CLOCK)  # the manual send plans ...
+        assert planned is not None
+        scheduled = sender.open_edition(config, store, CLOCK, slot="cron:2026-11-25T07:00:00+00:00")
+        assert scheduled is not None  # ... the scheduler's edition commits meanwhile ...
+        edition, created = ledger.create_edition(  # ... then the manual send creates its own
+            store, slot=planned.slot, now=0, max_seq=planned.max_seq,
+            story_ids=tuple(s.id for s in planned.stories), subject="s", html="h", text="t",
+            recipients=RECIPIENTS, message_id=lambda eid, a: f"<{eid}.{len(a)}@example.org>")
+        assert (edition.id, created) == (scheduled.id, False)
+        assert len(ledger.editions(store)) == 1
+    finally:
+        store.close()
