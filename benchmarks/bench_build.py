@@ -6,6 +6,9 @@ For every size N this generates N seed files in a temp project (each: a lead wit
 paragraphs and 2-4 briefs, unique titles, every 5th file with front matter, every 10th
 file repeating another file's lead as a brief so stories are shared across files), then:
 
+The seed files get an mtime an hour back (an archive written before the build): syndicator's
+parsed-seed cache never remembers a file modified within 2 s of a build.
+
   syndicator  ``python -m syndicator build`` as a subprocess, SQLite store:
               full (fresh store, empty output), no-change rebuild, rebuild after one
               seed file changed (a paragraph appended to one lead)
@@ -131,7 +134,11 @@ def generate(seeds: Path, n: int, seed: int = 1) -> list[tuple[str, list[str], s
         if i % 10 == 9 and leads:
             # An earlier lead comes back as a brief here: one story, not two.
             lines += [rng.choice(leads), "A follow-up line.", ""]
-        (seeds / f"{i:0{width}d}_{i * 2654435761 % 2**32:08x}.txt").write_text("\n".join(lines))
+        path = seeds / f"{i:0{width}d}_{i * 2654435761 % 2**32:08x}.txt"
+        path.write_text("\n".join(lines))
+        # An archive's files were written long before a build: the parsed-seed cache does not
+        # remember a file modified within 2 s of a build (it could change again unseen).
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
         leads.append(lead)
         stories[lead] = (lead, paragraphs, date)
         for title, summary in briefs:

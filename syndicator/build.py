@@ -17,7 +17,9 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import signal
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,12 +97,15 @@ def build(config: Config, store: Store, clock: datetime, output: Path | None = N
     # Every changed page is rendered and staged (a temp file) before the first file is
     # replaced: a template error leaves the output folder as it was.
     with paused_gc():
-        staged, unchanged, manifest = _stage_pages(folder, renderer, env, config, stories)
+        staged, unchanged, manifest, fresh = _stage_pages(folder, renderer, env, config, stories)
     written = [name for name, data in top.items() if write_atomic(folder / name, data)]
     unchanged += len(top) - len(written)
     base = str(folder)
-    for name, tmp in staged:
-        commit(tmp, os.path.join(base, name))
+    if fresh is not None:
+        _commit_folder(fresh, folder / STORIES, staged, base)
+    else:
+        for name, tmp in staged:
+            commit(tmp, os.path.join(base, name))
     if staged:
         sync_folder(folder / STORIES)
     manifest.save()
@@ -132,16 +137,23 @@ class _Manifest:
 
 
 def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, config: Config,
-                 stories: Sequence[Story]) -> tuple[list[tuple[str, str]], int, _Manifest]:
+                 stories: Sequence[Story]) -> tuple[list[tuple[str, str]], int, _Manifest, Path | None]:
+    """Render and stage every page that changed.
+
+    Into a folder that has no stories/ yet (a first build), pages are written under their own
+    names into a private staging folder that then becomes stories/ with one rename (``fresh``),
+    which saves a rename per page; otherwise each page is a temp file beside its final name.
+    """
     pages = folder / STORIES
     on_disk: dict[str, tuple[int, int]] = {}
+    missing = False
     try:
         with os.scandir(pages) as entries:
             for entry in entries:
                 st = entry.stat(follow_symlinks=False)
                 on_disk[entry.name] = (st.st_size, st.st_mtime_ns)
     except FileNotFoundError:
-        pass
+        missing = True
     manifest = _Manifest(folder, _signature(config, env), config.root)
     remembered = manifest.remembered
     where = str(pages)
@@ -158,16 +170,38 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
             unchanged += 1
             continue
         todo.append((name, story, stat[0] if stat is not None else None))
-    if todo:
+    fresh: Path | None = None
+    if todo and missing:
+        fresh = Path(tempfile.mkdtemp(prefix=f".{STORIES}.", suffix=".tmp", dir=folder))
+        os.chmod(fresh, 0o777 & ~current_umask())  # as mkdir would make stories/
+    elif todo:
         pages.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[str, str]] = []
-    for name, tmp, key in _render_all(pages, renderer, todo):
+    try:
+        done = _render_all(fresh or pages, renderer, todo, fresh is not None)
+    except BaseException:
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    for name, tmp, key in done:
         manifest.pending[name] = (key, os.path.join(where, name))
         if tmp is None:
             unchanged += 1
         else:
             staged.append((f"{STORIES}/{name}", tmp))
-    return staged, unchanged, manifest
+    return staged, unchanged, manifest, fresh
+
+
+def _commit_folder(fresh: Path, pages: Path, staged: list[tuple[str, str]], base: str) -> None:
+    """Rename the staging folder into place; if stories/ appeared meanwhile, page by page."""
+    try:
+        os.rename(fresh, pages)  # also replaces an empty stories/
+    except OSError:
+        for name, tmp in staged:
+            commit(tmp, os.path.join(base, name))
+        shutil.rmtree(fresh, ignore_errors=True)
+        return
+    sync_folder(pages.parent)
 
 
 _PARALLEL_FROM = 1000  # pages: below this a second process costs more than it saves
@@ -175,7 +209,8 @@ _PARALLEL_FROM = 1000  # pages: below this a second process costs more than it s
 Rendered = list[tuple[str, str | None, str]]
 
 
-def _render_part(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, int | None]]) -> Rendered:
+def _render_part(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, int | None]],
+                 direct: bool) -> Rendered:
     """Render and stage pages; on any error, remove what this call staged."""
     out: Rendered = []
     where = str(pages)
@@ -188,7 +223,7 @@ def _render_part(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story,
             if size is not None and same_content(Path(path), data, size):
                 out.append((name, None, key))
             else:
-                out.append((name, stage_page(path, data, umask), key))
+                out.append((name, stage_page(path, data, umask, direct=direct), key))
     except BaseException:
         _discard(out)
         raise
@@ -202,7 +237,8 @@ def _discard(done: Rendered) -> None:
                 os.unlink(tmp)
 
 
-def _render_all(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, int | None]]) -> Rendered:
+def _render_all(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, int | None]],
+                direct: bool) -> Rendered:
     """Every page of ``todo`` rendered and staged, in order.
 
     With many pages on two or more cores, a forked child renders them (it shares the stories
@@ -211,7 +247,7 @@ def _render_all(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, 
     files in one folder contend for it and were slower than one, so only this one writes.
     """
     if len(todo) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
-        return _render_part(pages, renderer, todo)
+        return _render_part(pages, renderer, todo, direct)
     gc.freeze()  # the child then copies no page just because the collector touched its objects
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -244,7 +280,7 @@ def _render_all(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, 
                 if size is not None and same_content(Path(path), data, size):
                     out.append((name, None, key))
                 else:
-                    out.append((name, stage_page(path, data, umask), key))
+                    out.append((name, stage_page(path, data, umask, direct=direct), key))
         finished = True
     except BaseException:
         _discard(out)

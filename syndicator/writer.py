@@ -71,17 +71,21 @@ def stage(path: Path, data: bytes, *, durable: bool = True) -> Path:
     return tmp
 
 
-def stage_page(path: str, data: bytes, umask: int) -> str:
+def stage_page(path: str, data: bytes, umask: int, *, direct: bool = False) -> str:
     """``stage`` for the many pages of a build: str paths, no fsync, one chmod only if needed.
 
     ``umask`` is the process's (see ``current_umask``): the mode is fixed only when it would
     hide 0o644 bits, with fchmod on the open file rather than a second path lookup.
+    ``direct``: ``path`` is in a private staging folder that is renamed into place as a
+    whole, so the file is written under its own name.
     """
     head, tail = os.path.split(path)
-    tmp = os.path.join(head, f".{tail}.{os.getpid()}.tmp")
+    tmp = path if direct else os.path.join(head, f".{tail}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, _FLAGS, 0o644)
-    except OSError:
+    except OSError as exc:
+        if direct:
+            raise OutputError(f"cannot write: {exc.strerror}", path=Path(path)) from None
         return str(stage(Path(path), data, durable=False))  # the slow path knows every case
     try:
         view = memoryview(data)
