@@ -20,6 +20,7 @@ import pickle
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,7 +99,13 @@ def build(config: Config, store: Store, clock: datetime, output: Path | None = N
     # replaced: a template error leaves the output folder as it was.
     with paused_gc():
         staged, unchanged, manifest, fresh = _stage_pages(folder, renderer, env, config, stories)
-    written = [name for name, data in top.items() if write_atomic(folder / name, data)]
+    try:
+        written = [name for name, data in top.items() if write_atomic(folder / name, data)]
+    except BaseException:
+        _discard([(name, tmp, "") for name, tmp in staged])
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+        raise
     unchanged += len(top) - len(written)
     base = str(folder)
     if fresh is not None:
@@ -171,6 +178,7 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
             continue
         todo.append((name, story, stat[0] if stat is not None else None))
     fresh: Path | None = None
+    _remove_stale_staging(folder)
     if todo and missing:
         fresh = Path(tempfile.mkdtemp(prefix=f".{STORIES}.", suffix=".tmp", dir=folder))
         os.chmod(fresh, 0o777 & ~current_umask())  # as mkdir would make stories/
@@ -190,6 +198,19 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
         else:
             staged.append((f"{STORIES}/{name}", tmp))
     return staged, unchanged, manifest, fresh
+
+
+_STALE_NS = 3600 * 10**9
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """Staging folders that a killed build left behind (an hour old: never a live one)."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if (entry.name.startswith(f".{STORIES}.") and entry.name.endswith(".tmp")
+                    and entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime_ns < time.time_ns() - _STALE_NS):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _commit_folder(fresh: Path, pages: Path, staged: list[tuple[str, str]], base: str) -> None:

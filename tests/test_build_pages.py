@@ -47,3 +47,19 @@ def test_template_error_in_the_child_is_one_line_and_writes_no_page(
     assert result.stderr == f"error: {story.resolve()}:3: template error: 'missing_name' is undefined\n"
     stories = project.root / "public" / "stories"
     assert not stories.exists() or not any(stories.iterdir())  # no page, no temp file left
+
+
+def test_first_build_leaves_no_staging_folder_and_removes_stale_ones(project: Project) -> None:
+    import os
+    import time
+
+    stale = project.root / "public" / ".stories.abc.tmp"
+    stale.mkdir(parents=True)
+    (stale / "x.html").write_text("half")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    assert CliRunner().invoke(cli, ["build"]).exit_code == 0
+    public = project.root / "public"
+    assert sorted(p.name for p in public.iterdir()) == [
+        "atom.xml", "feed.json", "index.html", "rss.xml", "stories"]
+    assert len(list((public / "stories").iterdir())) == 7
