@@ -60,6 +60,15 @@ def handled(func: F) -> F:
                 log.exception("failed")
             _report(exc)
             sys.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # a bug or an unforeseen failure: still one line, exit 1
+            if state is not None and state.verbose:
+                log.exception("failed")
+            first = (str(exc).strip().splitlines() or [""])[0]
+            click.echo(f"error: unexpected {type(exc).__name__}: {first} (--verbose shows the traceback)",
+                       err=True)
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -111,11 +120,9 @@ def build(state: State, out: Path | None) -> None:
         f"built {_plural(result.stories, 'story')} into {result.output}: "
         f"{len(result.written)} files written, {result.unchanged} unchanged"
     )
-    # WebSub: tell the hub which feeds changed; a failed ping is logged, never fatal.
-    if result.feeds_changed and config.feeds.websub_hub:
-        from syndicator.websub import changed_feed_urls, ping_hub
+    from syndicator.websub import announce
 
-        ping_hub(config, changed_feed_urls(config, result.written))
+    announce(config, result.written)
 
 
 @cli.command()

@@ -19,6 +19,7 @@ from syndicator.build import build
 from syndicator.config import Config
 from syndicator.errors import SyndicatorError
 from syndicator.store import Store
+from syndicator.websub import announce
 
 log = logging.getLogger("syndicator.run")
 MISFIRE_GRACE = 15 * 60  # a send up to 15 min late (restart, sleep) still goes out, once
@@ -51,6 +52,7 @@ def cycle(config: Config, clock: Callable[[], datetime], trig: CronTrigger) -> N
     try:
         result = build(config, store, now)
         log.info("built %d stories, %d files written", result.stories, len(result.written))
+        announce(config, result.written)
         tally = sender.send(config, store, now, slot="cron:" + slot.isoformat(),
                             password=config.smtp_password(), secret=config.secret())
         log.info("sent %d, deferred %d, failed %d (slot %s)", tally.sent, tally.deferred, tally.failed,
@@ -133,6 +135,7 @@ class Runner:
         try:
             result = build(self.config, store, self.clock())
             log.info("built %d stories, %d files written", result.stories, len(result.written))
+            announce(self.config, result.written)
         except SyndicatorError as exc:
             log.error("build at start failed: %s", exc)
         finally:

@@ -178,19 +178,38 @@ class Store:
 
 
 def open_readonly(url: str) -> Store:
-    """The store for commands that must change nothing: a missing SQLite file is not created."""
+    """The store for commands that must change nothing (``send --dry-run``, ``status``).
+
+    A store not created yet reads as an empty one (an in-memory SQLite); one that needs a
+    schema upgrade is an error, since upgrading it would be a change.
+    """
     parsed = _parse(url)
     if (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
             and not Path(parsed.database).exists()):
         return Store.open("sqlite://")
-    return Store.open(url, create=False)
+    engine = _engine(url, create=False)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open the store: {_reason(exc)}", path=_display(url)) from None
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    if current == head:
+        return Store(engine)
+    engine.dispose()
+    if current is None:
+        return Store.open("sqlite://")
+    raise StoreError(f"the store is at schema version {current}, not {head}: run a command that "
+                     "writes (build or send) to upgrade it, or upgrade syndicator", path=_display(url))
 
 
 def _parse(url: str) -> URL:
     try:
         return make_url(url)
     except ArgumentError:
-        raise StoreError(f"not a valid store URL: {url!r}", key="paths.store") from None
+        raise StoreError("not a valid store URL (an SQLAlchemy URL such as sqlite:///state/syndicator.db)",
+                         key="paths.store") from None
 
 
 def _engine(url: str, *, create: bool) -> Engine:

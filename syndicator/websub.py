@@ -19,6 +19,13 @@ FIRST_DELAY = 1.0  # seconds before the 2nd attempt; doubled each time
 TIMEOUT = 10.0
 
 
+def announce(config: Config, written: Iterable[str]) -> None:
+    """After any build: tell the hub which feeds changed (logged on failure, never fatal)."""
+    urls = changed_feed_urls(config, written)
+    if urls and config.feeds.websub_hub:
+        ping_hub(config, urls)
+
+
 def changed_feed_urls(config: Config, written: Iterable[str]) -> list[str]:
     """The public URLs of the feeds among the files a build wrote."""
     names = set(written)

@@ -70,3 +70,16 @@ def test_a_bad_line_in_the_recipients_file_stops_send_before_any_mail(project: P
     assert CliRunner().invoke(cli, ["send", "--quiet"]).exit_code == 0
     assert sorted(r for r, _, _ in faulty_smtp.handler.accepted) == [
         "alice@example.com", "bob@example.net", "ok@example.org"]
+
+
+def test_dry_run_never_upgrades_a_store(project: Project, faulty_smtp: FaultyServer) -> None:
+    db = _point_at(project, faulty_smtp)
+    assert CliRunner().invoke(cli, ["build"]).exit_code == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0001'")  # as an older syndicator left it
+    before = _digest(db)
+    result = CliRunner().invoke(cli, ["send", "--dry-run"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: sqlite:///{db}: the store is at schema version 0001, not ")
+    assert _digest(db) == before
+    assert faulty_smtp.handler.accepted == []
