@@ -133,10 +133,11 @@ def check(state: State) -> None:
     config = state.config
     problems: list[InputError] = []
     if config.recipients_path is not None:
-        from syndicator.config import load_recipients_file
+        from syndicator.config import read_recipients_file
 
         try:
-            load_recipients_file(config.recipients_path)
+            for _address in read_recipients_file(config.recipients_path):
+                pass
         except InputError as exc:
             problems.append(exc)
     files, errors = read_all(config)

@@ -60,12 +60,6 @@ class Result:
     next_attempt: int | None = None
 
 
-@dataclass(frozen=True)
-class EditionCounts:
-    edition: Edition
-    counts: dict[str, int]
-
-
 def _edition(row: object) -> Edition:
     m = row._mapping  # type: ignore[attr-defined]
     return Edition(m["id"], m["slot"], m["created_at"], m["max_seq"], tuple(json.loads(m["story_ids"])),

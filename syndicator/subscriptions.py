@@ -20,7 +20,7 @@ from email.utils import formatdate, make_msgid
 from sqlalchemy import Connection, delete, select, update
 
 from syndicator import schema
-from syndicator.config import Config, check_address, load_recipients_file
+from syndicator.config import Config, check_address, read_recipients_file
 from syndicator.errors import DeliveryError, InputError
 from syndicator.mailer import Connection as SmtpConnection
 from syndicator.mailer import Kind
@@ -151,7 +151,7 @@ class Listing:
 
 def listing(config: Config, store: Store) -> Listing:
     path = config.recipients_path
-    from_file = tuple(a for _, a in load_recipients_file(path)) if path is not None else ()
+    from_file = tuple(read_recipients_file(path)) if path is not None else ()
     with store.begin() as conn:
         confirmed, pending = _subscribers(conn)
         suppressed = tuple((r.address, r.reason) for r in

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from syndicator.config import ConfigErrors, find_config, load_config, load_recipients_file, project_root
+from syndicator.config import ConfigErrors, find_config, load_config, project_root, read_recipients_file
 from syndicator.errors import ConfigError, SecretMissingError
 
 Project = Any  # tests/conftest.py's Project
@@ -211,7 +211,7 @@ def test_recipients_file_relative_to_root(project: Project, tmp_path: Path,
     config = load_config(project.config)
     assert config.recipients_path == project.root.resolve() / "config" / "recipients.txt"
     with pytest.raises(ConfigError) as info:
-        load_recipients_file(config.recipients_path)
+        list(read_recipients_file(config.recipients_path))
     assert str(info.value).startswith(f"{config.recipients_path}:4: invalid email address 'bad-address'")
 
 
