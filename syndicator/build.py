@@ -20,6 +20,7 @@ import pickle
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -267,7 +268,10 @@ def _render_all(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, 
     the files: rendering (CPU) overlaps file creation (system time). Two processes creating
     files in one folder contend for it and were slower than one, so only this one writes.
     """
-    if len(todo) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+    # Only fork a single-threaded process: a lock another thread holds (Jinja's caches, logging)
+    # would stay locked forever in the child. `run` builds on worker threads, so it renders here.
+    if (len(todo) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork")
+            or threading.active_count() > 1):
         return _render_part(pages, renderer, todo, direct)
     gc.freeze()  # the child then copies no page just because the collector touched its objects
     read_end, write_end = os.pipe()
