@@ -239,6 +239,7 @@ def subscribe(state: State, address: str) -> None:
     """Mail ADDRESS a confirmation link; it joins the list once confirmed."""
     from syndicator import subscriptions
 
+    address = subscriptions.valid_address(address)  # before the store is created or opened
     store = state.store()
     try:
         click.echo(subscriptions.invite(state.config, store, address, int(clock().timestamp())))
@@ -254,6 +255,7 @@ def unsubscribe(state: State, address: str) -> None:
     """Put ADDRESS on the suppression list: no further digest goes to it."""
     from syndicator import subscriptions
 
+    address = subscriptions.valid_address(address)
     store = state.store()
     try:
         click.echo(subscriptions.remove(store, address, int(clock().timestamp())))

@@ -216,7 +216,7 @@ def invite(config: Config, store: Store, address: str, now: int) -> str:
 
     The address, the secret and the SMTP password are checked before anything is stored.
     """
-    address = _valid(address)
+    address = valid_address(address)
     signer = Signer.for_config(config)
     password = config.smtp_password()
     source = dict(listing(config, store).recipients).get(address)
@@ -230,7 +230,7 @@ def invite(config: Config, store: Store, address: str, now: int) -> str:
 
 def remove(store: Store, address: str, now: int) -> str:
     """``syndicator unsubscribe``: suppress the address; returns the line to print."""
-    address = _valid(address)
+    address = valid_address(address)
     if unsubscribe(store, address, "unsubscribed (command line)", now):
         return f"unsubscribed {address}: no further digest goes to it"
     return f"{address} was already unsubscribed"
@@ -253,7 +253,7 @@ def report(found: Listing) -> list[str]:
     return lines
 
 
-def _valid(address: str) -> str:
+def valid_address(address: str) -> str:
     try:
         return check_address(address.strip())
     except ValueError as exc:
