@@ -36,19 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import SITE_CONFIG  # noqa: E402
+
 PY = sys.executable
 
-CONFIG = """\
-[site]
-title = "The Benchmark Dispatch"
-url = "https://example.org/"
-description = "Stories for benchmarking"
-language = "en"
-author_name = "Bench Newsroom"
-author_email = "newsroom@example.org"
-
-[paths]
-store = "sqlite:///state/syndicator.db"
+CONFIG = SITE_CONFIG + """\
 
 [feeds]
 limit = 50

@@ -32,20 +32,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchmarks.common import SITE_CONFIG  # noqa: E402
+
 SEED = next((REPO / "seeds").glob("000_*.txt"))
 SECRET_ENV = "SYNDICATOR_BENCH_SECRET"
 
-CONFIG = """\
-[site]
-title = "The Benchmark Dispatch"
-url = "https://example.org/"
-description = "Stories for benchmarking"
-language = "en"
-author_name = "Bench Newsroom"
-author_email = "newsroom@example.org"
-
-[paths]
-store = "sqlite:///state/syndicator.db"
+CONFIG = SITE_CONFIG + """\
 
 [digest]
 from = "Bench Digest <digest@example.org>"
