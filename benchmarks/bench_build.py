@@ -20,6 +20,11 @@ parsed-seed cache never remembers a file modified within 2 s of a build.
 
 Wall seconds and peak RSS (``wait4`` rusage of that one child) for each, and the ratio
 syndicator/Hugo. Figures are from this run only; nothing is compared with stored numbers.
+
+Nothing is deleted until every figure is taken. ext4 without a journal (this machine's root
+file system) skips inodes freed in the last one to six minutes when it allocates a new one, so
+creating files soon after deleting many (say the previous size's temp project) was up to 20
+times slower, and whichever build ran first paid for it.
 """
 
 from __future__ import annotations
@@ -184,43 +189,36 @@ def hugo_binary() -> str:
     return str(binary)
 
 
-def bench(n: int, hugo: str, keep: bool) -> dict[str, tuple[Run, Run]]:
-    root = Path(tempfile.mkdtemp(prefix=f"bench_build_{n}_"))
-    try:
-        project = root / "project"
-        (project / "config").mkdir(parents=True)
-        (project / "config" / "syndicator.toml").write_text(CONFIG)
-        print(f"[{n}] generating seeds ...", file=sys.stderr, flush=True)
-        stories = generate(project / "seeds", n)
-        site = root / "hugo"
-        write_hugo_site(site, stories)
-        print(f"[{n}] {n} seed files, {len(stories)} stories", file=sys.stderr, flush=True)
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        syn = [PY, "-m", "syndicator", "--config", str(project / "config" / "syndicator.toml"),
-               "build"]
-        hug = [hugo, "--quiet", "--destination", str(root / "hugo_public")]
-        results: dict[str, tuple[Run, Run]] = {}
+def bench(n: int, hugo: str, root: Path) -> dict[str, tuple[Run, Run]]:
+    project = root / "project"
+    (project / "config").mkdir(parents=True)
+    (project / "config" / "syndicator.toml").write_text(CONFIG)
+    print(f"[{n}] generating seeds ...", file=sys.stderr, flush=True)
+    stories = generate(project / "seeds", n)
+    site = root / "hugo"
+    write_hugo_site(site, stories)
+    print(f"[{n}] {n} seed files, {len(stories)} stories", file=sys.stderr, flush=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    syn = [PY, "-m", "syndicator", "--config", str(project / "config" / "syndicator.toml"),
+           "build"]
+    hug = [hugo, "--quiet", "--destination", str(root / "hugo_public")]
+    results: dict[str, tuple[Run, Run]] = {}
 
-        full_s = measure(syn, project, env)
-        full_h = measure(hug, site)
-        results["full"] = (full_s, full_h)
-        results["no change"] = (measure(syn, project, env), measure(hug, site))
+    full_s = measure(syn, project, env)
+    full_h = measure(hug, site)
+    results["full"] = (full_s, full_h)
+    results["no change"] = (measure(syn, project, env), measure(hug, site))
 
-        seed = sorted((project / "seeds").iterdir())[n // 2]
-        blocks = seed.read_text().split("\n\n")
-        blocks[1] += "\nAn added paragraph."  # the lead's body gains a paragraph
-        seed.write_text("\n\n".join(blocks))
-        page = sorted((site / "content" / "stories").iterdir())[len(stories) // 2]
-        page.write_text(page.read_text() + "\nAn added paragraph.\n")
-        results["one file changed"] = (measure(syn, project, env), measure(hug, site))
-        pages = sum(1 for _ in (project / "public" / "stories").iterdir())
-        print(f"[{n}] syndicator wrote {pages} story pages", file=sys.stderr, flush=True)
-        return results
-    finally:
-        if keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    seed = sorted((project / "seeds").iterdir())[n // 2]
+    blocks = seed.read_text().split("\n\n")
+    blocks[1] += "\nAn added paragraph."  # the lead's body gains a paragraph
+    seed.write_text("\n\n".join(blocks))
+    page = sorted((site / "content" / "stories").iterdir())[len(stories) // 2]
+    page.write_text(page.read_text() + "\nAn added paragraph.\n")
+    results["one file changed"] = (measure(syn, project, env), measure(hug, site))
+    pages = sum(1 for _ in (project / "public" / "stories").iterdir())
+    print(f"[{n}] syndicator wrote {pages} story pages", file=sys.stderr, flush=True)
+    return results
 
 
 def main() -> None:
@@ -234,9 +232,17 @@ def main() -> None:
     version = subprocess.run([hugo, "version"], capture_output=True, text=True).stdout.split()[1]
     version = version.split("-")[0]
     rows = []
-    for n in sizes:
-        for kind, (s, h) in bench(n, hugo, args.keep).items():
-            rows.append((n, kind, s, h))
+    roots = [Path(tempfile.mkdtemp(prefix=f"bench_build_{n}_")) for n in sizes]
+    try:
+        for n, root in zip(sizes, roots, strict=True):
+            for kind, (s, h) in bench(n, hugo, root).items():
+                rows.append((n, kind, s, h))
+    finally:
+        for root in roots:
+            if args.keep:
+                print(f"kept {root}", file=sys.stderr)
+            else:
+                shutil.rmtree(root, ignore_errors=True)
     print(f"\nsyndicator build vs Hugo {version} ({os.cpu_count()} cores), same stories, same run\n")
     head = (f"{'seeds':>7} {'build':<17} {'synd s':>8} {'hugo s':>8} {'s ratio':>8} "
             f"{'synd MB':>8} {'hugo MB':>8} {'MB ratio':>8}")
