@@ -15,10 +15,10 @@ import contextlib
 import gc
 import hashlib
 import json
+import marshal
 import os
 import pickle
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
@@ -103,7 +102,7 @@ def build(config: Config, store: Store, clock: datetime, output: Path | None = N
     try:
         written = [name for name, data in top.items() if write_atomic(folder / name, data)]
     except BaseException:
-        _discard([(name, tmp, "") for name, tmp in staged])
+        _discard([(name, tmp, "", 0, 0) for name, tmp in staged])
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
         raise
@@ -131,15 +130,8 @@ class _Manifest:
         self.signature = signature
         self.remembered = _load_manifest(self.path, signature)
         self.pages: dict[str, list[object]] = {}
-        self.pending: dict[str, tuple[str, str]] = {}
 
     def save(self) -> None:
-        for name, (key, path) in self.pending.items():
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            self.pages[name] = [key, st.st_size, st.st_mtime_ns]
         if self.pages != self.remembered:
             _save_manifest(self.path, self.signature, self.pages)
 
@@ -164,20 +156,19 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
         missing = True
     manifest = _Manifest(folder, _signature(config, env), config.root)
     remembered = manifest.remembered
-    where = str(pages)
-    todo: list[tuple[str, Story, int | None]] = []
+    todo: Todo = []
     unchanged = 0
     for story in stories:
         name = story.slug + ".html"
         stat = on_disk.get(name)
         known = remembered.get(name) if stat is not None else None
         # The page's key is needed here only to skip a remembered page; a page to render has
-        # its key computed where it is rendered (in the child process, when there is one).
+        # its key computed where it is rendered (in a child process, when there is one).
         if known is not None and (known[1], known[2]) == stat and known[0] == page_key(story):
             manifest.pages[name] = known
             unchanged += 1
             continue
-        todo.append((name, story, stat[0] if stat is not None else None))
+        todo.append((name, story, stat))
     fresh: Path | None = None
     _remove_stale_staging(folder)
     if todo and missing:
@@ -192,8 +183,8 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
         raise
-    for name, tmp, key in done:
-        manifest.pending[name] = (key, os.path.join(where, name))
+    for name, tmp, key, size, mtime in done:
+        manifest.pages[name] = [key, size, mtime]
         if tmp is None:
             unchanged += 1
         else:
@@ -227,25 +218,27 @@ def _commit_folder(fresh: Path, pages: Path, staged: list[tuple[str, str]], base
 
 
 _PARALLEL_FROM = 1000  # pages: below this a second process costs more than it saves
-# Page name, staged temp file (None: the page on disk already holds it), page key.
-Rendered = list[tuple[str, str | None, str]]
+# Per page: its name, the staged temp file (None: the page on disk already holds it), its key,
+# and the size and mtime (ns) the page has once committed (a rename keeps both).
+Rendered = list[tuple[str, str | None, str, int, int]]
+Todo = list[tuple[str, Story, tuple[int, int] | None]]
 
 
-def _render_part(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, int | None]],
-                 direct: bool) -> Rendered:
+def _render_part(pages: Path, renderer: StoryPages, todo: Todo, direct: bool) -> Rendered:
     """Render and stage pages; on any error, remove what this call staged."""
     out: Rendered = []
     where = str(pages)
     umask = current_umask()
     try:
-        for name, story, size in todo:
+        for name, story, stat in todo:
             data = renderer.render(story)
             path = os.path.join(where, name)
             key = page_key(story)
-            if size is not None and same_content(Path(path), data, size):
-                out.append((name, None, key))
+            if stat is not None and same_content(Path(path), data, stat[0]):
+                out.append((name, None, key, *stat))
             else:
-                out.append((name, stage_page(path, data, umask, direct=direct), key))
+                tmp, size, mtime = stage_page(path, data, umask, direct=direct)
+                out.append((name, tmp, key, size, mtime))
     except BaseException:
         _discard(out)
         raise
@@ -253,100 +246,125 @@ def _render_part(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story,
 
 
 def _discard(done: Rendered) -> None:
-    for _, tmp, _ in done:
+    for _, tmp, *_ in done:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
 
-def _render_all(pages: Path, renderer: StoryPages, todo: list[tuple[str, Story, int | None]],
-                direct: bool) -> Rendered:
-    """Every page of ``todo`` rendered and staged, in order.
+def _workers() -> int:
+    """Processes that render pages: one per usable core (four at most), one in a threaded process.
 
-    With many pages on two or more cores, a forked child renders them (it shares the stories
-    and the compiled template) and streams the bytes through a pipe while this process writes
-    the files: rendering (CPU) overlaps file creation (system time). Two processes creating
-    files in one folder contend for it and were slower than one, so only this one writes.
+    A process with other threads is never forked: a lock another thread holds (Jinja's caches,
+    logging) would stay locked forever in the child. `run` builds on worker threads, so there
+    the pages are rendered here, in one process.
     """
-    # Only fork a single-threaded process: a lock another thread holds (Jinja's caches, logging)
-    # would stay locked forever in the child. `run` builds on worker threads, so it renders here.
-    if (len(todo) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork")
-            or threading.active_count() > 1):
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 4))
+
+
+def _render_all(pages: Path, renderer: StoryPages, todo: Todo, direct: bool) -> Rendered:
+    """Every page of ``todo`` rendered and staged.
+
+    With many pages and two or more cores, forked children take a share each (every n-th page:
+    they share the stories and the compiled template) and render and write it while this
+    process does its own share; each child reports what it staged through a pipe. Two
+    processes creating files in one folder took 0.46 s for 40,000 files where one took 0.77 s.
+    """
+    workers = _workers() if len(todo) >= _PARALLEL_FROM else 1
+    if workers == 1:
         return _render_part(pages, renderer, todo, direct)
-    gc.freeze()  # the child then copies no page just because the collector touched its objects
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 1
-        try:
-            os.close(read_end)
-            _render_to(write_end, renderer, todo)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
+    gc.freeze()  # a child then copies no memory page just because the collector touched it
+    children = [_Child.start(pages, renderer, todo[k::workers], direct) for k in range(1, workers)]
     gc.unfreeze()
-    out: Rendered = []
-    where = str(pages)
-    umask = current_umask()
-    finished = False
     try:
-        with os.fdopen(read_end, "rb", buffering=1 << 20) as pipe:
-            for name, _story, size in todo:
-                head = pipe.read(4 + _KEY)
-                length = int.from_bytes(head[:4], "big") if len(head) == 4 + _KEY else -1
-                if length == _FAILED:
-                    raise _child_error(int.from_bytes(head[4:], "big"), pipe)
-                data = pipe.read(length) if length >= 0 else b""
-                if length < 0 or len(data) != length:
-                    raise OutputError("the page rendering process ended early", path=pages)
-                key = head[4:].decode("ascii")
-                path = os.path.join(where, name)
-                if size is not None and same_content(Path(path), data, size):
-                    out.append((name, None, key))
-                else:
-                    out.append((name, stage_page(path, data, umask, direct=direct), key))
-        finished = True
+        out = _render_part(pages, renderer, todo[::workers], direct)
     except BaseException:
-        _discard(out)
+        # Our own error (or Ctrl-C, which the children get too): every child is still waited
+        # for, so what it staged is known and removed.
+        for child in children:
+            result = child.finish()
+            if not isinstance(result, BaseException):
+                _discard(result)
         raise
-    finally:
-        if not finished:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+    results = [child.finish() for child in children]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        _discard(out)
+        for r in results:
+            if not isinstance(r, BaseException):
+                _discard(r)
+        raise errors[0]
+    for r in results:
+        assert not isinstance(r, BaseException)
+        out += r
     return out
 
 
-_FAILED = 0xFFFFFFFF
-_KEY = 24  # the length of a page key (hex)
+@dataclass
+class _Child:
+    """A forked page renderer: renders and stages its share, then sends back what it staged."""
+
+    pid: int
+    pipe: int
+    share: Todo
+    pages: Path
+    direct: bool
+
+    @classmethod
+    def start(cls, pages: Path, renderer: StoryPages, share: Todo, direct: bool) -> _Child:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 1
+            try:
+                os.close(read_end)
+                _child_main(write_end, pages, renderer, share, direct)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        return cls(pid, read_end, share, pages, direct)
+
+    def finish(self) -> Rendered | BaseException:
+        """What the child staged, or the error that stopped it (it then removed its files)."""
+        with os.fdopen(self.pipe, "rb") as pipe:
+            blob = pipe.read()
+        _, status = os.waitpid(self.pid, 0)
+        if blob[:1] == b"O" and status == 0:
+            return [(name, tmp, key, size, mtime) for name, tmp, key, size, mtime in marshal.loads(blob[1:])]
+        if blob[:1] == b"E":
+            with contextlib.suppress(Exception):
+                exc = pickle.loads(blob[1:])  # from our own child, through a pipe only we hold
+                if isinstance(exc, BaseException):
+                    return exc
+        self._sweep()
+        return OutputError("the page rendering process ended early", path=self.pages)
+
+    def _sweep(self) -> None:
+        """The temp files a child killed mid-way may have left (their names carry its pid)."""
+        if self.direct:
+            return  # its files are in the staging folder, which goes as a whole
+        where = str(self.pages)
+        for name, _story, _stat in self.share:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(where, f".{name}.{self.pid}.tmp"))
 
 
-def _render_to(fd: int, renderer: StoryPages, todo: list[tuple[str, Story, int | None]]) -> None:
-    """In the child: each page as a 4-byte length, its key and its bytes; an error as _FAILED,
-    then the length of a pickle of the exception (in the key's place) and the pickle."""
-    with os.fdopen(fd, "wb", buffering=1 << 20) as pipe:
+def _child_main(fd: int, pages: Path, renderer: StoryPages, share: Todo, direct: bool) -> None:
+    with os.fdopen(fd, "wb") as pipe:
         try:
-            for _name, story, _size in todo:
-                data = renderer.render(story)
-                key = page_key(story).encode("ascii")
-                assert len(key) == _KEY
-                pipe.write(len(data).to_bytes(4, "big") + key)
-                pipe.write(data)
-        except Exception as exc:
+            done = _render_part(pages, renderer, share, direct)
+        except BaseException as exc:
             try:
                 blob = pickle.dumps(exc)
             except Exception:
                 blob = pickle.dumps(OutputError(f"page rendering failed: {exc!r}"))
-            pipe.write(_FAILED.to_bytes(4, "big") + len(blob).to_bytes(_KEY, "big") + blob)
-
-
-def _child_error(size: int, pipe: Any) -> BaseException:
-    try:
-        exc = pickle.loads(pipe.read(size))  # from our own child, through a pipe only we hold
-    except Exception:
-        exc = None
-    return exc if isinstance(exc, BaseException) else OutputError("page rendering failed")
+            pipe.write(b"E" + blob)
+            return
+        pipe.write(b"O" + marshal.dumps(done))
 
 
 def _signature(config: Config, env: jinja2.Environment) -> str:

@@ -71,8 +71,10 @@ def stage(path: Path, data: bytes, *, durable: bool = True) -> Path:
     return tmp
 
 
-def stage_page(path: str, data: bytes, umask: int, *, direct: bool = False) -> str:
+def stage_page(path: str, data: bytes, umask: int, *, direct: bool = False) -> tuple[str, int, int]:
     """``stage`` for the many pages of a build: str paths, no fsync, one chmod only if needed.
+
+    Returns the temp file, and its size and mtime (ns), which the rename into place keeps.
 
     ``umask`` is the process's (see ``current_umask``): the mode is fixed only when it would
     hide 0o644 bits, with fchmod on the open file rather than a second path lookup.
@@ -86,19 +88,22 @@ def stage_page(path: str, data: bytes, umask: int, *, direct: bool = False) -> s
     except OSError as exc:
         if direct:
             raise OutputError(f"cannot write: {exc.strerror}", path=Path(path)) from None
-        return str(stage(Path(path), data, durable=False))  # the slow path knows every case
+        slow = stage(Path(path), data, durable=False)  # the slow path knows every case
+        st = os.stat(slow)
+        return str(slow), st.st_size, st.st_mtime_ns
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         if umask & 0o644:
             os.fchmod(fd, 0o644)
+        st = os.fstat(fd)
     except OSError as exc:
         os.close(fd)
         os.unlink(tmp)
         raise OutputError(f"cannot write: {exc.strerror}", path=Path(path)) from None
     os.close(fd)
-    return tmp
+    return tmp, st.st_size, st.st_mtime_ns
 
 
 def current_umask() -> int:

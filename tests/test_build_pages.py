@@ -1,4 +1,4 @@
-"""The build's fast paths give exactly what the plain path gives: forked page rendering."""
+"""The build's fast paths give exactly what the plain path gives: pages rendered by forked children."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def files(folder: Path) -> dict[str, bytes]:
 def test_forked_rendering_writes_the_same_pages(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
     assert runner.invoke(cli, ["build", "--out", "plain"]).exit_code == 0
-    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)  # a child renders every page
+    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(build_mod, "_workers", lambda: 3)  # two children, each with a share
     result = runner.invoke(cli, ["build", "--out", "forked"])
     assert result.exit_code == 0, result.output
     assert "11 files written" in result.output
@@ -38,6 +39,7 @@ def test_forked_rendering_writes_the_same_pages(project: Project, monkeypatch: p
 def test_template_error_in_the_child_is_one_line_and_writes_no_page(
         project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(build_mod, "_workers", lambda: 2)
     templates = project.root / "templates"
     templates.mkdir()
     story = templates / "story.html"
@@ -63,3 +65,23 @@ def test_first_build_leaves_no_staging_folder_and_removes_stale_ones(project: Pr
     assert sorted(p.name for p in public.iterdir()) == [
         "atom.xml", "feed.json", "index.html", "rss.xml", "stories"]
     assert len(list((public / "stories").iterdir())) == 7
+
+
+def test_failed_rebuild_with_children_keeps_every_page_and_leaves_no_temp_file(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(build_mod, "_workers", lambda: 2)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["build"]).exit_code == 0
+    public = project.root / "public"
+    before = files(public)
+    templates = project.root / "templates"
+    templates.mkdir()
+    # Pages render differently now, and the error comes only after the first page.
+    (templates / "story.html").write_text(
+        '{% extends "base.html" %}\n{% block body %}{{ story.title }}'
+        '{% if story.is_lead %}{{ missing_name.attr }}{% endif %}{% endblock %}\n')
+    result = runner.invoke(cli, ["build"])
+    assert result.exit_code == 2, result.output
+    assert "template error" in result.stderr
+    assert files(public) == before  # every page as it was, and no temp file beside them
