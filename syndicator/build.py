@@ -277,8 +277,18 @@ def _render_all(pages: Path, renderer: StoryPages, todo: Todo, direct: bool) -> 
     if workers == 1:
         return _render_part(pages, renderer, todo, direct)
     gc.freeze()  # a child then copies no memory page just because the collector touched it
-    children = [_Child.start(pages, renderer, todo[k::workers], direct) for k in range(1, workers)]
-    gc.unfreeze()
+    children: list[_Child] = []
+    try:
+        for k in range(1, workers):
+            children.append(_Child.start(pages, renderer, todo[k::workers], direct))
+    except OSError:  # no process to be had: those started are undone, and this one renders all
+        for child in children:
+            result = child.finish()
+            if not isinstance(result, BaseException):
+                _discard(result)
+        return _render_part(pages, renderer, todo, direct)
+    finally:
+        gc.unfreeze()
     try:
         out = _render_part(pages, renderer, todo[::workers], direct)
     except BaseException:
