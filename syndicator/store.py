@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select, text
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
@@ -165,16 +165,29 @@ class Store:
             # Sequence numbers only grow: every row inserted below has a seq above this one.
             before = int(conn.execute(select(func.coalesce(func.max(stories.c.seq), 0))).scalar_one())
             # Row by row, in order: seq must follow the list's order (newest first), which a
-            # multi-row INSERT does not promise on every backend; executemany keeps it cheap.
-            if new:
-                conn.execute(insert(stories), [{"id": i, "first_seen": f} for i, f in new])
-            if aliases:
-                conn.execute(insert(schema.story_keys), [{"key": k, "story_id": i} for k, i in aliases])
+            # multi-row INSERT does not promise on every backend. Plain tuples straight to the
+            # driver: a first build of 400,000 stories spent 6 s in SQLAlchemy's per-row work.
+            _insert_many(conn, stories, ("id", "first_seen"), new)
+            _insert_many(conn, schema.story_keys, ("key", "story_id"), aliases)
             if not new:
                 return {}
             ids = {story_id for story_id, _ in new}
-            rows = conn.execute(select(stories.c.id, stories.c.seq).where(stories.c.seq > before))
+            rows = conn.exec_driver_sql(f"SELECT id, seq FROM stories WHERE seq > {_mark(conn, 1)}",
+                                        (before,))
             return {story_id: seq for story_id, seq in rows if story_id in ids}
+
+
+def _mark(conn: Connection, n: int) -> str:
+    """The driver's placeholder for the n-th parameter (1-based)."""
+    style = conn.dialect.paramstyle
+    return {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": f":{n}"}.get(style, "?")
+
+
+def _insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:
+    if not rows:
+        return
+    marks = ", ".join(_mark(conn, n) for n in range(1, len(columns) + 1))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
 def open_readonly(url: str) -> Store:
@@ -244,6 +257,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # NORMAL in WAL mode: a commit survives a killed process (the crash we guard against), cheaply.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # 32 MB of page cache (the default is 2 MB): recording a first build's 400,000 stories
+    # inserts into indexes far bigger than 2 MB. Memory is taken only as pages are read.
+    cursor.execute("PRAGMA cache_size=-32768")
     cursor.close()
 
 
