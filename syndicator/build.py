@@ -380,7 +380,7 @@ def _child_main(fd: int, pages: Path, renderer: StoryPages, share: Todo, direct:
 def _signature(config: Config, env: jinja2.Environment) -> str:
     """What every page depends on beyond its story: site config, templates, page code."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((MANIFEST_VERSION, config.site, config.feeds)).encode())
+    digest.update(repr((MANIFEST_VERSION, marshal.version, config.site, config.feeds)).encode())
     for name in sorted(set(env.list_templates())):
         assert env.loader is not None
         source, _, _ = env.loader.get_source(env, name)

@@ -190,7 +190,7 @@ def _story(group: _Group, public_id: str, first_seen: int, seq: int) -> Story:
     seen = datetime.fromtimestamp(first_seen, UTC)
     return Story(
         id=public_id,
-        slug=story_slug(best.title, public_id),
+        slug=story_slug(best.title, public_id, best.slug_stem),
         title=best.title,
         paragraphs=best.paragraphs,
         is_lead=best.is_lead,

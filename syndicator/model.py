@@ -44,6 +44,11 @@ class Entry:
         return "title:" + normalise_title(self.title)
 
     @cached_property
+    def slug_stem(self) -> str:
+        """The readable part of the story page's name (see ``story_slug``)."""
+        return slugify(self.title)
+
+    @cached_property
     def keys(self) -> tuple[str, ...]:
         """Every key this entry is known by: its front matter id first, then its title."""
         return (("id:" + self.id,) if self.id else ()) + (self.title_key,)
@@ -116,6 +121,6 @@ def slugify(text: str, limit: int = 60) -> str:
     return slug[:limit].rstrip("-") or "story"
 
 
-def story_slug(title: str, public_id: str) -> str:
-    """A readable, collision-free file name stem for a story page."""
-    return f"{slugify(title)}-{public_id.rsplit('-', 1)[-1][:8]}"
+def story_slug(title: str, public_id: str, stem: str | None = None) -> str:
+    """A readable, collision-free file name stem for a story page (``stem``: slugify(title))."""
+    return f"{stem if stem is not None else slugify(title)}-{public_id.rsplit('-', 1)[-1][:8]}"

@@ -77,7 +77,7 @@ def read_seeds(folder: Path, zone: ZoneInfo, cache: Path | None = None,
 # mtime_ns, entries)})). A file that fails its digest, or is of another version, zone or reader
 # code, is ignored. Files modified within _RACY_NS of the save are not remembered: an edit in the
 # same mtime tick that keeps the size would otherwise go unseen (the "racy git" problem).
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _RACY_NS = 2_000_000_000
 _CACHE_CODE = ("reader.py", "model.py")
 
@@ -182,14 +182,14 @@ def _freeze(seed: SeedFile) -> tuple[object, ...]:
             else:
                 date = (e.date.isoformat(), False)
         out.append((e.title, e.paragraphs, e.position, e.line, e.id, date, e.author, e.url,
-                    e.tags, e.title_key))
+                    e.tags, e.title_key, e.slug_stem))
     return tuple(out)
 
 
 def _thaw(path: Path, frozen: Any, zone: ZoneInfo) -> SeedFile:
     entries = []
     for item in frozen:
-        title, paragraphs, position, line, id_, date, author, url, tags, title_key = item
+        title, paragraphs, position, line, id_, date, author, url, tags, title_key, stem = item
         when = None
         if date is not None:
             text, naive = date
@@ -197,11 +197,12 @@ def _thaw(path: Path, frozen: Any, zone: ZoneInfo) -> SeedFile:
             if naive:
                 when = when.replace(tzinfo=zone)
         if not (isinstance(title, str) and isinstance(paragraphs, tuple) and isinstance(tags, tuple)
-                and isinstance(title_key, str)):
+                and isinstance(title_key, str) and isinstance(stem, str)):
             raise TypeError("bad cache entry")
         entry = Entry(title=title, paragraphs=paragraphs, position=position, line=line, path=path,
                       id=id_, date=when, author=author, url=url, tags=tags)
-        entry.__dict__["title_key"] = title_key  # the cached_property, already computed
+        entry.__dict__["title_key"] = title_key  # the cached_properties, already computed
+        entry.__dict__["slug_stem"] = stem
         entries.append(entry)
     if not entries:
         raise ValueError("empty cache entry")
