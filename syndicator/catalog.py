@@ -52,7 +52,7 @@ def seed_cache_path(config: Config) -> Path:
     base = os.environ.get("SYNDICATOR_CACHE_DIR") or str(config.root / "state")
     where = hashlib.blake2b(str(config.seeds_dir.resolve()).encode("utf-8", "surrogatepass"),
                             digest_size=10).hexdigest()
-    return Path(base) / f"seeds-{where}.bin"
+    return Path(base) / f"seeds-{where}"
 
 
 def read_all(config: Config, *, cache: bool = False) -> tuple[SeedFiles, list[InputError]]:

@@ -8,6 +8,7 @@ import marshal
 import os
 import re
 import time
+import zlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,16 @@ def seed_paths(folder: Path) -> list[Path]:
                         key="paths.seeds") from None
 
 
+Cached = dict[str, tuple[int, int, tuple[object, ...]]]  # name: (size, mtime_ns, entries)
+
+
 class SeedFiles(list[SeedFile]):
     """The parsed seeds; ``save_cache()`` records them in the parsed-seed cache (if one was used).
 
     The cache is saved only when the caller says so: a build that fails writes nothing.
     """
 
-    pending: tuple[Path, str, dict[str, tuple[int, int, tuple[object, ...]]]] | None = None
+    pending: tuple[Path, str, dict[int, Cached]] | None = None
 
     def save_cache(self) -> None:
         if self.pending is not None:
@@ -53,7 +57,7 @@ def read_seeds(folder: Path, zone: ZoneInfo, cache: Path | None = None,
                ) -> tuple[SeedFiles, list[InputError]]:
     """Every seed file that parses, and every problem found in the others.
 
-    With ``cache`` (a file in the project's state/ folder), a seed whose size and mtime are
+    With ``cache`` (a folder in the project's state/), a seed whose size and mtime are
     those it had when it was last parsed is taken from the cache instead of being read again;
     ``files.save_cache()`` then remembers what was parsed.
     """
@@ -73,11 +77,14 @@ def read_seeds(folder: Path, zone: ZoneInfo, cache: Path | None = None,
 
 
 # -- the parsed-seed cache ----------------------------------------------------------------------
-# One file: a blake2b digest of the payload, then marshal((version, signature, {name: (size,
-# mtime_ns, entries)})). A file that fails its digest, or is of another version, zone or reader
-# code, is ignored. Files modified within _RACY_NS of the save are not remembered: an edit in the
-# same mtime tick that keeps the size would otherwise go unseen (the "racy git" problem).
+# A folder of _SHARDS files; a seed's shard is fixed by its name, so a changed seed rewrites one
+# shard, not the whole cache (290 MB at 100,000 seeds). A shard: a blake2b digest of the
+# payload, then marshal((version, signature, {name: (size, mtime_ns, entries)})). A shard that
+# fails its digest, or is of another version, zone or reader code, is ignored. Files modified
+# within _RACY_NS of the save are not remembered: an edit in the same mtime tick that keeps the
+# size would otherwise go unseen (the "racy git" problem).
 _CACHE_VERSION = 2
+_SHARDS = 64
 _RACY_NS = 2_000_000_000
 _CACHE_CODE = ("reader.py", "model.py")
 
@@ -115,51 +122,72 @@ def _cache_signature(zone: ZoneInfo) -> str:
     return digest.hexdigest()
 
 
-def _load_cache(cache: Path, signature: str) -> dict[str, tuple[int, int, tuple[object, ...]]]:
-    try:
-        raw = cache.read_bytes()
-        payload = raw[16:]
-        if len(raw) < 16 or hashlib.blake2b(payload, digest_size=16).digest() != raw[:16]:
-            return {}
-        data = marshal.loads(payload)
-    except (OSError, ValueError, EOFError, TypeError):
-        return {}
-    if (not isinstance(data, tuple) or len(data) != 3 or data[0] != _CACHE_VERSION
-            or data[1] != signature or not isinstance(data[2], dict)):
-        return {}
-    return data[2]
+def _shard(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8", "surrogatepass")) % _SHARDS
 
 
-def _save_cache(cache: Path, signature: str, seeds: dict[str, tuple[int, int, tuple[object, ...]]]) -> None:
-    payload = marshal.dumps((_CACHE_VERSION, signature, seeds))
-    data = hashlib.blake2b(payload, digest_size=16).digest() + payload
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+def _shard_path(cache: Path, shard: int) -> Path:
+    return cache / f"{shard:02x}.bin"
+
+
+def _load_cache(cache: Path, signature: str) -> dict[int, Cached]:
+    shards: dict[int, Cached] = {}
+    for shard in range(_SHARDS):
+        try:
+            raw = _shard_path(cache, shard).read_bytes()
+            payload = raw[16:]
+            if len(raw) < 16 or hashlib.blake2b(payload, digest_size=16).digest() != raw[:16]:
+                continue
+            data = marshal.loads(payload)
+        except (OSError, ValueError, EOFError, TypeError):
+            continue
+        if (isinstance(data, tuple) and len(data) == 3 and data[0] == _CACHE_VERSION
+                and data[1] == signature and isinstance(data[2], dict)):
+            shards[shard] = data[2]
+    return shards
+
+
+def _save_cache(cache: Path, signature: str, shards: dict[int, Cached]) -> None:
+    """Write the shards that changed; best effort: without the cache every seed is parsed."""
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)  # the project's state/, like the store
-        tmp.write_bytes(data)
-        os.replace(tmp, cache)
-    except OSError:  # best effort: without the cache every seed is parsed
-        tmp.unlink(missing_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)  # in the project's state/, like the store
+        cache.with_name(cache.name + ".bin").unlink(missing_ok=True)  # the unsharded cache of 0.1
+    except OSError:
+        return
+    for shard, seeds in shards.items():
+        path = _shard_path(cache, shard)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            if not seeds:
+                path.unlink(missing_ok=True)
+                continue
+            payload = marshal.dumps((_CACHE_VERSION, signature, seeds))
+            tmp.write_bytes(hashlib.blake2b(payload, digest_size=16).digest() + payload)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
 
 def _read_cached(folder: Path, zone: ZoneInfo, cache: Path, files: SeedFiles,
                  errors: list[InputError]) -> None:
     signature = _cache_signature(zone)
     known = _load_cache(cache, signature)
-    fresh: dict[str, tuple[int, int, tuple[object, ...]]] = {}
+    fresh: dict[int, Cached] = {}
+    dirty: set[int] = set()
     racy = time.time_ns() - _RACY_NS
-    changed = False
     for path, size, mtime in _stat_paths(folder):
         name = path.name
-        hit = known.get(name)
+        shard = _shard(name)
+        seeds = fresh.setdefault(shard, {})
+        hit = known.get(shard, {}).get(name)
         if hit is not None and hit[0] == size and hit[1] == mtime:
             try:
                 files.append(_thaw(path, hit[2], zone))
-                fresh[name] = hit
+                seeds[name] = hit
                 continue
             except (TypeError, ValueError, IndexError, KeyError):
                 pass  # a cache of another shape: parse the file
-        changed = True
+        dirty.add(shard)
         try:
             seed = read_seed(path, zone)
         except SeedError as exc:
@@ -167,9 +195,11 @@ def _read_cached(folder: Path, zone: ZoneInfo, cache: Path, files: SeedFiles,
             continue
         files.append(seed)
         if mtime < racy:
-            fresh[name] = (size, mtime, _freeze(seed))
-    if changed or len(fresh) != len(known):
-        files.pending = (cache, signature, fresh)
+            seeds[name] = (size, mtime, _freeze(seed))
+    # A shard also changes when a seed it held is gone.
+    dirty.update(shard for shard, seeds in known.items() if len(fresh.get(shard, {})) != len(seeds))
+    if dirty:
+        files.pending = (cache, signature, {shard: fresh.get(shard, {}) for shard in dirty})
 
 
 def _freeze(seed: SeedFile) -> tuple[object, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -324,7 +325,7 @@ def _old(path: Path, seconds: int = 60) -> None:
 
 
 def test_seed_cache_gives_what_parsing_gives_and_sees_edits(tmp_path: Path) -> None:
-    seeds, cache = tmp_path / "seeds", tmp_path / "state" / "seeds.bin"
+    seeds, cache = tmp_path / "seeds", tmp_path / "state" / "seeds"
     seeds.mkdir()
     dated = seeds / "a.txt"
     dated.write_text("---\nid: x1\ndate: 2024-03-01T10:00\nauthor: A\ntags: t1, t2\n---\n"
@@ -335,7 +336,7 @@ def test_seed_cache_gives_what_parsing_gives_and_sees_edits(tmp_path: Path) -> N
         _old(path)
     plain, errors = read_seeds(seeds, ZONE)
     first, _ = _cached(seeds, ZONE, cache)
-    assert cache.exists() and not errors
+    assert len(list(cache.glob("*.bin"))) == 2 and not errors  # a shard per file here
     cached, errors = _cached(seeds, ZONE, cache)
     assert not errors
     assert plain == first == cached
@@ -356,29 +357,61 @@ def test_seed_cache_gives_what_parsing_gives_and_sees_edits(tmp_path: Path) -> N
 
 
 def test_corrupt_or_foreign_seed_cache_is_ignored(tmp_path: Path) -> None:
-    seeds, cache = tmp_path / "seeds", tmp_path / "seeds.bin"
+    seeds, cache = tmp_path / "seeds", tmp_path / "cache"
     seeds.mkdir()
     seed = seeds / "a.txt"
     seed.write_text("Lead title\n\nBody.\n")
     _old(seed)
     expected, _ = read_seeds(seeds, ZONE)
     _cached(seeds, ZONE, cache)
-    good = cache.read_bytes()
+    (shard,) = cache.glob("*.bin")
+    good = shard.read_bytes()
     # A flipped byte in the payload (here inside the cached title): the digest no longer matches.
     at = good.index(b"Lead title")
-    cache.write_bytes(good[:at] + b"X" + good[at + 1:])
+    shard.write_bytes(good[:at] + b"X" + good[at + 1:])
     assert _cached(seeds, ZONE, cache)[0] == expected
     for junk in (b"", b"not a cache", good[:len(good) // 2]):
-        cache.write_bytes(junk)
+        shard.write_bytes(junk)
         assert _cached(seeds, ZONE, cache)[0] == expected
     # Another zone: the cache is not used (a date without a zone would mean another instant).
-    cache.write_bytes(good)
+    shard.write_bytes(good)
     other = ZoneInfo("America/New_York")
     assert _cached(seeds, other, cache)[0] == read_seeds(seeds, other)[0]
 
 
+def test_one_changed_seed_rewrites_one_shard_and_a_removed_seed_leaves_it(tmp_path: Path) -> None:
+    seeds, cache = tmp_path / "seeds", tmp_path / "cache"
+    seeds.mkdir()
+    for n in range(200):
+        (seeds / f"{n:03d}.txt").write_text(f"Lead {n}\n\nBody {n}.\n")
+        _old(seeds / f"{n:03d}.txt")
+    _cached(seeds, ZONE, cache)
+    before = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.bin")}
+    assert len(before) > 32  # 200 names spread over the shards
+    time.sleep(0.01)
+    edited = seeds / "007.txt"
+    edited.write_text("Lead seven, edited\n\nBody.\n")
+    _old(edited)
+    files, _ = _cached(seeds, ZONE, cache)
+    after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.bin")}
+    assert sorted(name for name in after if after[name] != before[name]) == [_shard_name("007.txt")]
+    assert files[7].entries[0].title == "Lead seven, edited"
+    # Served from the cache now, edit included; then a removed seed is forgotten.
+    assert _cached(seeds, ZONE, cache)[0] == read_seeds(seeds, ZONE)[0]
+    edited.unlink()
+    files, _ = _cached(seeds, ZONE, cache)
+    assert len(files) == 199 and "007.txt" not in {f.path.name for f in files}
+    assert _cached(seeds, ZONE, cache)[0] == read_seeds(seeds, ZONE)[0]
+
+
+def _shard_name(seed: str) -> str:
+    import zlib
+
+    return f"{zlib.crc32(seed.encode()) % 64:02x}.bin"
+
+
 def test_seed_cache_skips_files_modified_just_now(tmp_path: Path) -> None:
-    seeds, cache = tmp_path / "seeds", tmp_path / "seeds.bin"
+    seeds, cache = tmp_path / "seeds", tmp_path / "cache"
     seeds.mkdir()
     seed = seeds / "a.txt"
     seed.write_text("Lead title\n")
