@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import json
 import marshal
 import os
 import pickle
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import jinja2
 
+from syndicator import shards
 from syndicator.catalog import load_files, paused_gc, resolve
 from syndicator.config import Config
 from syndicator.errors import OutputError
@@ -48,7 +48,7 @@ from syndicator.writer import (
     write_atomic,
 )
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 STORIES = "stories"
 # The code that shapes a page: a change to it must invalidate every remembered page.
 _PAGE_CODE = ("pages.py", "feeds.py", "textutil.py", "templating.py", "model.py")
@@ -127,13 +127,23 @@ class _Manifest:
 
     def __init__(self, folder: Path, signature: str, root: Path) -> None:
         self.path = _manifest_path(folder, root)
-        self.signature = signature
-        self.remembered = _load_manifest(self.path, signature)
-        self.pages: dict[str, list[object]] = {}
+        self.tag = (MANIFEST_VERSION, signature)
+        self.shards = shards.load(self.path, self.tag)
+        self.remembered: dict[str, tuple[str, int, int]] = {}
+        for part in self.shards.values():
+            self.remembered.update(part)
+        self.pages: dict[str, tuple[str, int, int]] = {}
 
     def save(self) -> None:
-        if self.pages != self.remembered:
-            _save_manifest(self.path, self.signature, self.pages)
+        """Best effort: what the manifest does not remember is rendered and compared again."""
+        if self.pages == self.remembered:
+            return
+        # The JSON manifest of syndicator 0.1, if there is one, is of no more use.
+        with contextlib.suppress(OSError):
+            self.path.with_name(self.path.name + ".json").unlink(missing_ok=True)
+        now = shards.split(self.pages)
+        changed = {n: now.get(n, {}) for n in set(now) | set(self.shards) if now.get(n) != self.shards.get(n)}
+        shards.save(self.path, self.tag, changed)
 
 
 def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, config: Config,
@@ -184,7 +194,7 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
             shutil.rmtree(fresh, ignore_errors=True)
         raise
     for name, tmp, key, size, mtime in done:
-        manifest.pages[name] = [key, size, mtime]
+        manifest.pages[name] = (key, size, mtime)
         if tmp is None:
             unchanged += 1
         else:
@@ -396,22 +406,4 @@ def _manifest_path(folder: Path, root: Path) -> Path:
     base = os.environ.get("SYNDICATOR_CACHE_DIR") or str(root / "state")
     where = hashlib.blake2b(str(folder.resolve()).encode("utf-8", "surrogatepass"),
                             digest_size=10).hexdigest()
-    return Path(base) / f"build-{where}.json"
-
-
-def _load_manifest(path: Path, signature: str) -> dict[str, list[object]]:
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("signature") != signature:
-        return {}
-    pages = data.get("pages")
-    return pages if isinstance(pages, dict) else {}
-
-
-def _save_manifest(path: Path, signature: str, pages: dict[str, list[object]]) -> None:
-    """Best effort: without a manifest the next build renders and compares every page."""
-    data = json.dumps({"signature": signature, "pages": pages}, separators=(",", ":")).encode()
-    with contextlib.suppress(OutputError):
-        write_atomic(path, data, durable=False, size=None)
+    return Path(base) / f"build-{where}"

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
-import marshal
 import os
 import re
 import time
-import zlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from syndicator import shards as shards_mod
 from syndicator.errors import InputError, SeedError
 from syndicator.model import Entry, SeedFile
 
@@ -77,14 +77,11 @@ def read_seeds(folder: Path, zone: ZoneInfo, cache: Path | None = None,
 
 
 # -- the parsed-seed cache ----------------------------------------------------------------------
-# A folder of _SHARDS files; a seed's shard is fixed by its name, so a changed seed rewrites one
-# shard, not the whole cache (290 MB at 100,000 seeds). A shard: a blake2b digest of the
-# payload, then marshal((version, signature, {name: (size, mtime_ns, entries)})). A shard that
-# fails its digest, or is of another version, zone or reader code, is ignored. Files modified
-# within _RACY_NS of the save are not remembered: an edit in the same mtime tick that keeps the
-# size would otherwise go unseen (the "racy git" problem).
+# Shards (see syndicator.shards) of {seed name: (size, mtime_ns, entries)}, tagged with the
+# format version, the zone and a digest of the reader's code. Files modified within _RACY_NS of
+# the save are not remembered: an edit in the same mtime tick that keeps the size would
+# otherwise go unseen (the "racy git" problem).
 _CACHE_VERSION = 2
-_SHARDS = 64
 _RACY_NS = 2_000_000_000
 _CACHE_CODE = ("reader.py", "model.py")
 
@@ -122,62 +119,23 @@ def _cache_signature(zone: ZoneInfo) -> str:
     return digest.hexdigest()
 
 
-def _shard(name: str) -> int:
-    return zlib.crc32(name.encode("utf-8", "surrogatepass")) % _SHARDS
-
-
-def _shard_path(cache: Path, shard: int) -> Path:
-    return cache / f"{shard:02x}.bin"
-
-
-def _load_cache(cache: Path, signature: str) -> dict[int, Cached]:
-    shards: dict[int, Cached] = {}
-    for shard in range(_SHARDS):
-        try:
-            raw = _shard_path(cache, shard).read_bytes()
-            payload = raw[16:]
-            if len(raw) < 16 or hashlib.blake2b(payload, digest_size=16).digest() != raw[:16]:
-                continue
-            data = marshal.loads(payload)
-        except (OSError, ValueError, EOFError, TypeError):
-            continue
-        if (isinstance(data, tuple) and len(data) == 3 and data[0] == _CACHE_VERSION
-                and data[1] == signature and isinstance(data[2], dict)):
-            shards[shard] = data[2]
-    return shards
-
-
 def _save_cache(cache: Path, signature: str, shards: dict[int, Cached]) -> None:
-    """Write the shards that changed; best effort: without the cache every seed is parsed."""
-    try:
-        cache.mkdir(parents=True, exist_ok=True)  # in the project's state/, like the store
-        cache.with_name(cache.name + ".bin").unlink(missing_ok=True)  # the unsharded cache of 0.1
-    except OSError:
-        return
-    for shard, seeds in shards.items():
-        path = _shard_path(cache, shard)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            if not seeds:
-                path.unlink(missing_ok=True)
-                continue
-            payload = marshal.dumps((_CACHE_VERSION, signature, seeds))
-            tmp.write_bytes(hashlib.blake2b(payload, digest_size=16).digest() + payload)
-            os.replace(tmp, path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
+    # The unsharded cache file of syndicator 0.1, if there is one, is of no more use.
+    with contextlib.suppress(OSError):
+        cache.with_name(cache.name + ".bin").unlink(missing_ok=True)
+    shards_mod.save(cache, (_CACHE_VERSION, signature), shards)
 
 
 def _read_cached(folder: Path, zone: ZoneInfo, cache: Path, files: SeedFiles,
                  errors: list[InputError]) -> None:
     signature = _cache_signature(zone)
-    known = _load_cache(cache, signature)
+    known: dict[int, Cached] = shards_mod.load(cache, (_CACHE_VERSION, signature))
     fresh: dict[int, Cached] = {}
     dirty: set[int] = set()
     racy = time.time_ns() - _RACY_NS
     for path, size, mtime in _stat_paths(folder):
         name = path.name
-        shard = _shard(name)
+        shard = shards_mod.shard_of(name)
         seeds = fresh.setdefault(shard, {})
         hit = known.get(shard, {}).get(name)
         if hit is not None and hit[0] == size and hit[1] == mtime:

@@ -85,3 +85,20 @@ def test_failed_rebuild_with_children_keeps_every_page_and_leaves_no_temp_file(
     assert result.exit_code == 2, result.output
     assert "template error" in result.stderr
     assert files(public) == before  # every page as it was, and no temp file beside them
+
+
+def test_lost_or_corrupt_build_state_rebuilds_the_same_site(project: Project) -> None:
+    """state/ is only a shortcut: without it (or with junk in it) nothing is written twice."""
+    runner = CliRunner()
+    assert runner.invoke(cli, ["build"]).exit_code == 0
+    public = project.root / "public"
+    before = {p: p.stat().st_mtime_ns for p in public.rglob("*") if p.is_file()}
+    shards = list((project.root / "state").glob("*/*.bin"))
+    assert shards  # the manifest's and the parsed-seed cache's shards
+    for shard in shards:
+        shard.write_bytes(b"junk")
+    result = runner.invoke(cli, ["build"])
+    assert result.exit_code == 0, result.output
+    assert "0 files written, 11 unchanged" in result.output
+    assert {p: p.stat().st_mtime_ns for p in public.rglob("*") if p.is_file()} == before
+    assert all(shard.read_bytes() != b"junk" for shard in shards)  # remembered again
