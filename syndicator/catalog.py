@@ -166,6 +166,35 @@ def _record(store: Store, new: list[tuple[str, int]], aliases: list[tuple[str, s
 
 def _group(entries: list[Entry], known: dict[str, StoredStory]) -> list[_Group]:
     """Entries that share a key, or a stored story, are one story."""
+    groups = _group_known(entries, known)
+    return groups if groups is not None else _group_linked(entries, known)
+
+
+def _group_known(entries: list[Entry], known: dict[str, StoredStory]) -> list[_Group] | None:
+    """The groups of a rebuild in which every key is stored and names one story per entry
+    (edits kept every headline): then the groups are the stored stories, which is what
+    ``_group_linked`` finds too (a key names one stored story, so entries sharing a key share
+    it), at a third of the cost. None when any entry is otherwise."""
+    groups: dict[str, _Group] = {}
+    for entry in entries:
+        keys = entry.keys
+        stored = known.get(keys[0])
+        if stored is None:
+            return None
+        for key in keys[1:]:
+            other = known.get(key)
+            if other is None or other.id != stored.id:
+                return None
+        group = groups.get(stored.id)
+        if group is None:
+            groups[stored.id] = _Group([entry], [stored])
+        else:
+            group.entries.append(entry)
+    return list(groups.values())
+
+
+def _group_linked(entries: list[Entry], known: dict[str, StoredStory]) -> list[_Group]:
+    """Connected entries (through a shared key or a stored story) as groups, by union-find."""
     uf = _UnionFind()
     for entry in entries:
         keys = entry.keys

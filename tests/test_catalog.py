@@ -254,3 +254,34 @@ def test_two_writers_at_once_agree_on_every_story(tmp_path: Path, store_url: str
         assert counts(check) == (5, 5)
     finally:
         check.close()
+
+
+def test_rebuild_grouping_shortcut_finds_the_groups_union_find_finds() -> None:
+    """The rebuild shortcut (every key stored) and the general union-find agree, on random
+    stores and entries, whenever the shortcut applies; otherwise the shortcut stands aside."""
+    import random
+
+    from syndicator.catalog import _group_known, _group_linked
+    from syndicator.model import Entry
+
+    rng = random.Random(5)
+    applied = 0
+    for _round in range(300):
+        titles = [f"headline {n}" for n in range(rng.randint(1, 12))]
+        ids = [f"x{n}" for n in range(4)]
+        stored = [StoredStory(f"urn:s{n}", n + 1, 1000 + n) for n in range(rng.randint(0, 6))]
+        keys = [f"title:{t}" for t in titles] + [f"id:{i}" for i in ids]
+        known = {k: rng.choice(stored) for k in keys if stored and rng.random() < 0.9}
+        entries = [
+            Entry(title=rng.choice(titles), paragraphs=(), position=n, line=n + 1, path=Path("s.txt"),
+                  id=rng.choice([None, *ids]))
+            for n in range(rng.randint(1, 15))
+        ]
+        fast = _group_known(entries, known)
+        if fast is None:
+            continue
+        applied += 1
+        slow = _group_linked(entries, known)
+        assert sorted((sorted(e.position for e in g.entries), [s.id for s in g.stored]) for g in fast) == \
+            sorted((sorted(e.position for e in g.entries), [s.id for s in g.stored]) for g in slow)
+    assert applied > 20  # the comparison really ran
