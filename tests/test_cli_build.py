@@ -77,6 +77,19 @@ def test_build_ok_then_unchanged(project: Project) -> None:
     assert snapshot(out) == before
 
 
+def test_installed_command_builds_and_exits_cleanly(project: Project) -> None:
+    """The console script ends a finished build at once: output and store are complete first."""
+    proc = subprocess.run([str(SYNDICATOR), "build"], cwd=project.root, capture_output=True, text=True,
+                          timeout=60)
+    out = project.root.resolve() / "public"
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == f"built 7 stories into {out}: 11 files written, 0 unchanged\n"
+    again = subprocess.run([str(SYNDICATOR), "build"], cwd=project.root, capture_output=True, text=True,
+                           timeout=60)
+    assert again.stdout == f"built 7 stories into {out}: 0 files written, 11 unchanged\n"
+    assert run("status").exit_code == 0  # the store was closed cleanly
+
+
 def test_build_out_option(project: Project, tmp_path: Path) -> None:
     result = run("build", "--out", str(tmp_path / "elsewhere" / "site"))
     assert result.exit_code == 0, result.output
