@@ -83,3 +83,12 @@ def test_dry_run_never_upgrades_a_store(project: Project, faulty_smtp: FaultySer
     assert result.output.startswith(f"error: sqlite:///{db}: the store is at schema version 0001, not ")
     assert _digest(db) == before
     assert faulty_smtp.handler.accepted == []
+
+
+def test_schema_head_constant_is_the_newest_migration() -> None:
+    """Store.open tells an up-to-date store without alembic by this constant: it must not lag."""
+    from alembic.script import ScriptDirectory
+
+    from syndicator.store import MIGRATIONS, SCHEMA_HEAD
+
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == SCHEMA_HEAD
