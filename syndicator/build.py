@@ -17,10 +17,13 @@ import hashlib
 import marshal
 import os
 import pickle
+import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,29 +99,34 @@ def build(config: Config, store: Store, clock: datetime, output: Path | None = N
     renderer = StoryPages(config, env)
     top = {**render_feeds(config, stories), "index.html": render_index(config, env, stories)}
     # Every changed page is rendered and staged (a temp file) before the first file is
-    # replaced: a template error leaves the output folder as it was.
-    with paused_gc():
-        staged, unchanged, manifest, fresh = _stage_pages(folder, renderer, env, config, stories)
+    # replaced: a template error leaves the output folder as it was. Pages are committed
+    # before the feeds and the index, which then never link to a page not there yet.
+    staged: list[tuple[str, str]] = []
+    fresh: Path | None = None
+    committed = 0
+    base = str(folder)
     try:
+        with paused_gc():
+            staged, unchanged, manifest, fresh = _stage_pages(folder, renderer, env, config, stories)
+        if fresh is not None:
+            _commit_folder(fresh, folder / STORIES, staged, base)
+            fresh, committed = None, len(staged)
+        for name, tmp in staged[committed:]:
+            commit(tmp, os.path.join(base, name))
+            committed += 1
+        if staged:
+            sync_folder(folder / STORIES)
         written = [name for name, data in top.items() if write_atomic(folder / name, data)]
     except BaseException:
-        _discard([(name, tmp, "", 0, 0) for name, tmp in staged])
+        _discard([(name, tmp, "", 0, 0) for name, tmp in staged[committed:]])
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
         raise
     unchanged += len(top) - len(written)
-    base = str(folder)
-    if fresh is not None:
-        _commit_folder(fresh, folder / STORIES, staged, base)
-    else:
-        for name, tmp in staged:
-            commit(tmp, os.path.join(base, name))
-    if staged:
-        sync_folder(folder / STORIES)
     manifest.save()
     if isinstance(files, SeedFiles):
         files.save_cache()
-    written += [name for name, _ in staged]
+    written = [name for name, _ in staged] + written
     return BuildResult(folder, len(stories), tuple(written), unchanged)
 
 
@@ -157,10 +165,15 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
     pages = folder / STORIES
     on_disk: dict[str, tuple[int, int]] = {}
     missing = False
+    stale = time.time_ns() - _STALE_NS
     try:
         with os.scandir(pages) as entries:
             for entry in entries:
                 st = entry.stat(follow_symlinks=False)
+                if entry.name[0] == "." and entry.name.endswith(".tmp") and st.st_mtime_ns < stale:
+                    with contextlib.suppress(OSError):  # a temp page a killed build left
+                        os.unlink(entry.path)
+                    continue
                 on_disk[entry.name] = (st.st_size, st.st_mtime_ns)
     except FileNotFoundError:
         missing = True
@@ -188,7 +201,7 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
         pages.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[str, str]] = []
     try:
-        done = _render_all(fresh or pages, renderer, todo, fresh is not None)
+        done = _render_all(fresh or pages, renderer, todo, fresh is not None, _temp_token())
     except BaseException:
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
@@ -203,6 +216,12 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
 
 
 _STALE_NS = 3600 * 10**9
+
+
+def _temp_token() -> str:
+    """This build's part of its temp pages' names: no other build, now or later, shares it,
+    so the temp pages of a failed process can be found by name (and by nobody else's)."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _remove_stale_staging(folder: Path) -> None:
@@ -234,7 +253,7 @@ Rendered = list[tuple[str, str | None, str, int, int]]
 Todo = list[tuple[str, Story, tuple[int, int] | None]]
 
 
-def _render_part(pages: Path, renderer: StoryPages, todo: Todo, direct: bool) -> Rendered:
+def _render_part(pages: Path, renderer: StoryPages, todo: Todo, direct: bool, token: str) -> Rendered:
     """Render and stage pages; on any error, remove what this call staged."""
     out: Rendered = []
     where = str(pages)
@@ -247,7 +266,7 @@ def _render_part(pages: Path, renderer: StoryPages, todo: Todo, direct: bool) ->
             if stat is not None and same_content(Path(path), data, stat[0]):
                 out.append((name, None, key, *stat))
             else:
-                tmp, size, mtime = stage_page(path, data, umask, direct=direct)
+                tmp, size, mtime = stage_page(path, data, umask, direct=direct, token=token)
                 out.append((name, tmp, key, size, mtime))
     except BaseException:
         _discard(out)
@@ -275,8 +294,8 @@ def _workers() -> int:
     return max(1, min(cores or 1, 4))
 
 
-def _render_all(pages: Path, renderer: StoryPages, todo: Todo, direct: bool) -> Rendered:
-    """Every page of ``todo`` rendered and staged.
+def _render_all(pages: Path, renderer: StoryPages, todo: Todo, direct: bool, token: str) -> Rendered:
+    """Every page of ``todo`` rendered and staged; on any error (Ctrl-C included), none is.
 
     With many pages and two or more cores, forked children take a share each (every n-th page:
     they share the stories and the compiled template) and render and write it while this
@@ -285,42 +304,39 @@ def _render_all(pages: Path, renderer: StoryPages, todo: Todo, direct: bool) -> 
     """
     workers = _workers() if len(todo) >= _PARALLEL_FROM else 1
     if workers == 1:
-        return _render_part(pages, renderer, todo, direct)
+        return _render_part(pages, renderer, todo, direct, token)
     gc.freeze()  # a child then copies no memory page just because the collector touched it
     children: list[_Child] = []
     try:
         for k in range(1, workers):
-            children.append(_Child.start(pages, renderer, todo[k::workers], direct))
+            children.append(_Child.start(pages, renderer, todo[k::workers], direct, token))
     except OSError:  # no process to be had: those started are undone, and this one renders all
-        for child in children:
-            result = child.finish()
-            if not isinstance(result, BaseException):
-                _discard(result)
-        return _render_part(pages, renderer, todo, direct)
+        _undo(children, [])
+        return _render_part(pages, renderer, todo, direct, token)
     finally:
         gc.unfreeze()
+    out: Rendered = []
+    results: list[Rendered] = []
     try:
-        out = _render_part(pages, renderer, todo[::workers], direct)
-    except BaseException:
-        # Our own error (or Ctrl-C, which the children get too): every child is still waited
-        # for, so what it staged is known and removed.
+        out = _render_part(pages, renderer, todo[::workers], direct, token)
         for child in children:
-            result = child.finish()
-            if not isinstance(result, BaseException):
-                _discard(result)
-        raise
-    results = [child.finish() for child in children]
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
+            results.append(child.finish())
+    except BaseException:
+        # Our own error, a child's, or Ctrl-C (which the children get too): every child is
+        # still waited for, then everything staged is removed, the children's by name too.
         _discard(out)
-        for r in results:
-            if not isinstance(r, BaseException):
-                _discard(r)
-        raise errors[0]
-    for r in results:
-        assert not isinstance(r, BaseException)
-        out += r
+        _undo(children[len(results):], results)
+        raise
+    for result in results:
+        out += result
     return out
+
+
+def _undo(children: list[_Child], finished: list[Rendered]) -> None:
+    for result in finished:
+        _discard(result)
+    for child in children:
+        child.abandon()
 
 
 @dataclass
@@ -332,51 +348,68 @@ class _Child:
     share: Todo
     pages: Path
     direct: bool
+    token: str
+    reaped: bool = False
 
     @classmethod
-    def start(cls, pages: Path, renderer: StoryPages, share: Todo, direct: bool) -> _Child:
+    def start(cls, pages: Path, renderer: StoryPages, share: Todo, direct: bool, token: str) -> _Child:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             code = 1
             try:
                 os.close(read_end)
-                _child_main(write_end, pages, renderer, share, direct)
+                _child_main(write_end, pages, renderer, share, direct, token)
                 code = 0
             finally:
                 os._exit(code)
         os.close(write_end)
-        return cls(pid, read_end, share, pages, direct)
+        return cls(pid, read_end, share, pages, direct, token)
 
-    def finish(self) -> Rendered | BaseException:
-        """What the child staged, or the error that stopped it (it then removed its files)."""
-        with os.fdopen(self.pipe, "rb") as pipe:
-            blob = pipe.read()
-        _, status = os.waitpid(self.pid, 0)
+    def finish(self) -> Rendered:
+        """What the child staged; raises the error that stopped it (it then removed its files)."""
+        try:
+            with os.fdopen(self.pipe, "rb") as pipe:
+                self.pipe = -1
+                blob = pipe.read()
+        finally:
+            status = self._reap()
         if blob[:1] == b"O" and status == 0:
             return [(name, tmp, key, size, mtime) for name, tmp, key, size, mtime in marshal.loads(blob[1:])]
+        exc: object = None
         if blob[:1] == b"E":
             with contextlib.suppress(Exception):
                 exc = pickle.loads(blob[1:])  # from our own child, through a pipe only we hold
-                if isinstance(exc, BaseException):
-                    return exc
-        self._sweep()
-        return OutputError("the page rendering process ended early", path=self.pages)
+        if isinstance(exc, BaseException):
+            raise exc
+        raise OutputError("the page rendering process ended early", path=self.pages)
 
-    def _sweep(self) -> None:
-        """The temp files a child killed mid-way may have left (their names carry its pid)."""
+    def abandon(self) -> None:
+        """Wait for a child whose report will not be used, and remove whatever it staged."""
+        if self.pipe >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.pipe)  # a child still writing gets EPIPE and removes its files
+            self.pipe = -1
+        self._reap()
         if self.direct:
             return  # its files are in the staging folder, which goes as a whole
         where = str(self.pages)
         for name, _story, _stat in self.share:
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(where, f".{name}.{self.pid}.tmp"))
+                os.unlink(os.path.join(where, f".{name}.{self.token}.tmp"))
+
+    def _reap(self) -> int:
+        if self.reaped:
+            return -1
+        _, status = os.waitpid(self.pid, 0)
+        self.reaped = True
+        return status
 
 
-def _child_main(fd: int, pages: Path, renderer: StoryPages, share: Todo, direct: bool) -> None:
+def _child_main(fd: int, pages: Path, renderer: StoryPages, share: Todo, direct: bool, token: str) -> None:
     with os.fdopen(fd, "wb") as pipe:
         try:
-            done = _render_part(pages, renderer, share, direct)
+            done = _render_part(pages, renderer, share, direct, token)
         except BaseException as exc:
             try:
                 blob = pickle.dumps(exc)
@@ -384,13 +417,19 @@ def _child_main(fd: int, pages: Path, renderer: StoryPages, share: Todo, direct:
                 blob = pickle.dumps(OutputError(f"page rendering failed: {exc!r}"))
             pipe.write(b"E" + blob)
             return
-        pipe.write(b"O" + marshal.dumps(done))
+        try:
+            pipe.write(b"O" + marshal.dumps(done))
+            pipe.flush()
+        except BaseException:
+            _discard(done)  # nobody is left to commit them (the parent is gone or gave up)
+            raise
 
 
 def _signature(config: Config, env: jinja2.Environment) -> str:
     """What every page depends on beyond its story: site config, templates, page code."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((MANIFEST_VERSION, marshal.version, config.site, config.feeds)).encode())
+    digest.update(repr((MANIFEST_VERSION, sys.version_info[:2], unicodedata.unidata_version,
+                        config.site, config.feeds)).encode())
     for name in sorted(set(env.list_templates())):
         assert env.loader is not None
         source, _, _ = env.loader.get_source(env, name)

@@ -7,7 +7,9 @@ import contextlib
 import hashlib
 import os
 import re
+import sys
 import time
+import unicodedata
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -112,7 +114,9 @@ def _stat_paths(folder: Path) -> list[tuple[Path, int, int]]:
 
 def _cache_signature(zone: ZoneInfo) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((_CACHE_VERSION, str(zone.key))).encode())
+    # Cached entries hold title keys and slug stems, which depend on Unicode's tables.
+    digest.update(repr((_CACHE_VERSION, str(zone.key), sys.version_info[:2],
+                        unicodedata.unidata_version)).encode())
     here = Path(__file__).parent
     for name in _CACHE_CODE:
         digest.update((here / name).read_bytes())

@@ -192,7 +192,10 @@ class Store:
 def _mark(conn: Connection, n: int) -> str:
     """The driver's placeholder for the n-th parameter (1-based)."""
     style = conn.dialect.paramstyle
-    return {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": f":{n}"}.get(style, "?")
+    marks = {"qmark": "?", "format": "%s", "pyformat": "%s", "numeric": f":{n}"}
+    if style not in marks:
+        raise StoreError(f"unsupported database driver (parameter style {style})")
+    return marks[style]
 
 
 def _insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:

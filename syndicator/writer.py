@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -71,18 +72,19 @@ def stage(path: Path, data: bytes, *, durable: bool = True) -> Path:
     return tmp
 
 
-def stage_page(path: str, data: bytes, umask: int, *, direct: bool = False) -> tuple[str, int, int]:
+def stage_page(path: str, data: bytes, umask: int, *, direct: bool = False,
+               token: str = "") -> tuple[str, int, int]:
     """``stage`` for the many pages of a build: str paths, no fsync, one chmod only if needed.
 
     Returns the temp file, and its size and mtime (ns), which the rename into place keeps.
-
     ``umask`` is the process's (see ``current_umask``): the mode is fixed only when it would
     hide 0o644 bits, with fchmod on the open file rather than a second path lookup.
     ``direct``: ``path`` is in a private staging folder that is renamed into place as a
-    whole, so the file is written under its own name.
+    whole, so the file is written under its own name. ``token`` names the temp file
+    (``.{name}.{token}.tmp``; the pid when empty).
     """
     head, tail = os.path.split(path)
-    tmp = path if direct else os.path.join(head, f".{tail}.{os.getpid()}.tmp")
+    tmp = path if direct else os.path.join(head, f".{tail}.{token or os.getpid()}.tmp")
     try:
         fd = os.open(tmp, _FLAGS, 0o644)
     except OSError as exc:
@@ -98,10 +100,13 @@ def stage_page(path: str, data: bytes, umask: int, *, direct: bool = False) -> t
         if umask & 0o644:
             os.fchmod(fd, 0o644)
         st = os.fstat(fd)
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C included: the caller never learns of this file
         os.close(fd)
-        os.unlink(tmp)
-        raise OutputError(f"cannot write: {exc.strerror}", path=Path(path)) from None
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write: {exc.strerror}", path=Path(path)) from None
+        raise
     os.close(fd)
     return tmp, st.st_size, st.st_mtime_ns
 

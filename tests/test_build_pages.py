@@ -102,3 +102,53 @@ def test_lost_or_corrupt_build_state_rebuilds_the_same_site(project: Project) ->
     assert "0 files written, 11 unchanged" in result.output
     assert {p: p.stat().st_mtime_ns for p in public.rglob("*") if p.is_file()} == before
     assert all(shard.read_bytes() != b"junk" for shard in shards)  # remembered again
+
+
+def _restyle(project: Project) -> None:
+    """A template change: every page renders differently on the next build."""
+    templates = project.root / "templates"
+    templates.mkdir(exist_ok=True)
+    (templates / "story.html").write_text(
+        '{% extends "base.html" %}\n{% block body %}<h1>{{ story.title }}</h1>{{ body }}{% endblock %}\n')
+
+
+def test_interrupt_while_waiting_for_children_leaves_every_page_and_no_temp_file(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C just as a child reports (its pages and ours are staged): nothing is replaced."""
+    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(build_mod, "_workers", lambda: 3)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["build"]).exit_code == 0
+    public = project.root / "public"
+    before = files(public)
+    _restyle(project)
+    real_finish = build_mod._Child.finish
+
+    def interrupted(self: Any) -> Any:
+        real_finish(self)  # the child has staged its share and reported it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_mod._Child, "finish", interrupted)
+    result = runner.invoke(cli, ["build"])
+    assert result.exit_code != 0
+    assert files(public) == before
+    monkeypatch.setattr(build_mod._Child, "finish", real_finish)
+    result = runner.invoke(cli, ["build"])
+    assert result.exit_code == 0 and "7 files written" in result.output
+
+
+def test_temp_pages_a_killed_build_left_are_removed_once_stale(project: Project) -> None:
+    import os
+    import time
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["build"]).exit_code == 0
+    stories = project.root / "public" / "stories"
+    stale, live = stories / ".old-page.html.123-abcd.tmp", stories / ".new-page.html.456-ef01.tmp"
+    stale.write_text("half")
+    live.write_text("being written")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    result = runner.invoke(cli, ["build"])
+    assert result.exit_code == 0 and "0 files written" in result.output
+    assert not stale.exists() and live.exists()  # a young one may be another build's
