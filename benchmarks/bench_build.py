@@ -21,10 +21,11 @@ parsed-seed cache never remembers a file modified within 2 s of a build.
 Wall seconds and peak RSS (``wait4`` rusage of that one child) for each, and the ratio
 syndicator/Hugo. Figures are from this run only; nothing is compared with stored numbers.
 
-Nothing is deleted until every figure is taken. ext4 without a journal (this machine's root
-file system) skips inodes freed in the last one to six minutes when it allocates a new one, so
-creating files soon after deleting many (say the previous size's temp project) was up to 20
-times slower, and whichever build ran first paid for it.
+Nothing is deleted until every figure is taken, and before each size the kernel's caches are
+flushed (as root: sync, then /proc/sys/vm/drop_caches). ext4 without a journal (this machine's
+root file system) skips inodes freed in the last one to six minutes when it allocates a new one,
+checking each in the buffer cache, so creating files soon after deleting many (a previous run's
+temp projects) was up to 20 times slower, and whichever build ran first paid for it.
 """
 
 from __future__ import annotations
@@ -189,7 +190,21 @@ def hugo_binary() -> str:
     return str(binary)
 
 
+def settle(hugo: str) -> None:
+    """Flush the kernel's caches (see the module's notes), then warm up both programs."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        print("note: could not drop the kernel's caches (not root?): creating files soon after "
+              "deleting many may be slow", file=sys.stderr)
+    subprocess.run([PY, "-c", "import syndicator.cli, syndicator.build"], check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run([hugo, "version"], check=True, capture_output=True)
+
+
 def bench(n: int, hugo: str, root: Path) -> dict[str, tuple[Run, Run]]:
+    settle(hugo)
     project = root / "project"
     (project / "config").mkdir(parents=True)
     (project / "config" / "syndicator.toml").write_text(CONFIG)
@@ -197,6 +212,7 @@ def bench(n: int, hugo: str, root: Path) -> dict[str, tuple[Run, Run]]:
     stories = generate(project / "seeds", n)
     site = root / "hugo"
     write_hugo_site(site, stories)
+    os.sync()  # the generated files on disk: no writeback competes with the first build
     print(f"[{n}] {n} seed files, {len(stories)} stories", file=sys.stderr, flush=True)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     syn = [PY, "-m", "syndicator", "--config", str(project / "config" / "syndicator.toml"),
