@@ -1,13 +1,14 @@
 """The build stage: seeds -> stories -> feeds and pages, written atomically.
 
-Large folders: story pages are rendered with one compiled template and written atomically
-(temp file + rename) without an fsync each; the stories folder is synced once at the end.
-Feeds and the index keep their fsync. A manifest in the project's state/ folder remembers, per
-page, a digest of what the page shows and the size and mtime the page had when written:
-a later build skips rendering a page whose digest, size and mtime all still match, so a
-rebuild costs little more than reading the seeds. The manifest is only a shortcut: a page
-that was touched, removed or truncated since is rendered and compared again.
-"""
+Large folders: story pages are rendered with one compiled template by one process per core
+(forked children each take every n-th page) and written atomically (temp file + rename)
+without an fsync each; the stories folder is synced once, before the feeds and the index are
+replaced (they keep their fsync). A page manifest in the project's state/ folder (shards, see
+syndicator.shards) remembers, per page, a digest of what the page shows and the size and
+mtime the page had when written: a later build skips rendering a page whose digest, size and
+mtime all still match. The manifest is only a shortcut: a page that was touched, removed or
+truncated since is rendered and compared again. Any failure, Ctrl-C included, leaves the
+output as it was and no temp file behind."""
 
 from __future__ import annotations
 
