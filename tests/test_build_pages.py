@@ -67,14 +67,20 @@ def test_first_build_leaves_no_staging_folder_and_removes_stale_ones(project: Pr
     assert len(list((public / "stories").iterdir())) == 7
 
 
-def test_failed_rebuild_with_children_keeps_every_page_and_leaves_no_temp_file(
-        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+def _built_with_children(project: Project, monkeypatch: pytest.MonkeyPatch,
+                         workers: int) -> tuple[CliRunner, Path, dict[str, bytes]]:
+    """A first build, then pages rendered by ``workers`` processes however few they are."""
     monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(build_mod, "_workers", lambda: 2)
+    monkeypatch.setattr(build_mod, "_workers", lambda: workers)
     runner = CliRunner()
     assert runner.invoke(cli, ["build"]).exit_code == 0
     public = project.root / "public"
-    before = files(public)
+    return runner, public, files(public)
+
+
+def test_failed_rebuild_with_children_keeps_every_page_and_leaves_no_temp_file(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, public, before = _built_with_children(project, monkeypatch, 2)
     templates = project.root / "templates"
     templates.mkdir()
     # Pages render differently now, and the error comes only after the first page.
@@ -115,12 +121,7 @@ def _restyle(project: Project) -> None:
 def test_interrupt_while_waiting_for_children_leaves_every_page_and_no_temp_file(
         project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C just as a child reports (its pages and ours are staged): nothing is replaced."""
-    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(build_mod, "_workers", lambda: 3)
-    runner = CliRunner()
-    assert runner.invoke(cli, ["build"]).exit_code == 0
-    public = project.root / "public"
-    before = files(public)
+    runner, public, before = _built_with_children(project, monkeypatch, 3)
     _restyle(project)
     real_finish = build_mod._Child.finish
 
