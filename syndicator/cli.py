@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -299,8 +300,9 @@ def _end_process_now() -> None:
     """
     if not _ENDS_PROCESS:
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away (`| head`) loses nothing built
+            stream.flush()
     logging.shutdown()
     os._exit(0)
 
