@@ -198,7 +198,7 @@ def settle(hugo: str) -> None:
     except OSError:
         print("note: could not drop the kernel's caches (not root?): creating files soon after "
               "deleting many may be slow", file=sys.stderr)
-    subprocess.run([PY, "-c", "import syndicator.cli, syndicator.build"], check=True,
+    subprocess.run([PY, "-c", "import syndicator.cli, syndicator.site.build"], check=True,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
     subprocess.run([hugo, "version"], check=True, capture_output=True)
 

@@ -28,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.recipients
 
-    from syndicator.message import MessageFactory, message_id
-    from syndicator.sender import unsubscribe_url
+    from syndicator.mail.edition import unsubscribe_url
+    from syndicator.mail.message import MessageFactory, message_id
 
     config, digest, clock = real_digest()
     links = unsubscribe_url(config, b"benchmark-secret-for-tokens")  # type: ignore[arg-type]

@@ -125,7 +125,7 @@ def real_digest() -> tuple[object, object, object]:
     from datetime import UTC, datetime
 
     from syndicator.config import load_config
-    from syndicator.digest import render_digest
+    from syndicator.mail.digest import render_digest
     folder = Path(tempfile.mkdtemp(prefix="bench-digest-"))
     project = make_project(folder, port=25, recipients=1, concurrency=1)
     config = load_config(project / "config" / "syndicator.toml")
@@ -139,9 +139,9 @@ def real_digest() -> tuple[object, object, object]:
 def _stories(project: Path) -> tuple[object, ...]:
     from datetime import UTC, datetime
 
-    from syndicator.build import load_stories
     from syndicator.config import load_config
-    from syndicator.store import Store
+    from syndicator.seeds.identity import load_stories
+    from syndicator.state.store import Store
 
     config = load_config(project / "config" / "syndicator.toml")
     store = Store.open("sqlite://")
@@ -162,7 +162,7 @@ def naive_message(config: object, digest: object, clock: object, address: str, n
     msg["Date"] = format_datetime(clock)  # type: ignore[arg-type]
     msg["Message-ID"] = f"<{n}.bench@example.org>"
     msg["List-Unsubscribe"] = f"<https://example.org/u/{n}>"
-    from syndicator.digest import UNSUBSCRIBE_PLACEHOLDER
+    from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER
 
     link = f"https://example.org/u/{n}"
     msg.set_content(digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, link))  # type: ignore[attr-defined]
@@ -242,7 +242,7 @@ def main() -> None:
     n = args.recipients
 
     config, digest, clock = real_digest()
-    from syndicator.message import MessageFactory, message_id
+    from syndicator.mail.message import MessageFactory, message_id
 
     factory = MessageFactory(config, digest, unsubscribe_url=lambda a: "https://example.org/u/" + a[:8],
                              date=clock)  # type: ignore[arg-type]

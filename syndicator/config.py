@@ -17,7 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from syndicator.errors import ConfigError, InputError, InputErrors, SecretMissingError
+from syndicator.errors import ConfigError, ConfigErrors, InputError, SecretMissingError
 
 DEFAULT_CONFIG = Path("config") / "syndicator.toml"
 CONFIG_ENV = "SYNDICATOR_CONFIG"
@@ -27,10 +27,6 @@ _FROM = re.compile(r"\s*(?:([^<>]*?)\s*<([^<>\s]+)>|([^<>\s]+))\s*")
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-class ConfigErrors(InputErrors, ConfigError):
-    """Several problems in one configuration file, reported together."""
 
 
 class _Section(BaseModel):
@@ -242,6 +238,11 @@ class Config(_Section):
             if rest != ":memory:":
                 return prefix + str(self.path(rest))
         return url
+
+    @property
+    def state_dir(self) -> Path:
+        """The project's state/ folder: the build's caches (and the default SQLite store)."""
+        return self.root / "state"
 
     def line_of(self, dotted_key: str) -> int | None:
         """The line of ``section.key`` in the config file (or of its section), if found."""

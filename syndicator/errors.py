@@ -77,3 +77,35 @@ class DeliveryError(SyndicatorError):
 
 class SecretMissingError(InputError):
     """A secret the command needs is not in the environment."""
+
+
+class ConfigErrors(InputErrors, ConfigError):
+    """Several problems in one configuration file, reported together."""
+
+
+class BadToken(InputError):
+    """A token that is malformed, forged, for another purpose, or expired."""
+
+
+class SmtpSetupError(DeliveryError):
+    """The relay cannot be used at all: unreachable, TLS refused, AUTH refused.
+
+    ``transient``: the relay answered 4xx or timed out (busy, too many connections), so a
+    run that already has a working connection may wait and try again.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class SenderRefused(SmtpSetupError):
+    """The relay refused our envelope sender: nothing can be sent until the config changes."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, transient=400 <= code < 500)
+        self.code = code
+
+
+class ServeError(SyndicatorError):
+    """The server cannot start (for example the port is taken)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,11 +15,12 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecution
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from syndicator import sender
-from syndicator.build import build
 from syndicator.config import Config
 from syndicator.errors import SyndicatorError
-from syndicator.store import Store
+from syndicator.mail import workers
+from syndicator.mail.delivery import Stop
+from syndicator.site.build import build
+from syndicator.state.store import Store
 from syndicator.websub import announce
 
 log = logging.getLogger("syndicator.run")
@@ -44,7 +46,7 @@ def slot_for(trig: CronTrigger, now: datetime) -> datetime:
     return now
 
 
-def cycle(config: Config, clock: Callable[[], datetime], trig: CronTrigger) -> None:
+def cycle(config: Config, clock: Callable[[], datetime], trig: CronTrigger, stop: Stop) -> None:
     """One scheduled run: rebuild the feeds, then send the edition for this slot."""
     now = clock()
     slot = slot_for(trig, now)
@@ -53,8 +55,8 @@ def cycle(config: Config, clock: Callable[[], datetime], trig: CronTrigger) -> N
         result = build(config, store, now)
         log.info("built %d stories, %d files written", result.stories, len(result.written))
         announce(config, result.written)
-        tally = sender.send(config, store, now, slot="cron:" + slot.isoformat(),
-                            password=config.smtp_password(), secret=config.secret())
+        tally = workers.send(config, store, now, slot="cron:" + slot.isoformat(),
+                             password=config.smtp_password(), secret=config.secret(), stop=stop)
         log.info("sent %d, deferred %d, failed %d (slot %s)", tally.sent, tally.deferred, tally.failed,
                  slot.isoformat())
     finally:
@@ -71,19 +73,36 @@ class Runner:
         self.clock = clock
         self.trigger = trig or trigger(config)
         self.stopping = asyncio.Event()
+        self.stop = Stop()  # tells a send in flight to finish its messages and release the rest
+        # The tasks running our jobs: APScheduler wraps each coroutine job in its own
+        # run_coroutine_job task, so the only reliable handle is the one the job keeps itself.
+        self.in_flight: set[asyncio.Task[Any]] = set()
         self.scheduler = AsyncIOScheduler(timezone=ZoneInfo(config.digest.timezone))
         self.runs = 0
 
     async def job(self) -> None:
-        try:
-            await asyncio.to_thread(cycle, self.config, self.clock, self.trigger)
-        except SyndicatorError as exc:
-            log.error("scheduled run failed: %s", exc)
-        self.runs += 1
-        self._log_next()
+        with self._tracked():
+            try:
+                await asyncio.to_thread(cycle, self.config, self.clock, self.trigger, self.stop)
+            except SyndicatorError as exc:
+                log.error("scheduled run failed: %s", exc)
+            self.runs += 1
+            self._log_next()
 
     async def build_job(self) -> None:
-        await asyncio.to_thread(self._build_now)
+        with self._tracked():
+            await asyncio.to_thread(self._build_now)
+
+    @contextmanager
+    def _tracked(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if task is not None:
+            self.in_flight.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self.in_flight.discard(task)
 
     def _log_next(self) -> None:
         job = self.scheduler.get_job("digest")
@@ -98,7 +117,6 @@ class Runner:
         # Secrets are checked up front: a missing one is an error now, not at 7 a.m.
         self.config.smtp_password()
         self.config.secret()
-        sender.clear_stop()
         self.scheduler.add_job(self.job, self.trigger, id="digest", coalesce=True, max_instances=1,
                                misfire_grace_time=MISFIRE_GRACE, replace_existing=True)
         if self.config.feeds.schedule:
@@ -145,7 +163,7 @@ class Runner:
         """The web side (feeds, unsubscribe, subscribe) in this process, when asked for."""
         if self.serve_at is None:
             return None
-        from syndicator import web
+        from syndicator.web import app as web
 
         host, port = self.serve_at
         sock = web.listen(host, port)
@@ -154,15 +172,13 @@ class Runner:
 
     def request_stop(self) -> None:
         log.info("stopping: finishing the messages in flight")
-        sender.request_stop()
+        self.stop.request()
         self.stopping.set()
 
     async def shutdown(self) -> None:
         self.scheduler.shutdown(wait=False)
         # Let a running job finish its in-flight messages (the sender stops claiming new ones).
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()
-                   and "Runner.job" in repr(t.get_coro())]
+        pending = [t for t in self.in_flight if t is not asyncio.current_task()]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        sender.clear_stop()
         log.info("stopped")

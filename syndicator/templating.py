@@ -7,7 +7,8 @@ from pathlib import Path
 
 import jinja2
 
-from syndicator.textutil import clean
+from syndicator.errors import InputError
+from syndicator.text import clean
 
 
 def environment(project_templates: Path | None) -> jinja2.Environment:
@@ -31,3 +32,20 @@ def environment(project_templates: Path | None) -> jinja2.Environment:
 
 def _longdate(value: datetime) -> str:
     return f"{value:%A} {value.day} {value:%B %Y}"
+
+
+def template_error(exc: jinja2.TemplateError) -> InputError:
+    """A template problem as one line naming the template file and line."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return InputError(f"template error: {exc.message}", path=exc.filename or exc.name, line=exc.lineno)
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return InputError(f"template not found: {exc.name}")
+    # A render-time error (say an undefined name): Jinja2 puts the template's own
+    # file and line into the traceback.
+    path, line = None, None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith((".html", ".txt", ".xml")):
+            path, line = tb.tb_frame.f_code.co_filename, tb.tb_lineno
+        tb = tb.tb_next
+    return InputError(f"template error: {exc.message or exc}", path=path, line=line)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 import httpx
 
 from syndicator.config import Config
-from syndicator.feeds import ATOM, JSON_FEED, RSS
+from syndicator.site.feeds import ATOM, JSON_FEED, RSS
 
 log = logging.getLogger("syndicator.websub")
 

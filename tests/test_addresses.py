@@ -6,12 +6,12 @@ from email import message_from_bytes, policy
 
 from click.testing import CliRunner
 
-from syndicator import ledger
 from syndicator.cli import cli
 from syndicator.config import load_config
-from syndicator.message import list_id
-from syndicator.store import Store
-from syndicator.tokens import read_unsubscribe_token
+from syndicator.mail.message import list_id
+from syndicator.mail.tokens import read_unsubscribe_token
+from syndicator.state import lists
+from syndicator.state.store import Store
 from tests.conftest import FaultyServer, Project
 
 
@@ -46,8 +46,8 @@ def test_an_idn_sender_domain_and_recipient_work_and_the_recipient_can_unsubscri
     address = read_unsubscribe_token(config.secret(), list_id(config), token)
     store = Store.open(config.store_url)
     try:
-        ledger.suppress(store, address, "unsubscribed", 0)
-        assert "leser@bücher.de" in ledger.suppressed(store)
+        lists.suppress(store, address, "unsubscribed", 0)
+        assert "leser@bücher.de" in lists.suppressed_addresses(store)
     finally:
         store.close()
     project.seed("001_more.txt", "Another Story\n\nMore news.\n")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from syndicator import build as build_mod
 from syndicator.cli import cli
+from syndicator.site import parallel
 
 Project = Any  # tests/conftest.py's Project
 
@@ -21,8 +21,8 @@ def files(folder: Path) -> dict[str, bytes]:
 def test_forked_rendering_writes_the_same_pages(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
     assert runner.invoke(cli, ["build", "--out", "plain"]).exit_code == 0
-    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(build_mod, "_workers", lambda: 3)  # two children, each with a share
+    monkeypatch.setattr(parallel, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(parallel, "_workers", lambda: 3)  # two children, each with a share
     result = runner.invoke(cli, ["build", "--out", "forked"])
     assert result.exit_code == 0, result.output
     assert "11 files written" in result.output
@@ -38,8 +38,8 @@ def test_forked_rendering_writes_the_same_pages(project: Project, monkeypatch: p
 
 def test_template_error_in_the_child_is_one_line_and_writes_no_page(
         project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(build_mod, "_workers", lambda: 2)
+    monkeypatch.setattr(parallel, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(parallel, "_workers", lambda: 2)
     templates = project.root / "templates"
     templates.mkdir()
     story = templates / "story.html"
@@ -70,8 +70,8 @@ def test_first_build_leaves_no_staging_folder_and_removes_stale_ones(project: Pr
 def _built_with_children(project: Project, monkeypatch: pytest.MonkeyPatch,
                          workers: int) -> tuple[CliRunner, Path, dict[str, bytes]]:
     """A first build, then pages rendered by ``workers`` processes however few they are."""
-    monkeypatch.setattr(build_mod, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(build_mod, "_workers", lambda: workers)
+    monkeypatch.setattr(parallel, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(parallel, "_workers", lambda: workers)
     runner = CliRunner()
     assert runner.invoke(cli, ["build"]).exit_code == 0
     public = project.root / "public"
@@ -123,17 +123,17 @@ def test_interrupt_while_waiting_for_children_leaves_every_page_and_no_temp_file
     """Ctrl-C just as a child reports (its pages and ours are staged): nothing is replaced."""
     runner, public, before = _built_with_children(project, monkeypatch, 3)
     _restyle(project)
-    real_finish = build_mod._Child.finish
+    real_finish = parallel._Child.finish
 
     def interrupted(self: Any) -> Any:
         real_finish(self)  # the child has staged its share and reported it
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build_mod._Child, "finish", interrupted)
+    monkeypatch.setattr(parallel._Child, "finish", interrupted)
     result = runner.invoke(cli, ["build"])
     assert result.exit_code != 0
     assert files(public) == before
-    monkeypatch.setattr(build_mod._Child, "finish", real_finish)
+    monkeypatch.setattr(parallel._Child, "finish", real_finish)
     result = runner.invoke(cli, ["build"])
     assert result.exit_code == 0 and "7 files written" in result.output
 

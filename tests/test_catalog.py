@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from syndicator import schema
-from syndicator.catalog import count_stories, resolve
 from syndicator.model import SeedFile, Story, normalise_title, story_id
-from syndicator.reader import read_seeds
-from syndicator.store import Store, StoredStory
+from syndicator.seeds.identity import count_stories, resolve
+from syndicator.seeds.parse import read_seeds
+from syndicator.state import schema
+from syndicator.state.store import Store, StoredStory
 
 EXAMPLE_SEED = Path(__file__).resolve().parent.parent / "seeds" / "000_3c621fef12599da2.txt"
 UTC_ZONE = ZoneInfo("UTC")
@@ -261,8 +261,8 @@ def test_rebuild_grouping_shortcut_finds_the_groups_union_find_finds() -> None:
     stores and entries, whenever the shortcut applies; otherwise the shortcut stands aside."""
     import random
 
-    from syndicator.catalog import _group_known, _group_linked
     from syndicator.model import Entry
+    from syndicator.seeds.identity import _group_known, _group_linked
 
     rng = random.Random(5)
     applied = 0

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from syndicator import subscriptions
 from syndicator.cli import cli
 from syndicator.config import load_config
-from syndicator.store import Store
+from syndicator.mail import subscriptions
+from syndicator.state.store import Store
 from tests.conftest import Project, SmtpServer
 
 

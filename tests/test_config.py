@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from syndicator.config import ConfigErrors, find_config, load_config, project_root, read_recipients_file
-from syndicator.errors import ConfigError, SecretMissingError
+from syndicator.config import find_config, load_config, project_root, read_recipients_file
+from syndicator.errors import ConfigError, ConfigErrors, SecretMissingError
 
 Project = Any  # tests/conftest.py's Project
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from syndicator.config import load_config
-from syndicator.digest import render_digest
-from syndicator.message import MessageFactory, list_id, message_id
-from syndicator.tokens import unsubscribe_token
+from syndicator.mail.digest import render_digest
+from syndicator.mail.message import MessageFactory, list_id, message_id
+from syndicator.mail.tokens import unsubscribe_token
 
 from .conftest import REPO, Project
 from .test_digest import seed_stories

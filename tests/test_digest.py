@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from syndicator.build import load_stories
 from syndicator.config import Config, load_config
-from syndicator.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
 from syndicator.errors import InputError
-from syndicator.feeds import story_url
+from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
 from syndicator.model import Story
-from syndicator.store import Store
+from syndicator.seeds.identity import load_stories
+from syndicator.site.feeds import story_url
+from syndicator.state.store import Store
 
 from .conftest import BASE_CONFIG, Project
 

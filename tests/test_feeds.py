@@ -21,9 +21,9 @@ import feedparser
 import pytest
 from lxml import etree  # type: ignore[import-untyped]
 
-from syndicator.build import BuildResult, build
 from syndicator.config import Config, load_config
-from syndicator.store import Store
+from syndicator.site.build import BuildResult, build
+from syndicator.state.store import Store
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "feeds"
 FEEDS = ("rss.xml", "atom.xml", "feed.json")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-from syndicator import ledger, sender
 from syndicator.config import load_config
-from syndicator.store import Store
+from syndicator.mail.edition import open_edition, plan
+from syndicator.state import ledger
+from syndicator.state.store import Store
 from tests.conftest import CLOCK, Project
 
 RECIPIENTS = [f"reader{n:03d}@example.com" for n in range(40)]
@@ -29,7 +30,7 @@ def test_two_processes_firing_one_slot_create_one_edition(project: Project, stor
         store = Store.open(store_url)
         try:
             barrier.wait()
-            edition = sender.open_edition(config, store, CLOCK, slot="cron:2026-11-25T07:00:00+00:00")
+            edition = open_edition(config, store, CLOCK, slot="cron:2026-11-25T07:00:00+00:00")
             assert edition is not None
             editions.append(edition.id)
         finally:
@@ -53,7 +54,7 @@ def test_claims_never_overlap_and_lapsed_leases_come_back(project: Project, stor
     config = _config(project, store_url)
     store = Store.open(store_url)
     try:
-        edition = sender.open_edition(config, store, CLOCK)
+        edition = open_edition(config, store, CLOCK)
         assert edition is not None
         now = int(time.time())
         first = ledger.claim(store, edition.id, now, 25, lease=30)
@@ -74,9 +75,9 @@ def test_a_manual_send_racing_the_schedule_does_not_make_a_second_edition(projec
     config = _config(project, store_url)
     store = Store.open(store_url)
     try:
-        planned = sender.plan(config, store, CLOCK)  # the manual send plans ...
+        planned = plan(config, store, CLOCK)  # the manual send plans ...
         assert planned is not None
-        scheduled = sender.open_edition(config, store, CLOCK, slot="cron:2026-11-25T07:00:00+00:00")
+        scheduled = open_edition(config, store, CLOCK, slot="cron:2026-11-25T07:00:00+00:00")
         assert scheduled is not None  # ... the scheduler's edition commits meanwhile ...
         edition, created = ledger.create_edition(  # ... then the manual send creates its own
             store, slot=planned.slot, now=0, max_seq=planned.max_seq,

@@ -13,9 +13,9 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from syndicator.config import Config, load_config
-from syndicator.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
-from syndicator.message import MessageFactory, list_id, message_id
-from syndicator.tokens import unsubscribe_token
+from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
+from syndicator.mail.message import MessageFactory, list_id, message_id
+from syndicator.mail.tokens import unsubscribe_token
 
 from .conftest import BASE_CONFIG, Project, SmtpServer
 from .test_digest import seed_stories

@@ -12,7 +12,7 @@ import pytest
 
 from syndicator.errors import SeedError
 from syndicator.model import SeedFile
-from syndicator.reader import parse_seed, read_seed, read_seeds
+from syndicator.seeds.parse import parse_seed, read_seed, read_seeds
 
 EXAMPLE_SEED = Path(__file__).resolve().parent.parent / "seeds" / "000_3c621fef12599da2.txt"
 ZONE = ZoneInfo("Europe/London")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from syndicator import ledger
 from syndicator.cli import cli
-from syndicator.store import Store
+from syndicator.state import ledger, lists
+from syndicator.state.store import Store
 from tests.conftest import FaultyServer, Project
 
 MANY = [f"reader{n:03d}@example.com" for n in range(60)]
@@ -72,7 +72,7 @@ def test_a_refused_mailbox_fails_alone_and_is_suppressed(
     assert set(faulty_smtp.handler.per_recipient()) == {"alice@example.com", "carol@example.org"}
     store = Store.open(store_url)
     try:
-        assert ledger.suppressed(store) == {"bob@example.net"}
+        assert lists.suppressed_addresses(store) == {"bob@example.net"}
     finally:
         store.close()
 
@@ -132,16 +132,16 @@ def test_retry_failed_sends_permanent_failures_again(project: Project, faulty_sm
 def test_an_unsubscribe_mid_edition_stops_the_rest(project: Project, faulty_smtp: FaultyServer,
                                                    store_url: str) -> None:
     configure(project, faulty_smtp, store_url, MANY[:10], concurrency=1)
-    from syndicator import sender
     from syndicator.config import load_config
+    from syndicator.mail.edition import open_edition
     from tests.conftest import CLOCK
 
     config = load_config(project.config)
     store = Store.open(store_url)
     try:
-        edition = sender.open_edition(config, store, CLOCK)
+        edition = open_edition(config, store, CLOCK)
         assert edition is not None
-        ledger.suppress(store, MANY[5], "unsubscribed", int(time.time()))
+        lists.suppress(store, MANY[5], "unsubscribed", int(time.time()))
     finally:
         store.close()
     assert send().exit_code == 0
@@ -154,13 +154,13 @@ def test_an_unsubscribe_mid_edition_stops_the_rest(project: Project, faulty_smtp
 def test_the_edition_is_frozen_when_seeds_change_between_crash_and_resume(
         project: Project, faulty_smtp: FaultyServer, store_url: str) -> None:
     configure(project, faulty_smtp, store_url, MANY[:4])
-    from syndicator import sender
     from syndicator.config import load_config
+    from syndicator.mail.edition import open_edition
     from tests.conftest import CLOCK
 
     store = Store.open(store_url)
     try:
-        edition = sender.open_edition(load_config(project.config), store, CLOCK)
+        edition = open_edition(load_config(project.config), store, CLOCK)
         assert edition is not None
     finally:
         store.close()
@@ -297,6 +297,6 @@ def test_only_a_dead_mailbox_status_suppresses(project: Project, faulty_smtp: Fa
     assert send().exit_code == 1
     store = Store.open("sqlite:///state/syndicator.db")
     try:
-        assert ledger.suppressed(store) == {"bob@example.net"}
+        assert lists.suppressed_addresses(store) == {"bob@example.net"}
     finally:
         store.close()

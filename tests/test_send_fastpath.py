@@ -13,10 +13,11 @@ from email import message_from_bytes, policy
 
 from click.testing import CliRunner
 
-from syndicator import ledger, sender
 from syndicator.cli import cli
 from syndicator.config import load_config
-from syndicator.store import Store
+from syndicator.mail.edition import factory_for, unsubscribe_url
+from syndicator.state import ledger
+from syndicator.state.store import Store
 from tests.conftest import Project, SmtpServer
 
 RECIPIENTS = [f"reader{n:04d}@example{n % 7}.com" for n in range(1200)]
@@ -47,17 +48,15 @@ def test_every_recipient_gets_exactly_their_own_byte_correct_message(
     try:
         (edition,) = ledger.editions(store)
         counts = ledger.counts(store, edition.id)
-        with store.read() as conn:
-            rows = dict(conn.execute(ledger.d.select().with_only_columns(
-                ledger.d.c.address, ledger.d.c.message_id)).all())
+        rows = ledger.message_ids(store, edition.id)
     finally:
         store.close()
     assert counts[ledger.SENT] == len(RECIPIENTS)
     assert len(set(rows.values())) == len(RECIPIENTS)
 
     secret = os.environ["SYNDICATOR_TEST_SECRET"].encode()
-    factory = sender.factory_for(config, edition, secret)
-    links = sender.unsubscribe_url(config, secret)
+    factory = factory_for(config, edition, secret)
+    links = unsubscribe_url(config, secret)
     for item in received:
         (rcpt,) = item.rcpt_tos
         expected = factory.build(rcpt, rows[rcpt])

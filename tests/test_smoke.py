@@ -1,4 +1,4 @@
-from syndicator.tokens import read_unsubscribe_token, unsubscribe_token
+from syndicator.mail.tokens import read_unsubscribe_token, unsubscribe_token
 
 
 def test_token_round_trip() -> None:

@@ -89,6 +89,6 @@ def test_schema_head_constant_is_the_newest_migration() -> None:
     """Store.open tells an up-to-date store without alembic by this constant: it must not lag."""
     from alembic.script import ScriptDirectory
 
-    from syndicator.store import MIGRATIONS, SCHEMA_HEAD
+    from syndicator.state.store import MIGRATIONS, SCHEMA_HEAD
 
     assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == SCHEMA_HEAD

@@ -9,12 +9,15 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, inspect
 
-from syndicator import ledger, subscriptions
-from syndicator.audience import audience
+from syndicator.cli.lists import report
 from syndicator.config import load_config
-from syndicator.store import MIGRATIONS, Store
-from syndicator.subscriptions import RESEND_AFTER, Signer
-from syndicator.tokens import BadToken, confirm_token
+from syndicator.errors import BadToken
+from syndicator.mail import subscriptions
+from syndicator.mail.audience import audience
+from syndicator.mail.subscriptions import RESEND_AFTER, Signer
+from syndicator.mail.tokens import confirm_token
+from syndicator.state import lists
+from syndicator.state.store import MIGRATIONS, Store
 from tests.conftest import Project
 
 NOW = 1_790_000_000
@@ -70,18 +73,18 @@ def test_confirming_lifts_a_suppression(store: Store) -> None:
     assert not subscriptions.unsubscribe(store, "fay@example.com", "again", NOW)
     token = subscriptions.request(store, SIGNER, "fay@example.com", NOW)
     assert token is not None
-    assert ledger.suppressed(store) == {"fay@example.com"}
+    assert lists.suppressed_addresses(store) == {"fay@example.com"}
     subscriptions.confirm(store, SIGNER, token, NOW + 1)
-    assert ledger.suppressed(store) == set()
+    assert lists.suppressed_addresses(store) == set()
 
 
 def test_unsubscribe_tokens(store: Store) -> None:
-    from syndicator.tokens import unsubscribe_token
+    from syndicator.mail.tokens import unsubscribe_token
 
     token = unsubscribe_token(SIGNER.secret, SIGNER.list_id, "Gil@example.com")
     assert subscriptions.unsubscribe_token_owner(store, SIGNER, token, NOW) == "gil@example.com"
     assert subscriptions.unsubscribe_token_owner(store, SIGNER, token, NOW) == "gil@example.com"
-    assert ledger.suppressed(store) == {"gil@example.com"}
+    assert lists.suppressed_addresses(store) == {"gil@example.com"}
     with pytest.raises(BadToken):
         subscriptions.unsubscribe_token_owner(store, SIGNER, token[:-2], NOW)
 
@@ -104,7 +107,7 @@ def test_listing_and_audience_agree(project: Project, store_url: str) -> None:
         subscriptions.unsubscribe(store, "alice@example.com", "unsubscribed (web)", NOW)
         found = subscriptions.listing(config, store)
         assert [a for a, _ in found.recipients] == list(audience(config, store))
-        lines = subscriptions.report(found)
+        lines = report(found)
     finally:
         store.close()
     assert lines == [

@@ -19,14 +19,16 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from syndicator import ledger, subscriptions, web
-from syndicator.audience import audience
-from syndicator.build import build
 from syndicator.config import Config, load_config
 from syndicator.errors import SecretMissingError
-from syndicator.message import list_id
-from syndicator.store import Store
-from syndicator.tokens import confirm_token, unsubscribe_token
+from syndicator.mail import subscriptions
+from syndicator.mail.audience import audience
+from syndicator.mail.message import list_id
+from syndicator.mail.tokens import confirm_token, unsubscribe_token
+from syndicator.site.build import build
+from syndicator.state import ledger, lists
+from syndicator.state.store import Store
+from syndicator.web import app as web
 from tests.conftest import CLOCK, EXAMPLE_SEED, Project, SmtpServer
 
 SECRET = b"test-secret-for-signing-tokens"
@@ -319,7 +321,7 @@ def test_get_only_shows_a_confirmation_page(lite_site: Site) -> None:
     assert 'name="List-Unsubscribe" value="One-Click"' in response.text
     assert response.headers["referrer-policy"] == "no-referrer"
     assert response.headers["cache-control"] == "no-store"
-    assert ledger.suppressed(lite_site.store) == set()
+    assert lists.suppressed_addresses(lite_site.store) == set()
 
 
 @pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
@@ -332,11 +334,11 @@ def test_one_click_post_unsubscribes_at_once(site: Site, encoding: str) -> None:
     assert response.status_code == 200
     assert "set-cookie" not in response.headers and "location" not in response.headers
     assert "alice@example.com" in response.text
-    assert ledger.suppressed(site.store) == {"alice@example.com"}
+    assert lists.suppressed_addresses(site.store) == {"alice@example.com"}
     assert list(audience(site.config, site.store)) == ["bob@example.net"]
     replay = site.client.post(path, data={"List-Unsubscribe": "One-Click"})
     assert replay.status_code == 200  # the link in every old digest keeps working
-    assert ledger.suppressed(site.store) == {"alice@example.com"}
+    assert lists.suppressed_addresses(site.store) == {"alice@example.com"}
 
 
 def test_bad_tokens_get_the_same_plain_400(lite_site: Site) -> None:
@@ -361,7 +363,7 @@ def test_bad_tokens_get_the_same_plain_400(lite_site: Site) -> None:
             assert "alice" not in response.text and "new@" not in response.text
             bodies.add(response.text)
     assert len(bodies) == 1
-    assert ledger.suppressed(lite_site.store) == set()
+    assert lists.suppressed_addresses(lite_site.store) == set()
 
 
 # -- subscribe with double opt-in ----------------------------------------------------------
@@ -382,15 +384,6 @@ def confirm_link(smtp: SmtpServer, index: int = -1) -> str:
     return match.group(0)
 
 
-@pytest.fixture
-def can_send(monkeypatch: pytest.MonkeyPatch) -> None:
-    from syndicator import sender
-
-    # sender's stop flag is process-wide and Runner.request_stop() (tests/test_run.py) leaves it set.
-    monkeypatch.setattr(sender, "_STOP", threading.Event())
-
-
-@pytest.mark.usefixtures("can_send")
 def test_subscribe_confirm_then_on_the_list_and_digest(site: Site, smtp_server: SmtpServer,
                                                        clock: datetime) -> None:
     assert "<form" in site.client.get("/subscribe").text
@@ -416,12 +409,11 @@ def test_subscribe_confirm_then_on_the_list_and_digest(site: Site, smtp_server: 
         "alice@example.com", "bob@example.net", "carol@example.com"]
 
 
-@pytest.mark.usefixtures("can_send")
 def test_unsubscribe_after_the_edition_opened_stops_its_mail(site: Site, smtp_server: SmtpServer,
                                                              clock: datetime) -> None:
-    from syndicator import sender
+    from syndicator.mail.edition import open_edition
 
-    edition = sender.open_edition(site.config, site.store, clock + timedelta(hours=1))
+    edition = open_edition(site.config, site.store, clock + timedelta(hours=1))
     assert edition is not None  # bob's delivery row is pending now
     site.client.post(unsub_path(site.config, "bob@example.net"), data={"List-Unsubscribe": "One-Click"})
     _send_digest(site, clock, sent=1)
@@ -430,9 +422,9 @@ def test_unsubscribe_after_the_edition_opened_stops_its_mail(site: Site, smtp_se
 
 
 def _send_digest(site: Site, clock: datetime, sent: int = 3) -> None:
-    from syndicator import sender
+    from syndicator.mail import workers
 
-    tally = sender.send(site.config, site.store, clock + timedelta(hours=1), password=None, secret=SECRET)
+    tally = workers.send(site.config, site.store, clock + timedelta(hours=1), password=None, secret=SECRET)
     assert tally.sent == sent, tally
 
 
@@ -441,9 +433,9 @@ def test_resubscribing_a_suppressed_address_needs_confirmation(site: Site, smtp_
     assert "alice@example.com" not in list(audience(site.config, site.store))
     site.client.post("/subscribe", data={"email": "alice@example.com"})
     wait_for_mail(smtp_server, 1)
-    assert ledger.suppressed(site.store) == {"alice@example.com"}  # not before the click
+    assert lists.suppressed_addresses(site.store) == {"alice@example.com"}  # not before the click
     site.client.post(site.path_of(confirm_link(smtp_server)))
-    assert ledger.suppressed(site.store) == set()
+    assert lists.suppressed_addresses(site.store) == set()
     assert "alice@example.com" in list(audience(site.config, site.store))
 
 
@@ -541,7 +533,7 @@ def test_request_bodies_are_size_limited(lite_site: Site) -> None:
     assert streamed.status_code == 413
     unsubscribe = unsub_path(lite_site.config, "alice@example.com")
     assert lite_site.client.post(unsubscribe, content=chunks()).status_code == 413
-    assert ledger.suppressed(lite_site.store) == set()
+    assert lists.suppressed_addresses(lite_site.store) == set()
 
 
 # -- failures never leak ---------------------------------------------------------------------

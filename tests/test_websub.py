@@ -112,8 +112,8 @@ def test_changed_feed_urls(project: Project) -> None:
 
 
 def test_every_feed_names_the_hub(project: Project, clock: datetime) -> None:
-    from syndicator.build import build
-    from syndicator.store import Store
+    from syndicator.site.build import build
+    from syndicator.state.store import Store
 
     config = with_hub(project, "https://hub.example.net/")
     store = Store.open(config.store_url)

@@ -22,8 +22,8 @@ from email.utils import format_datetime
 from urllib.parse import urlsplit
 
 from syndicator.config import Config
-from syndicator.digest import UNSUBSCRIBE_PLACEHOLDER, Digest
-from syndicator.textutil import one_line
+from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER, Digest
+from syndicator.text import one_line
 
 CRLF = b"\r\n"
 SOFT_BREAK = "=\r\n"

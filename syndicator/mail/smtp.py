@@ -5,48 +5,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from dataclasses import dataclass
-from enum import Enum
 from typing import cast
 
 import aiosmtplib
 
 from syndicator.config import Config
-from syndicator.errors import DeliveryError
-
-
-class Kind(Enum):
-    SENT = "sent"
-    TRANSIENT = "transient"  # 4xx, disconnects, timeouts: try again later
-    PERMANENT = "permanent"  # 5xx for this recipient: final
-    MAILBOX = "mailbox"  # 5.1.x / 5.2.x: final, and the address is suppressed
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: Kind
-    code: int | None
-    reply: str
-
-
-class SmtpSetupError(DeliveryError):
-    """The relay cannot be used at all: unreachable, TLS refused, AUTH refused.
-
-    ``transient``: the relay answered 4xx or timed out (busy, too many connections), so a
-    run that already has a working connection may wait and try again.
-    """
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-class SenderRefused(SmtpSetupError):
-    """The relay refused our envelope sender: nothing can be sent until the config changes."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message, transient=400 <= code < 500)
-        self.code = code
+from syndicator.errors import SenderRefused, SmtpSetupError
+from syndicator.mail.policy import Kind, Outcome, classify
 
 
 class Connection:
@@ -338,27 +303,6 @@ def _envelope(address: str) -> bytes:
     if any(c in address for c in "<>\r\n\0 ") or not address.isascii():
         raise ValueError(f"cannot put {address!r} in an SMTP envelope")
     return address.encode("ascii")
-
-
-# RFC 3463 statuses that say the mailbox itself is gone, not that this message was refused.
-DEAD_MAILBOX = ("5.1.1", "5.1.2", "5.1.3", "5.1.10", "5.2.1")
-
-
-def classify(code: int, message: str, *, rcpt: bool = False) -> Outcome:
-    """What an SMTP reply means for this delivery (RFC 5321 / RFC 3463).
-
-    Only a RCPT refusal with a dead-mailbox status suppresses the address: a content
-    rejection, a full mailbox or a bare 550 may be about this message alone.
-    """
-    reply = f"{code} {message}".strip()
-    if 200 <= code < 300:
-        return Outcome(Kind.SENT, code, reply)
-    if 400 <= code < 500:
-        return Outcome(Kind.TRANSIENT, code, reply)
-    enhanced = message.strip().split(" ", 1)[0]
-    if rcpt and enhanced in DEAD_MAILBOX:
-        return Outcome(Kind.MAILBOX, code, reply)
-    return Outcome(Kind.PERMANENT, code, reply)
 
 
 async def _quietly_close(client: aiosmtplib.SMTP, polite: bool = False) -> None:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,9 +12,10 @@ from sqlalchemy.exc import IntegrityError
 
 from syndicator.config import Config
 from syndicator.errors import InputError, InputErrors, SeedError
+from syndicator.gcpause import paused_gc
 from syndicator.model import Entry, SeedFile, Story, story_id, story_slug
-from syndicator.reader import SeedFiles, read_seeds
-from syndicator.store import Store, StoredStory
+from syndicator.seeds.parse import SeedFiles, read_seeds
+from syndicator.state.store import Store, StoredStory
 
 _ATTEMPTS = 5
 
@@ -49,10 +46,9 @@ class _UnionFind:
 
 def seed_cache_path(config: Config) -> Path:
     """The parsed-seed cache: in the project's state/ folder, beside the build manifest."""
-    base = os.environ.get("SYNDICATOR_CACHE_DIR") or str(config.root / "state")
     where = hashlib.blake2b(str(config.seeds_dir.resolve()).encode("utf-8", "surrogatepass"),
                             digest_size=10).hexdigest()
-    return Path(base) / f"seeds-{where}"
+    return config.state_dir / f"seeds-{where}"
 
 
 def read_all(config: Config, *, cache: bool = False) -> tuple[SeedFiles, list[InputError]]:
@@ -69,26 +65,6 @@ def read_all(config: Config, *, cache: bool = False) -> tuple[SeedFiles, list[In
         where = SeedError(f"{exc.message}: {exc.path}", path=config.source,
                           line=config.line_of("paths.seeds"), key="paths.seeds")
         return SeedFiles(), [where]
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """No cyclic garbage collection inside: loading and resolving tens of thousands of seeds
-    makes many long-lived objects and few cycles, and the collector's repeated full passes
-    over them cost a quarter of a rebuild. The collector is back on (as it was) after."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        # Everything made inside is still in the youngest generation, which the collector's
-        # next pass would walk whole (1.6 s at 100,000 seeds). freeze + unfreeze moves it to
-        # the oldest generation without a walk; cycles there are still collected, by the next
-        # full pass.
-        gc.freeze()
-        gc.unfreeze()
-        if enabled:
-            gc.enable()
 
 
 def load_files(config: Config, *, cache: bool = True) -> SeedFiles:
@@ -238,3 +214,12 @@ def _story(group: _Group, public_id: str, first_seen: int, seq: int) -> Story:
         path=best.path,
         line=best.line,
     )
+
+
+def load_stories(config: Config, store: Store, clock: datetime, *, persist: bool = True) -> list[Story]:
+    """Every story, newest first, with ids and times fixed by the store."""
+    # Without persist (a dry run) nothing is written, the parsed-seed cache included.
+    files = load_files(config, cache=persist)
+    stories = resolve(files, store, clock, persist=persist)
+    files.save_cache()
+    return stories

@@ -8,13 +8,9 @@ import hmac
 import struct
 import time
 
-from syndicator.errors import InputError
+from syndicator.errors import BadToken
 
 _MAC_BYTES = 16  # 128-bit tags: unforgeable in practice, short enough for a URL
-
-
-class BadToken(InputError):
-    """A token that is malformed, forged, for another purpose, or expired."""
 
 
 def _b64(data: bytes) -> str:

@@ -13,7 +13,7 @@ from lxml import etree  # type: ignore[import-untyped]
 
 from syndicator.config import Config
 from syndicator.model import Story
-from syndicator.textutil import clean, one_line
+from syndicator.text import clean, one_line
 
 RSS, ATOM, JSON_FEED = "rss.xml", "atom.xml", "feed.json"
 ATOM_NS = "http://www.w3.org/2005/Atom"

@@ -1,4 +1,4 @@
-"""What ``syndicator send`` and ``syndicator status`` print; the work is done by syndicator.sender."""
+"""``syndicator send`` and ``syndicator status``: what they print; the work is done in syndicator.mail."""
 
 from __future__ import annotations
 
@@ -10,21 +10,58 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from syndicator import ledger, sender
-from syndicator.config import Config, check_address
-from syndicator.errors import DeliveryError, InputError
-from syndicator.store import Store, open_readonly
+from syndicator.cli import State, address_argument, cli, clock, handled
+from syndicator.config import Config
+from syndicator.errors import DeliveryError
+from syndicator.state import ledger
+
+if TYPE_CHECKING:
+    from syndicator.mail.delivery import Stop, Tally
+    from syndicator.state.store import Store
 
 log = logging.getLogger("syndicator.send")
 
 
-def dry_run(config: Config, clock: datetime, folder: Path) -> None:
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Render and write a preview; send nothing, change nothing.")
+@click.option("--preview", "preview_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where --dry-run writes digest.html, digest.txt, digest.eml [default: preview/].")
+@click.option("--to", "to", metavar="ADDRESS", help="Send one test copy to ADDRESS; mark nothing sent.")
+@click.option("--retry-failed", is_flag=True, help="Retry permanent failures of earlier editions too.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output; errors only.")
+@click.pass_obj
+@handled
+def send(state: State, dry_run: bool, preview_dir: Path | None, to: str | None,
+         retry_failed: bool, quiet: bool) -> None:
+    """Render the digest and mail it to every recipient."""
+    config = state.config
+    if dry_run:
+        _dry_run(config, clock(), preview_dir or config.root / "preview")
+    elif to is not None:
+        _test_copy(config, clock(), address_argument(to, "--to"))
+    else:
+        _send(config, clock(), retry_failed=retry_failed, quiet=quiet)
+
+
+@cli.command()
+@click.pass_obj
+@handled
+def status(state: State) -> None:
+    """Digest editions and their delivery counts, and the last error."""
+    _status(state.config)
+
+
+def _dry_run(config: Config, now: datetime, folder: Path) -> None:
+    from syndicator.mail.preview import preview
+    from syndicator.state.store import open_readonly
+
     store = open_readonly(config.store_url)
     try:
-        result = sender.preview(config, store, clock, folder)
+        result = preview(config, store, now, folder)
     finally:
         store.close()
     if result is None:
@@ -37,33 +74,36 @@ def dry_run(config: Config, clock: datetime, folder: Path) -> None:
                f"preview: {', '.join(str(p) for p in result.files)}")
 
 
-def test_copy(config: Config, clock: datetime, address: str) -> None:
-    try:
-        address = check_address(address)
-    except ValueError as exc:
-        raise InputError(str(exc), key="--to") from None
+def _test_copy(config: Config, now: datetime, address: str) -> None:
+    from syndicator.mail.preview import send_test_copy
+    from syndicator.state.store import Store
+
     password = config.smtp_password()
     secret = config.secret()
     store = Store.open(config.store_url)
     try:
-        outcome = asyncio.run(sender.send_test_copy(config, store, clock, address,
-                                                    password=password, secret=secret))
+        outcome = asyncio.run(send_test_copy(config, store, now, address, password=password, secret=secret))
     finally:
         store.close()
     click.echo(f"test copy sent to {address}: {outcome.reply}")
 
 
-def send(config: Config, clock: datetime, *, retry_failed: bool, quiet: bool) -> None:
+def _send(config: Config, now: datetime, *, retry_failed: bool, quiet: bool) -> None:
+    from syndicator.mail import workers
+    from syndicator.mail.delivery import Stop
+    from syndicator.state.store import Store
+
     password = config.smtp_password()
     secret = config.secret()
     store = Store.open(config.store_url)
+    stop = Stop()
     try:
         if retry_failed:
-            again = ledger.retry_failed(store, int(time.time()))
+            again = ledger.retry_failed(store, int(now.timestamp()))
             if not quiet:
                 click.echo(f"retrying {again} failed deliveries", err=True)
-        with _progress(store, quiet), _stop_on_signals():
-            tally = sender.send(config, store, clock, password=password, secret=secret)
+        with _progress(store, quiet), _stop_on_signals(stop):
+            tally = workers.send(config, store, now, password=password, secret=secret, stop=stop)
     finally:
         store.close()
     _summary(tally, quiet)
@@ -72,22 +112,23 @@ def send(config: Config, clock: datetime, *, retry_failed: bool, quiet: bool) ->
 class _stop_on_signals:
     """SIGINT/SIGTERM: finish the messages in flight, leave the rest pending, exit 1."""
 
+    def __init__(self, stop: Stop) -> None:
+        self.stop = stop
+
     def __enter__(self) -> None:
-        sender.clear_stop()
         self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-        if sender.stop_requested():
+        if self.stop.requested():
             raise DeliveryError("interrupted: what was not sent stays pending for the next `syndicator send`")
 
-    @staticmethod
-    def _handle(_signum: int, _frame: object) -> None:
-        sender.request_stop()
+    def _handle(self, _signum: int, _frame: object) -> None:
+        self.stop.request()
 
 
-def _summary(tally: sender.Tally, quiet: bool) -> None:
+def _summary(tally: Tally, quiet: bool) -> None:
     if not tally.editions:
         if not quiet:
             click.echo("nothing to send: no new stories since the last edition")
@@ -156,7 +197,9 @@ class _progress:
             click.echo(text, err=True)
 
 
-def status(config: Config) -> None:
+def _status(config: Config) -> None:
+    from syndicator.state.store import open_readonly
+
     store = open_readonly(config.store_url)
     try:
         found = ledger.editions(store)

@@ -1,4 +1,4 @@
-"""Alembic environment: always run in-process by syndicator.store on a given connection."""
+"""Alembic environment: always run in-process by syndicator.state.store on a given connection."""
 
 from __future__ import annotations
 

@@ -35,17 +35,16 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from syndicator import subscriptions
 from syndicator.config import Config, check_address
-from syndicator.errors import StoreError, SyndicatorError
-from syndicator.feeds import ATOM, JSON_FEED, RSS
-from syndicator.message import list_id
-from syndicator.store import Store
-from syndicator.subscriptions import Signer
+from syndicator.errors import BadToken, ServeError, StoreError, SyndicatorError
+from syndicator.mail import subscriptions
+from syndicator.mail.message import list_id
+from syndicator.mail.subscriptions import Signer
+from syndicator.site.feeds import ATOM, JSON_FEED, RSS
+from syndicator.state.store import Store
 from syndicator.templating import environment
-from syndicator.tokens import BadToken
 
-log = logging.getLogger("syndicator.web")
+log = logging.getLogger("syndicator.web.app")
 
 MAX_BODY = 16 * 1024  # every form this app accepts fits in far less
 FEED_TYPES = {RSS: "application/rss+xml", ATOM: "application/atom+xml", JSON_FEED: "application/feed+json"}
@@ -416,10 +415,6 @@ async def _template_error(request: Request, exc: Exception) -> Response:
 
 
 # -- serving -----------------------------------------------------------------------------
-
-
-class ServeError(SyndicatorError):
-    """The server cannot start (for example the port is taken)."""
 
 
 class RedactTokens(logging.Filter):

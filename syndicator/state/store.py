@@ -23,8 +23,8 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from syndicator import schema
 from syndicator.errors import StoreError
+from syndicator.state import schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA_HEAD = "0002"  # the newest migration's revision; a test holds it to migrations/versions

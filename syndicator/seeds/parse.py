@@ -16,9 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from syndicator import shards as shards_mod
 from syndicator.errors import InputError, SeedError
 from syndicator.model import Entry, SeedFile
+from syndicator.state import shards as shards_mod
 
 KNOWN_KEYS = ("id", "date", "author", "url", "tags")
 Block = list[tuple[int, str]]
@@ -79,13 +79,13 @@ def read_seeds(folder: Path, zone: ZoneInfo, cache: Path | None = None,
 
 
 # -- the parsed-seed cache ----------------------------------------------------------------------
-# Shards (see syndicator.shards) of {seed name: (size, mtime_ns, entries)}, tagged with the
+# Shards (see syndicator.state.shards) of {seed name: (size, mtime_ns, entries)}, tagged with the
 # format version, the zone and a digest of the reader's code. Files modified within _RACY_NS of
 # the save are not remembered: an edit in the same mtime tick that keeps the size would
 # otherwise go unseen (the "racy git" problem).
 _CACHE_VERSION = 2
 _RACY_NS = 2_000_000_000
-_CACHE_CODE = ("reader.py", "model.py")
+_CACHE_CODE = ("seeds/parse.py", "model.py")
 
 
 def _stat_paths(folder: Path) -> list[tuple[Path, int, int]]:
@@ -117,7 +117,7 @@ def _cache_signature(zone: ZoneInfo) -> str:
     # Cached entries hold title keys and slug stems, which depend on Unicode's tables.
     digest.update(repr((_CACHE_VERSION, str(zone.key), sys.version_info[:2],
                         unicodedata.unidata_version)).encode())
-    here = Path(__file__).parent
+    here = Path(__file__).parents[1]  # the package
     for name in _CACHE_CODE:
         digest.update((here / name).read_bytes())
     return digest.hexdigest()

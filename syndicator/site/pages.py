@@ -12,18 +12,11 @@ from markupsafe import Markup
 
 from syndicator.config import Config
 from syndicator.errors import InputError
-from syndicator.feeds import ATOM, JSON_FEED, RSS, content_html, story_url
 from syndicator.model import Story
+from syndicator.site.feeds import ATOM, JSON_FEED, RSS, content_html, story_url
+from syndicator.templating import template_error
 
 PAGE_TEMPLATES = ("base.html", "index.html", "story.html")
-
-
-def render_pages(config: Config, env: jinja2.Environment, stories: Sequence[Story]) -> dict[str, bytes]:
-    """``index.html`` and every story page, keyed by path under the output folder."""
-    try:
-        return _render_pages(config, env, stories)
-    except jinja2.TemplateError as exc:
-        raise template_error(exc) from None
 
 
 def check_templates(env: jinja2.Environment) -> list[InputError]:
@@ -35,23 +28,6 @@ def check_templates(env: jinja2.Environment) -> list[InputError]:
         except jinja2.TemplateError as exc:
             problems.append(template_error(exc))
     return problems
-
-
-def template_error(exc: jinja2.TemplateError) -> InputError:
-    """A template problem as one line naming the template file and line."""
-    if isinstance(exc, jinja2.TemplateSyntaxError):
-        return InputError(f"template error: {exc.message}", path=exc.filename or exc.name, line=exc.lineno)
-    if isinstance(exc, jinja2.TemplateNotFound):
-        return InputError(f"template not found: {exc.name}")
-    # A render-time error (say an undefined name): Jinja2 puts the template's own
-    # file and line into the traceback.
-    path, line = None, None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith((".html", ".txt", ".xml")):
-            path, line = tb.tb_frame.f_code.co_filename, tb.tb_lineno
-        tb = tb.tb_next
-    return InputError(f"template error: {exc.message or exc}", path=path, line=line)
 
 
 def _common(config: Config) -> dict[str, object]:
@@ -121,11 +97,3 @@ def page_key(story: Story) -> str:
     # marshal: half the cost of repr here. Format 2 writes no back-references, so equal values
     # give equal bytes however they are shared; the manifest's signature names Python's version.
     return hashlib.blake2b(marshal.dumps(fields, 2), digest_size=12).hexdigest()
-
-
-def _render_pages(config: Config, env: jinja2.Environment, stories: Sequence[Story]) -> dict[str, bytes]:
-    pages = {"index.html": render_index(config, env, stories)}
-    renderer = StoryPages(config, env)
-    for story in stories:
-        pages[story.page] = renderer.render(story)
-    return pages

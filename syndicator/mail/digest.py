@@ -19,10 +19,10 @@ import jinja2
 
 from syndicator.config import Config
 from syndicator.errors import InputError
-from syndicator.feeds import story_url
 from syndicator.model import Story
+from syndicator.site.feeds import story_url
 from syndicator.templating import environment
-from syndicator.textutil import clean, one_line
+from syndicator.text import clean, one_line
 
 # Plain ASCII letters and underscores only: it survives HTML escaping, CSS inlining and
 # quoted-printable encoding unchanged, and cannot occur in rendered article text by accident.

@@ -1,0 +1,43 @@
+"""Who receives a digest: config recipients, the recipients file, confirmed subscribers; never suppressed.
+
+``recipients`` is the one place that decides: ``send`` mails what it yields, ``subscribers``
+lists it, and ``subscribe`` asks it whether an address is already on the list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from syndicator.config import Config, read_recipients_file
+from syndicator.state import lists
+from syndicator.state.store import Store
+
+CONFIG, FILE, SUBSCRIBER = "config", "file", "subscriber"
+
+
+def recipients(config: Config, store: Store) -> Iterator[tuple[str, str]]:
+    """(address, source) of everyone the next digest goes to: each address once
+    (case-insensitively, from its first source), in a stable order, never a suppressed one."""
+    blocked = lists.suppressed_addresses(store)
+    seen: set[str] = set()
+    for address, source in _sources(config, store):
+        key = address.lower()
+        if key not in seen and key not in blocked:
+            seen.add(key)
+            yield key, source
+
+
+def audience(config: Config, store: Store) -> Iterator[str]:
+    """The addresses of ``recipients``."""
+    for address, _source in recipients(config, store):
+        yield address
+
+
+def _sources(config: Config, store: Store) -> Iterator[tuple[str, str]]:
+    for address in config.digest.recipients:
+        yield address, CONFIG
+    if config.recipients_path is not None:
+        for address in read_recipients_file(config.recipients_path):
+            yield address, FILE
+    for address in lists.confirmed_subscribers(store):
+        yield address, SUBSCRIBER

@@ -1,0 +1,83 @@
+"""An edition: the new stories since the last one, rendered once and frozen in the ledger."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urljoin
+
+from syndicator.config import Config
+from syndicator.mail.audience import audience
+from syndicator.mail.digest import Digest, render_digest
+from syndicator.mail.message import MessageFactory, list_id, message_id
+from syndicator.mail.tokens import unsubscribe_token
+from syndicator.model import Story
+from syndicator.seeds.identity import load_stories
+from syndicator.state import ledger
+from syndicator.state.ledger import Edition
+from syndicator.state.store import Store
+
+log = logging.getLogger("syndicator.edition")
+PREVIEW_TOKEN = "preview-token-not-valid"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the next edition would hold."""
+
+    stories: tuple[Story, ...]
+    max_seq: int
+    slot: str
+
+
+def plan(config: Config, store: Store, clock: datetime, *, persist: bool = True) -> Plan | None:
+    """The stories first seen since the last edition (the first: within ``digest.lookback``)."""
+    stories = load_stories(config, store, clock, persist=persist)
+    top = max((s.seq for s in stories), default=0)
+    mark = ledger.watermark(store)
+    if mark is None:
+        window = config.digest.lookback_delta
+        new = [s for s in stories if window is None or s.first_seen >= clock - window]
+    else:
+        new = [s for s in stories if s.seq > mark]
+    if new:
+        return Plan(tuple(new), top, f"stories:{top}")
+    if config.digest.send_when_empty:
+        return Plan((), top, f"empty:{clock:%Y-%m-%d}")
+    return None
+
+
+def unsubscribe_url(config: Config, secret: bytes | None) -> Callable[[str], str]:
+    lid = list_id(config)
+    base = urljoin(config.site.url, "u/")
+    if secret is None:
+        return lambda _address: base + PREVIEW_TOKEN
+    return lambda address: base + unsubscribe_token(secret, lid, address)
+
+
+def open_edition(config: Config, store: Store, clock: datetime, slot: str | None = None) -> Edition | None:
+    """Create the next edition (idempotent per slot), or None when there is nothing new."""
+    if slot is not None and (existing := ledger.edition_for_slot(store, slot)) is not None:
+        return existing  # another process (or machine) fired this slot first
+    planned = plan(config, store, clock)
+    if planned is None:
+        # Nothing new can also mean the slot's edition was committed while we planned.
+        return ledger.edition_for_slot(store, slot) if slot is not None else None
+    digest = render_digest(config, planned.stories, clock)
+    edition, created = ledger.create_edition(
+        store, slot=slot or planned.slot, now=int(clock.timestamp()), max_seq=planned.max_seq,
+        story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
+        recipients=audience(config, store),
+        message_id=lambda eid, address: message_id(eid, address, config),
+    )
+    if created:
+        log.info("edition %d opened: %d stories, %r", edition.id, len(planned.stories), digest.subject)
+    return edition
+
+
+def factory_for(config: Config, edition: Edition, secret: bytes | None) -> MessageFactory:
+    digest = Digest(edition.subject, edition.html, edition.text, edition.story_ids)
+    return MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret),
+                          date=datetime.fromtimestamp(edition.created_at, UTC))

@@ -1,0 +1,77 @@
+"""What ``send --dry-run`` and ``send --to`` produce: the next digest, without touching the ledger."""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from syndicator.config import Config
+from syndicator.errors import DeliveryError
+from syndicator.mail.audience import audience
+from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
+from syndicator.mail.edition import plan, unsubscribe_url
+from syndicator.mail.message import MessageFactory, message_id
+from syndicator.mail.policy import Kind, Outcome
+from syndicator.mail.smtp import Connection
+from syndicator.seeds.identity import load_stories
+from syndicator.site.writer import write_atomic
+from syndicator.state.store import Store
+
+
+@dataclass(frozen=True)
+class Preview:
+    subject: str
+    stories: int
+    recipients: int
+    files: tuple[Path, ...]
+
+
+def preview(config: Config, store: Store, clock: datetime, folder: Path) -> Preview | None:
+    """Render exactly what ``send`` would mail, to files; no network, no state change."""
+    planned = plan(config, store, clock, persist=False)
+    if planned is None:
+        return None
+    digest = render_digest(config, planned.stories, clock)
+    addresses = list(audience(config, store))
+    secret = _optional_secret(config)
+    factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=clock)
+    first = addresses[0] if addresses else "recipient@example.invalid"
+    link = unsubscribe_url(config, secret)(first)
+    files = {
+        "digest.html": digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(link)).encode("utf-8"),
+        "digest.txt": digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, link).encode("utf-8"),
+        "digest.eml": factory.build(first, message_id(0, first, config)),
+    }
+    for name, data in files.items():
+        write_atomic(folder / name, data)
+    return Preview(digest.subject, len(planned.stories), len(addresses),
+                   tuple(folder / n for n in files))
+
+
+def _optional_secret(config: Config) -> bytes | None:
+    value = os.environ.get(config.digest.secret_env)
+    return value.encode() if value else None
+
+
+async def send_test_copy(config: Config, store: Store, clock: datetime, address: str, *,
+                         password: str | None, secret: bytes | None) -> Outcome:
+    """One copy of the next (or latest) edition to ``address``; nothing is marked sent."""
+    planned = plan(config, store, clock, persist=False)
+    if planned is not None and planned.stories:
+        stories = planned.stories
+    else:
+        stories = tuple(load_stories(config, store, clock, persist=False)[: config.feeds.limit])
+    digest = render_digest(config, stories, clock)
+    factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=clock)
+    data = factory.build(address, message_id(-int(clock.timestamp()), address, config))
+    connection = Connection(config, password)
+    try:
+        outcome = await connection.send(config.digest.from_address, address, data)
+    finally:
+        await connection.close()
+    if outcome.kind is not Kind.SENT:
+        raise DeliveryError(f"test copy to {address} not accepted: {outcome.reply}")
+    return outcome

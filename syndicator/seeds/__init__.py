@@ -1,0 +1,1 @@
+"""Seeds: parse the text files, cache what was parsed, give every story its identity."""

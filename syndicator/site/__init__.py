@@ -1,0 +1,1 @@
+"""The site: feeds and pages built from the stories, written atomically."""

@@ -1,0 +1,205 @@
+"""The build stage: seeds -> stories -> feeds and pages, written atomically.
+
+Story pages are rendered (``parallel``: one process per core for big folders) and staged as
+temp files before anything is replaced; pages are committed before the feeds and the index,
+which then never link to a page not there yet. The page ``manifest`` lets a rebuild skip
+pages that already show what they would show now.
+
+What a failure leaves: an error while loading, checking or rendering (bad seed, template
+error, Ctrl-C) leaves the output as it was and no temp file behind. An error while committing
+(a disk that fills) can leave some new story pages in place beside the old feeds: the feeds
+and index still name only pages that exist, and the next build completes the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import jinja2
+
+from syndicator.config import Config
+from syndicator.errors import InputErrors
+from syndicator.gcpause import paused_gc
+from syndicator.model import SeedFile, Story
+from syndicator.seeds.identity import load_files, resolve
+from syndicator.seeds.parse import SeedFiles
+from syndicator.site.feeds import render_feeds
+from syndicator.site.manifest import Manifest
+from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
+from syndicator.site.parallel import Todo, discard, render_all
+from syndicator.site.writer import check_writable, commit, current_umask, sync_folder, write_atomic
+from syndicator.state.store import Store
+from syndicator.templating import environment
+
+STORIES = "stories"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    stories: int
+    written: tuple[str, ...]
+    unchanged: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A build that passed its checks: seeds parsed, templates compiled, output writable."""
+
+    folder: Path
+    files: list[SeedFile]
+    env: jinja2.Environment
+
+
+def prepare(config: Config, output: Path | None = None) -> Prepared:
+    """Every check a build needs, before any store is opened: all problems at once."""
+    folder = output or config.output_dir
+    files = load_files(config)
+    env = environment(config.templates_dir)
+    env.auto_reload = False  # one build: no stat of every template at every render
+    broken = check_templates(env)
+    if broken:
+        raise InputErrors(broken)
+    check_writable(folder)
+    return Prepared(folder, files, env)
+
+
+def build(config: Config, store: Store, clock: datetime, output: Path | None = None, *,
+          prepared: Prepared | None = None) -> BuildResult:
+    """Write every output file; nothing is written unless every seed and template is valid.
+
+    ``prepared``: the checks the caller already ran (``prepare``), so they do not run twice.
+    """
+    ready = prepared or prepare(config, output)
+    folder, files, env = ready.folder, ready.files, ready.env
+    stories = resolve(files, store, clock)
+    renderer = StoryPages(config, env)
+    top = {**render_feeds(config, stories), "index.html": render_index(config, env, stories)}
+    staged: list[tuple[str, str]] = []
+    fresh: Path | None = None
+    committed = 0
+    base = str(folder)
+    try:
+        with paused_gc():
+            staged, unchanged, manifest, fresh = _stage_pages(folder, renderer, env, config, stories)
+        if fresh is not None:
+            _commit_folder(fresh, folder / STORIES, staged, base)
+            fresh, committed = None, len(staged)
+        for name, tmp in staged[committed:]:
+            commit(tmp, os.path.join(base, name))
+            committed += 1
+        if staged:
+            sync_folder(folder / STORIES)
+        written = [name for name, data in top.items() if write_atomic(folder / name, data)]
+    except BaseException:
+        discard([(name, tmp, "", 0, 0) for name, tmp in staged[committed:]])
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    unchanged += len(top) - len(written)
+    manifest.save()
+    if isinstance(files, SeedFiles):
+        files.save_cache()
+    written = [name for name, _ in staged] + written
+    return BuildResult(folder, len(stories), tuple(written), unchanged)
+
+
+def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, config: Config,
+                 stories: Sequence[Story]) -> tuple[list[tuple[str, str]], int, Manifest, Path | None]:
+    """Render and stage every page that changed.
+
+    Into a folder that has no stories/ yet (a first build), pages are written under their own
+    names into a private staging folder that then becomes stories/ with one rename (``fresh``),
+    which saves a rename per page; otherwise each page is a temp file beside its final name.
+    """
+    pages = folder / STORIES
+    on_disk: dict[str, tuple[int, int]] = {}
+    missing = False
+    stale = time.time_ns() - _STALE_NS
+    try:
+        with os.scandir(pages) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if entry.name[0] == "." and entry.name.endswith(".tmp") and st.st_mtime_ns < stale:
+                    with contextlib.suppress(OSError):  # a temp page a killed build left
+                        os.unlink(entry.path)
+                    continue
+                on_disk[entry.name] = (st.st_size, st.st_mtime_ns)
+    except FileNotFoundError:
+        missing = True
+    manifest = Manifest(folder, config, env)
+    remembered = manifest.remembered
+    todo: Todo = []
+    unchanged = 0
+    for story in stories:
+        name = story.slug + ".html"
+        stat = on_disk.get(name)
+        known = remembered.get(name) if stat is not None else None
+        # The page's key is needed here only to skip a remembered page; a page to render has
+        # its key computed where it is rendered (in a child process, when there is one).
+        if known is not None and (known[1], known[2]) == stat and known[0] == page_key(story):
+            manifest.pages[name] = known
+            unchanged += 1
+            continue
+        todo.append((name, story, stat))
+    fresh: Path | None = None
+    _remove_stale_staging(folder)
+    if todo and missing:
+        fresh = Path(tempfile.mkdtemp(prefix=f".{STORIES}.", suffix=".tmp", dir=folder))
+        os.chmod(fresh, 0o777 & ~current_umask())  # as mkdir would make stories/
+    elif todo:
+        pages.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[str, str]] = []
+    try:
+        done = render_all(fresh or pages, renderer, todo, fresh is not None, _temp_token())
+    except BaseException:
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    for name, tmp, key, size, mtime in done:
+        manifest.pages[name] = (key, size, mtime)
+        if tmp is None:
+            unchanged += 1
+        else:
+            staged.append((f"{STORIES}/{name}", tmp))
+    return staged, unchanged, manifest, fresh
+
+
+_STALE_NS = 3600 * 10**9
+
+
+def _temp_token() -> str:
+    """This build's part of its temp pages' names: no other build, now or later, shares it,
+    so the temp pages of a failed process can be found by name (and by nobody else's)."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """Staging folders that a killed build left behind (an hour old: never a live one)."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if (entry.name.startswith(f".{STORIES}.") and entry.name.endswith(".tmp")
+                    and entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime_ns < time.time_ns() - _STALE_NS):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _commit_folder(fresh: Path, pages: Path, staged: list[tuple[str, str]], base: str) -> None:
+    """Rename the staging folder into place; if stories/ appeared meanwhile, page by page."""
+    try:
+        os.rename(fresh, pages)  # also replaces an empty stories/
+    except OSError:
+        for name, tmp in staged:
+            commit(tmp, os.path.join(base, name))
+        shutil.rmtree(fresh, ignore_errors=True)
+        return
+    sync_folder(pages.parent)

@@ -1,0 +1,71 @@
+"""The page manifest: which story pages on disk already show what they would show now.
+
+Per page it remembers a digest of what the page shows and the size and mtime the page had
+when written (as shards in the project's state/, see ``syndicator.state.shards``): a later
+build skips rendering a page whose digest, size and mtime all still match. It is only a
+shortcut: a page touched, removed or truncated since is rendered and compared again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+import unicodedata
+from pathlib import Path
+
+import jinja2
+
+from syndicator.config import Config
+from syndicator.state import shards
+
+MANIFEST_VERSION = 2
+# The code that shapes a page (paths inside the package): a change to it invalidates every page.
+_PAGE_CODE = ("site/pages.py", "site/feeds.py", "text.py", "templating.py", "model.py")
+Page = tuple[str, int, int]  # the page's key, and its size and mtime (ns) once written
+
+
+class Manifest:
+    """Per page: the digest of what it shows, and its size and mtime when written."""
+
+    def __init__(self, folder: Path, config: Config, env: jinja2.Environment) -> None:
+        self.path = _manifest_path(folder, config.state_dir)
+        self.tag = (MANIFEST_VERSION, signature(config, env))
+        self.shards = shards.load(self.path, self.tag)
+        self.remembered: dict[str, Page] = {}
+        for part in self.shards.values():
+            self.remembered.update(part)
+        self.pages: dict[str, Page] = {}
+
+    def save(self) -> None:
+        """Best effort: what the manifest does not remember is rendered and compared again."""
+        if self.pages == self.remembered:
+            return
+        # The JSON manifest of syndicator 0.1, if there is one, is of no more use.
+        with contextlib.suppress(OSError):
+            self.path.with_name(self.path.name + ".json").unlink(missing_ok=True)
+        now = shards.split(self.pages)
+        changed = {n: now.get(n, {}) for n in set(now) | set(self.shards) if now.get(n) != self.shards.get(n)}
+        shards.save(self.path, self.tag, changed)
+
+
+def signature(config: Config, env: jinja2.Environment) -> str:
+    """What every page depends on beyond its story: site config, templates, page code."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((MANIFEST_VERSION, sys.version_info[:2], unicodedata.unidata_version,
+                        config.site, config.feeds)).encode())
+    for name in sorted(set(env.list_templates())):
+        assert env.loader is not None
+        source, _, _ = env.loader.get_source(env, name)
+        digest.update(name.encode() + b"\0" + source.encode("utf-8", "surrogatepass") + b"\0")
+    here = Path(__file__).parents[1]  # the package
+    for name in _PAGE_CODE:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _manifest_path(folder: Path, state: Path) -> Path:
+    # Beside the default store in the project's state/, not in the published output folder.
+    where = hashlib.blake2b(str(folder.resolve()).encode("utf-8", "surrogatepass"),
+                            digest_size=10).hexdigest()
+    return state / f"build-{where}"

@@ -1,0 +1,1 @@
+"""The store and everything kept in it: stories, editions, deliveries, the list."""

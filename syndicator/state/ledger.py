@@ -1,0 +1,411 @@
+"""The delivery ledger: digest editions and one row per (edition, recipient), claimed with leases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
+from sqlalchemy import text as sql
+from sqlalchemy.exc import IntegrityError
+
+from syndicator.state import lists, schema
+from syndicator.state.store import Store
+
+PENDING, SENDING, SENT, DEFERRED, FAILED, SUPPRESSED = (
+    "pending",
+    "sending",
+    "sent",
+    "deferred",
+    "failed",
+    "suppressed",
+)
+OPEN, DONE = "open", "done"
+STATES = (SENT, PENDING, SENDING, DEFERRED, FAILED, SUPPRESSED)
+_CHUNK = 5000
+
+deliveries, edition_table, suppressions = schema.deliveries, schema.editions, schema.suppressions
+
+
+@dataclass(frozen=True)
+class Edition:
+    id: int
+    slot: str
+    created_at: int
+    max_seq: int
+    story_ids: tuple[str, ...]
+    subject: str
+    html: str
+    text: str
+    status: str
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    edition_id: int
+    address: str
+    message_id: str
+    attempts: int
+    lease_until: int = 0  # after this another sender may take the row: it must not be sent late
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened to one claimed delivery."""
+
+    claim: Claim
+    state: str  # SENT, DEFERRED or FAILED
+    code: int | None
+    reply: str
+    next_attempt: int | None = None
+
+
+def _edition(row: object) -> Edition:
+    m = row._mapping  # type: ignore[attr-defined]
+    return Edition(
+        m["id"],
+        m["slot"],
+        m["created_at"],
+        m["max_seq"],
+        tuple(json.loads(m["story_ids"])),
+        m["subject"],
+        m["html"],
+        m["text"],
+        m["status"],
+        m["last_error"],
+    )
+
+
+def watermark(store: Store) -> int | None:
+    """The newest story seq any edition has covered; None before the first edition."""
+    with store.read() as conn:
+        value = conn.execute(select(func.max(edition_table.c.max_seq))).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def open_editions(store: Store) -> list[Edition]:
+    with store.read() as conn:
+        return [
+            _edition(r)
+            for r in conn.execute(
+                select(edition_table).where(edition_table.c.status == OPEN).order_by(edition_table.c.id)
+            )
+        ]
+
+
+def edition_for_slot(store: Store, slot: str) -> Edition | None:
+    with store.read() as conn:
+        row = conn.execute(select(edition_table).where(edition_table.c.slot == slot)).one_or_none()
+    return None if row is None else _edition(row)
+
+
+def editions(store: Store, limit: int = 20) -> list[Edition]:
+    with store.read() as conn:
+        rows = conn.execute(select(edition_table).order_by(edition_table.c.id.desc()).limit(limit))
+        return [_edition(r) for r in rows]
+
+
+def create_edition(
+    store: Store,
+    *,
+    slot: str,
+    now: int,
+    max_seq: int,
+    story_ids: tuple[str, ...],
+    subject: str,
+    html: str,
+    text: str,
+    recipients: Iterable[str],
+    message_id: Callable[[int, str], str],
+) -> tuple[Edition, bool]:
+    """Create the edition for ``slot`` with a pending row per recipient, all or nothing.
+
+    Returns the edition and whether this call created it: a second caller for the
+    same slot (another process, another machine) gets the first one's edition.
+    """
+    try:
+        with store.begin() as conn:
+            # Editions are created one at a time (SQLite: BEGIN IMMEDIATE; PostgreSQL: this lock),
+            # so a plan made before another process's edition committed is caught here.
+            if not store.is_sqlite:
+                conn.execute(sql("SELECT pg_advisory_xact_lock(7262514002)"))
+            if story_ids:
+                covering = conn.execute(
+                    select(edition_table)
+                    .where(edition_table.c.max_seq >= max_seq)
+                    .order_by(edition_table.c.id.desc())
+                    .limit(1)
+                ).first()
+                if covering is not None:
+                    return _edition(covering), False  # those stories already have their edition
+            key = conn.execute(
+                insert(edition_table).values(
+                    slot=slot,
+                    created_at=now,
+                    max_seq=max_seq,
+                    story_ids=json.dumps(list(story_ids)),
+                    subject=subject,
+                    html=html,
+                    text=text,
+                    status=OPEN,
+                )
+            ).inserted_primary_key
+            assert key is not None
+            edition_id = key[0]
+            for chunk in _chunks(recipients, _CHUNK):
+                conn.execute(
+                    insert(deliveries),
+                    [
+                        {
+                            "edition_id": edition_id,
+                            "address": a,
+                            "message_id": message_id(edition_id, a),
+                            "state": PENDING,
+                            "attempts": 0,
+                            "updated_at": now,
+                        }
+                        for a in chunk
+                    ],
+                )
+    except IntegrityError:
+        with store.begin() as conn:
+            row = conn.execute(select(edition_table).where(edition_table.c.slot == slot)).one_or_none()
+        if row is None:
+            raise
+        return _edition(row), False
+    with store.begin() as conn:
+        return _edition(
+            conn.execute(select(edition_table).where(edition_table.c.id == edition_id)).one()
+        ), True
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def claim(store: Store, edition_id: int, now: int, limit: int, lease: int) -> list[Claim]:
+    """Lease up to ``limit`` deliverable rows; suppressed addresses are settled, never claimed."""
+    # Three index range searches on (edition_id, state), not one OR that scans the edition:
+    # with a LIMIT, the OR would walk past every settled row on each claim.
+    wanted = (
+        deliveries.c.state == PENDING,
+        and_(deliveries.c.state == DEFERRED, deliveries.c.next_attempt <= now),
+        and_(deliveries.c.state == SENDING, deliveries.c.lease_until < now),
+    )
+    rows: list[Any] = []
+    with store.begin() as conn:
+        for condition in wanted:
+            query = (
+                select(
+                    deliveries.c.address,
+                    deliveries.c.message_id,
+                    deliveries.c.attempts,
+                    suppressions.c.address.is_not(None).label("suppressed"),
+                )
+                .select_from(
+                    deliveries.outerjoin(suppressions, suppressions.c.address == deliveries.c.address)
+                )
+                .where(deliveries.c.edition_id == edition_id, condition)
+                .limit(limit - len(rows))
+            )
+            if not store.is_sqlite:
+                # Two senders on PostgreSQL skip each other's rows instead of waiting for them.
+                query = query.with_for_update(of=deliveries, skip_locked=True)
+            rows += conn.execute(query).all()
+            if len(rows) >= limit:
+                break
+        if not rows:
+            return []
+        claimed = [r for r in rows if not r.suppressed]
+        _set_state(conn, edition_id, [r.address for r in rows if r.suppressed], SUPPRESSED, now)
+        _set_state(conn, edition_id, [r.address for r in claimed], SENDING, now, lease_until=now + lease)
+    return [Claim(edition_id, r.address, r.message_id, r.attempts, now + lease) for r in claimed]
+
+
+def _set_state(
+    conn: Connection,
+    edition_id: int,
+    addresses: list[str],
+    state: str,
+    now: int,
+    lease_until: int | None = None,
+) -> None:
+    if addresses:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.edition_id == edition_id, deliveries.c.address.in_(addresses))
+            .values(state=state, lease_until=lease_until, updated_at=now)
+        )
+
+
+# Built once: constructing and cache-keying the statement per commit cost more than the commit.
+_RECORD = (
+    update(deliveries)
+    # Only a row still being sent: never overwrite what another sender settled.
+    .where(
+        deliveries.c.edition_id == bindparam("e_id"),
+        deliveries.c.address == bindparam("addr"),
+        deliveries.c.state == SENDING,
+    )
+    .values(
+        state=bindparam("new_state"),
+        code=bindparam("new_code"),
+        reply=bindparam("new_reply"),
+        next_attempt=bindparam("new_next"),
+        attempts=bindparam("new_attempts"),
+        lease_until=None,
+        updated_at=bindparam("now"),
+    )
+)
+
+
+def record(
+    store: Store, results: list[Result], now: int, suppress_addresses: Iterable[tuple[str, str]] = ()
+) -> None:
+    """Write outcomes (and mailbox-error suppressions) in one transaction, right after the server answers."""
+    if not results:
+        return
+    stmt = _RECORD
+    params = [
+        {
+            "e_id": r.claim.edition_id,
+            "addr": r.claim.address,
+            "new_state": r.state,
+            "new_code": r.code,
+            "new_reply": r.reply[:1000],
+            "new_next": r.next_attempt,
+            "new_attempts": r.claim.attempts + 1,
+            "now": now,
+        }
+        for r in results
+    ]
+    with store.begin() as conn:
+        conn.execute(stmt, params)
+        # In the same transaction as the outcome: a dead mailbox is never left unsuppressed.
+        lists.suppress_in(conn, store, suppress_addresses, now)
+
+
+def release(store: Store, claims: list[Claim], now: int) -> None:
+    """Give back claims that were never tried (a clean stop), so the next run takes them at once."""
+    if not claims:
+        return
+    with store.begin() as conn:
+        for edition_id in {c.edition_id for c in claims}:
+            addresses = [c.address for c in claims if c.edition_id == edition_id]
+            # A lease still running is ours (nobody can take it before it lapses); a lapsed one
+            # may already be another sender's, so it is left alone.
+            conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.edition_id == edition_id,
+                    deliveries.c.address.in_(addresses),
+                    deliveries.c.state == SENDING,
+                    deliveries.c.lease_until >= now,
+                )
+                .values(state=PENDING, lease_until=None, updated_at=now)
+            )
+
+
+def renew(store: Store, edition_id: int, addresses: list[str], now: int, lease: int) -> None:
+    """Extend the leases this sender still holds (rows in flight or waiting in its buffer)."""
+    if not addresses:
+        return
+    with store.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.edition_id == edition_id,
+                deliveries.c.address.in_(addresses),
+                deliveries.c.state == SENDING,
+                deliveries.c.lease_until >= now,
+            )
+            .values(lease_until=now + lease)
+        )
+
+
+def counts(store: Store, edition_id: int) -> dict[str, int]:
+    with store.read() as conn:
+        rows = conn.execute(
+            select(deliveries.c.state, func.count())
+            .where(deliveries.c.edition_id == edition_id)
+            .group_by(deliveries.c.state)
+        )
+        found = {state: int(n) for state, n in rows}
+    return {state: found.get(state, 0) for state in STATES}
+
+
+def message_ids(store: Store, edition_id: int) -> dict[str, str]:
+    """Each recipient's fixed Message-ID in an edition."""
+    with store.read() as conn:
+        rows = conn.execute(
+            select(deliveries.c.address, deliveries.c.message_id).where(deliveries.c.edition_id == edition_id)
+        )
+        return {address: message_id for address, message_id in rows}
+
+
+def next_due(store: Store, edition_id: int) -> int | None:
+    """When the earliest unsettled row of an edition can next be tried; None when all are settled."""
+    with store.read() as conn:
+        row = conn.execute(
+            select(
+                func.min(deliveries.c.next_attempt).filter(deliveries.c.state == DEFERRED),
+                func.min(deliveries.c.lease_until).filter(deliveries.c.state == SENDING),
+                func.count().filter(deliveries.c.state == PENDING),
+            ).where(deliveries.c.edition_id == edition_id)
+        ).one()
+    deferred, leased, pending = row
+    if pending:
+        return 0
+    times = [t for t in (deferred, leased) if t is not None]
+    return min(times) if times else None
+
+
+def finish(store: Store, edition_id: int, now: int) -> bool:
+    """Close the edition when every row is settled (sent, failed or suppressed)."""
+    with store.begin() as conn:
+        unsettled = conn.execute(
+            select(func.count()).where(
+                deliveries.c.edition_id == edition_id, deliveries.c.state.in_((PENDING, SENDING, DEFERRED))
+            )
+        ).scalar_one()
+        if unsettled:
+            return False
+        conn.execute(
+            update(edition_table)
+            .where(edition_table.c.id == edition_id, edition_table.c.status == OPEN)
+            .values(status=DONE, finished_at=now)
+        )
+    return True
+
+
+def set_error(store: Store, edition_id: int, message: str) -> None:
+    with store.begin() as conn:
+        conn.execute(
+            update(edition_table).where(edition_table.c.id == edition_id).values(last_error=message[:2000])
+        )
+
+
+def retry_failed(store: Store, now: int) -> int:
+    """Put permanent failures (not suppressed addresses) back to pending and reopen their editions."""
+    with store.begin() as conn:
+        failed = select(deliveries.c.edition_id).where(deliveries.c.state == FAILED).distinct()
+        edition_ids = [row[0] for row in conn.execute(failed)]
+        if not edition_ids:
+            return 0
+        result = conn.execute(
+            update(deliveries)
+            .where(deliveries.c.state == FAILED, deliveries.c.address.not_in(select(suppressions.c.address)))
+            .values(state=PENDING, next_attempt=None, attempts=0, updated_at=now)
+        )
+        conn.execute(
+            update(edition_table)
+            .where(edition_table.c.id.in_(edition_ids))
+            .values(status=OPEN, finished_at=None)
+        )
+        return int(result.rowcount)

@@ -1,0 +1,1 @@
+"""``syndicator serve``: the site's files and the reader's routes over HTTP."""
