@@ -398,6 +398,25 @@ def read_recipients_file(path: Path) -> Iterator[str]:
             raise ConfigError(f"cannot read recipients file: {exc}", path=path) from None
 
 
+def recipients_file_problems(path: Path) -> list[ConfigError]:
+    """Every bad line of a recipients file (``check`` reports them all, not only the first)."""
+    problems: list[ConfigError] = []
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            for number, raw in enumerate(handle, start=1):
+                line = raw.split("#", 1)[0].strip()
+                if line:
+                    try:
+                        _normalise(line, path, number)
+                    except ConfigError as exc:
+                        problems.append(exc)
+    except FileNotFoundError:
+        problems.append(ConfigError("recipients file not found", path=path, key="digest.recipients_file"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(ConfigError(f"cannot read recipients file: {exc}", path=path))
+    return problems
+
+
 def _normalise(line: str, path: Path, number: int) -> str:
     low = line.lower()
     if _PLAIN.fullmatch(low):

@@ -40,7 +40,7 @@ def build(state: State, out: Path | None) -> None:
 @handled
 def check(state: State) -> None:
     """Validate the config and every seed file; report every problem."""
-    from syndicator.config import read_recipients_file
+    from syndicator.config import recipients_file_problems
     from syndicator.seeds.identity import count_stories, read_all
     from syndicator.site.pages import check_templates
     from syndicator.templating import environment
@@ -48,11 +48,7 @@ def check(state: State) -> None:
     config = state.config
     problems: list[InputError] = []
     if config.recipients_path is not None:
-        try:
-            for _address in read_recipients_file(config.recipients_path):
-                pass
-        except InputError as exc:
-            problems.append(exc)
+        problems.extend(recipients_file_problems(config.recipients_path))
     files, errors = read_all(config)
     problems.extend(errors)
     problems.extend(check_templates(environment(config.templates_dir)))

@@ -32,20 +32,20 @@ class Plan:
     slot: str
 
 
-def plan(config: Config, store: Store, clock: datetime, *, persist: bool = True) -> Plan | None:
+def plan(config: Config, store: Store, now: datetime, *, persist: bool = True) -> Plan | None:
     """The stories first seen since the last edition (the first: within ``digest.lookback``)."""
-    stories = load_stories(config, store, clock, persist=persist)
+    stories = load_stories(config, store, now, persist=persist)
     top = max((s.seq for s in stories), default=0)
     mark = ledger.watermark(store)
     if mark is None:
         window = config.digest.lookback_delta
-        new = [s for s in stories if window is None or s.first_seen >= clock - window]
+        new = [s for s in stories if window is None or s.first_seen >= now - window]
     else:
         new = [s for s in stories if s.seq > mark]
     if new:
         return Plan(tuple(new), top, f"stories:{top}")
     if config.digest.send_when_empty:
-        return Plan((), top, f"empty:{clock:%Y-%m-%d}")
+        return Plan((), top, f"empty:{now:%Y-%m-%d}")
     return None
 
 
@@ -57,17 +57,17 @@ def unsubscribe_url(config: Config, secret: bytes | None) -> Callable[[str], str
     return lambda address: base + unsubscribe_token(secret, lid, address)
 
 
-def open_edition(config: Config, store: Store, clock: datetime, slot: str | None = None) -> Edition | None:
+def open_edition(config: Config, store: Store, now: datetime, slot: str | None = None) -> Edition | None:
     """Create the next edition (idempotent per slot), or None when there is nothing new."""
     if slot is not None and (existing := ledger.edition_for_slot(store, slot)) is not None:
         return existing  # another process (or machine) fired this slot first
-    planned = plan(config, store, clock)
+    planned = plan(config, store, now)
     if planned is None:
         # Nothing new can also mean the slot's edition was committed while we planned.
         return ledger.edition_for_slot(store, slot) if slot is not None else None
-    digest = render_digest(config, planned.stories, clock)
+    digest = render_digest(config, planned.stories, now)
     edition, created = ledger.create_edition(
-        store, slot=slot or planned.slot, now=int(clock.timestamp()), max_seq=planned.max_seq,
+        store, slot=slot or planned.slot, now=int(now.timestamp()), max_seq=planned.max_seq,
         story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
         recipients=audience(config, store),
         message_id=lambda eid, address: message_id(eid, address, config),

@@ -29,15 +29,15 @@ class Preview:
     files: tuple[Path, ...]
 
 
-def preview(config: Config, store: Store, clock: datetime, folder: Path) -> Preview | None:
+def preview(config: Config, store: Store, now: datetime, folder: Path) -> Preview | None:
     """Render exactly what ``send`` would mail, to files; no network, no state change."""
-    planned = plan(config, store, clock, persist=False)
+    planned = plan(config, store, now, persist=False)
     if planned is None:
         return None
-    digest = render_digest(config, planned.stories, clock)
+    digest = render_digest(config, planned.stories, now)
     addresses = list(audience(config, store))
     secret = _optional_secret(config)
-    factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=clock)
+    factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=now)
     first = addresses[0] if addresses else "recipient@example.invalid"
     link = unsubscribe_url(config, secret)(first)
     files = {
@@ -56,17 +56,17 @@ def _optional_secret(config: Config) -> bytes | None:
     return value.encode() if value else None
 
 
-async def send_test_copy(config: Config, store: Store, clock: datetime, address: str, *,
+async def send_test_copy(config: Config, store: Store, now: datetime, address: str, *,
                          password: str | None, secret: bytes | None) -> Outcome:
     """One copy of the next (or latest) edition to ``address``; nothing is marked sent."""
-    planned = plan(config, store, clock, persist=False)
+    planned = plan(config, store, now, persist=False)
     if planned is not None and planned.stories:
         stories = planned.stories
     else:
-        stories = tuple(load_stories(config, store, clock, persist=False)[: config.feeds.limit])
-    digest = render_digest(config, stories, clock)
-    factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=clock)
-    data = factory.build(address, message_id(-int(clock.timestamp()), address, config))
+        stories = tuple(load_stories(config, store, now, persist=False)[: config.feeds.limit])
+    digest = render_digest(config, stories, now)
+    factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=now)
+    data = factory.build(address, message_id(-int(now.timestamp()), address, config))
     connection = Connection(config, password)
     try:
         outcome = await connection.send(config.digest.from_address, address, data)

@@ -85,7 +85,7 @@ def count_stories(files: list[SeedFile]) -> int:
     return len(_group([e for f in files for e in f.entries], {}))
 
 
-def resolve(files: list[SeedFile], store: Store, clock: datetime, *, persist: bool = True) -> list[Story]:
+def resolve(files: list[SeedFile], store: Store, now: datetime, *, persist: bool = True) -> list[Story]:
     """One story per identity, newest first; new stories are recorded unless ``persist`` is false.
 
     Another process (a second build, a send) may record the same new stories between our
@@ -94,20 +94,20 @@ def resolve(files: list[SeedFile], store: Store, clock: datetime, *, persist: bo
     with paused_gc():
         for _attempt in range(_ATTEMPTS - 1):
             try:
-                return _resolve(files, store, clock, persist)
+                return _resolve(files, store, now, persist)
             except IntegrityError:
                 continue
-        return _resolve(files, store, clock, persist)
+        return _resolve(files, store, now, persist)
 
 
-def _resolve(files: list[SeedFile], store: Store, clock: datetime, persist: bool) -> list[Story]:
+def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool) -> list[Story]:
     known = store.story_keys()
     groups = _group([e for f in files for e in f.entries], known)
     fresh = sum(1 for g in groups if not g.stored)
     # New stories are newer than every stored one, so no two share a time even when
-    # builds follow each other within seconds (or this machine's clock is behind).
+    # builds follow each other within seconds (or this machine's now is behind).
     latest = max((s.first_seen for s in known.values()), default=None)
-    base = int(clock.timestamp())
+    base = int(now.timestamp())
     if latest is not None:
         base = max(base, latest + fresh)
     new: list[tuple[str, int]] = []
@@ -216,10 +216,10 @@ def _story(group: _Group, public_id: str, first_seen: int, seq: int) -> Story:
     )
 
 
-def load_stories(config: Config, store: Store, clock: datetime, *, persist: bool = True) -> list[Story]:
+def load_stories(config: Config, store: Store, now: datetime, *, persist: bool = True) -> list[Story]:
     """Every story, newest first, with ids and times fixed by the store."""
     # Without persist (a dry run) nothing is written, the parsed-seed cache included.
     files = load_files(config, cache=persist)
-    stories = resolve(files, store, clock, persist=persist)
+    stories = resolve(files, store, now, persist=persist)
     files.save_cache()
     return stories

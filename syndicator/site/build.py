@@ -73,7 +73,7 @@ def prepare(config: Config, output: Path | None = None) -> Prepared:
     return Prepared(folder, files, env)
 
 
-def build(config: Config, store: Store, clock: datetime, output: Path | None = None, *,
+def build(config: Config, store: Store, now: datetime, output: Path | None = None, *,
           prepared: Prepared | None = None) -> BuildResult:
     """Write every output file; nothing is written unless every seed and template is valid.
 
@@ -81,7 +81,7 @@ def build(config: Config, store: Store, clock: datetime, output: Path | None = N
     """
     ready = prepared or prepare(config, output)
     folder, files, env = ready.folder, ready.files, ready.env
-    stories = resolve(files, store, clock)
+    stories = resolve(files, store, now)
     renderer = StoryPages(config, env)
     top = {**render_feeds(config, stories), "index.html": render_index(config, env, stories)}
     staged: list[tuple[str, str]] = []

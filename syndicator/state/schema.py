@@ -80,9 +80,8 @@ subscribers = Table(
     Column("confirmed", Boolean, nullable=False, default=False),
     Column("created_at", BigInteger, nullable=False),
     Column("confirmed_at", BigInteger),
+    # A pending confirmation is single-use: only the SHA-256 of the newest confirmation token
+    # is kept (never the token), with the time it was requested (migration 0002).
+    Column("confirm_digest", String(64)),
+    Column("requested_at", BigInteger),
 )
-
-# Migration 0002: a pending confirmation is single-use. Only the SHA-256 of the newest
-# confirmation token is kept (never the token), with the time it was requested.
-subscribers.append_column(Column("confirm_digest", String(64)))
-subscribers.append_column(Column("requested_at", BigInteger))

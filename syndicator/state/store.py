@@ -45,10 +45,6 @@ class StoredStory:
     first_seen: int
 
 
-def now() -> int:
-    return int(time.time())
-
-
 class Store:
     """One small interface over the database; every other module goes through it."""
 
@@ -139,6 +135,15 @@ class Store:
             cfg.set_main_option("script_location", str(MIGRATIONS))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def ping(self) -> bool:
+        """Whether the store answers a trivial query now (for health checks; never raises)."""
+        try:
+            with self.read() as conn:
+                conn.execute(text("SELECT 1"))
+        except (StoreError, SQLAlchemyError):
+            return False
+        return True
 
     # -- stories ---------------------------------------------------------
     def story_keys(self) -> dict[str, StoredStory]:

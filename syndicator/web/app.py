@@ -8,23 +8,16 @@ form never reveals whether an address is known, and tokens never reach the acces
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
-import mimetypes
 import re
 import socket
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from email.utils import formatdate, parsedate_to_datetime
-from pathlib import Path
+from email.utils import formatdate
 from typing import Any
 
 import jinja2
 import uvicorn
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -33,23 +26,20 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from syndicator.config import Config, check_address
 from syndicator.errors import BadToken, ServeError, StoreError, SyndicatorError
 from syndicator.mail import subscriptions
 from syndicator.mail.message import list_id
 from syndicator.mail.subscriptions import Signer
-from syndicator.site.feeds import ATOM, JSON_FEED, RSS
 from syndicator.state.store import Store
 from syndicator.templating import environment
+from syndicator.web.files import FEED_TYPES, Asset, Files, accepts_gzip, not_modified
+from syndicator.web.limits import MAX_BODY, BodyLimit, RateLimiter, client_key
 
 log = logging.getLogger("syndicator.web.app")
 
-MAX_BODY = 16 * 1024  # every form this app accepts fits in far less
-FEED_TYPES = {RSS: "application/rss+xml", ATOM: "application/atom+xml", JSON_FEED: "application/feed+json"}
-_TEXTUAL = ("text/", "application/rss+xml", "application/atom+xml", "application/feed+json",
-            "application/json", "application/xml", "application/javascript", "image/svg+xml")
 _CACHE_CONTROL = {"feed": "public, max-age=300", "html": "public, max-age=60",
                   "other": "public, max-age=3600"}
 _PAGE_HEADERS = {
@@ -59,191 +49,6 @@ _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
 }
-
-
-# -- files -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Asset:
-    body: bytes
-    gzipped: bytes | None
-    digest: str
-    mtime: int
-    content_type: str
-    kind: str  # "feed", "html" or "other"
-    name: str
-
-
-class Files:
-    """Files under one folder, found safely and cached by (inode, size, mtime)."""
-
-    def __init__(self, root: Path, max_cached: int = 1024) -> None:
-        self.root = root.resolve()
-        self.max_cached = max_cached
-        self._cache: OrderedDict[Path, tuple[tuple[int, int, int], Asset]] = OrderedDict()
-
-    def locate(self, relative: str) -> Path | str | None:
-        """The file for a URL path; a str is a redirect target (a folder without its slash)."""
-        parts = relative.split("/")
-        trailing = parts[-1] == ""
-        names = parts[:-1] if trailing else parts
-        if not _safe_names(names):
-            return None
-        target = self._inside(self.root.joinpath(*names))
-        if target is not None and target.is_dir():
-            if not trailing and names:
-                return "/" + "/".join(names) + "/"
-            target = self._inside(target / "index.html")
-        return target if target is not None and target.is_file() else None
-
-    def _inside(self, path: Path) -> Path | None:
-        try:
-            real = path.resolve(strict=True)
-        except (OSError, RuntimeError, ValueError):
-            return None
-        return real if real == self.root or real.is_relative_to(self.root) else None
-
-    def load(self, path: Path) -> Asset | None:
-        try:
-            stat = path.stat()
-            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            cached = self._cache.get(path)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-            asset = _asset(path, path.read_bytes(), int(stat.st_mtime))
-        except OSError:
-            return None
-        self._cache[path] = (key, asset)
-        while len(self._cache) > self.max_cached:
-            self._cache.popitem(last=False)
-        return asset
-
-
-def _safe_names(names: list[str]) -> bool:
-    """No empty, dot, hidden, NUL or backslash segments: '..', '%2e%2e' and '//abs' all fail."""
-    return all(n and not n.startswith(".") and "\x00" not in n and "\\" not in n for n in names)
-
-
-def _asset(path: Path, body: bytes, mtime: int) -> Asset:
-    name = path.name
-    if name in FEED_TYPES:
-        content_type, kind = FEED_TYPES[name], "feed"
-    elif path.suffix in (".html", ".htm"):
-        content_type, kind = "text/html", "html"
-    else:
-        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        kind = "other"
-    textual = content_type.startswith(_TEXTUAL)
-    if textual:
-        content_type += "; charset=utf-8"
-    squeezed = gzip.compress(body, compresslevel=6, mtime=0) if textual and len(body) >= 256 else None
-    return Asset(body, squeezed, hashlib.sha256(body).hexdigest()[:32], mtime, content_type, kind, name)
-
-
-def accepts_gzip(header: str) -> bool:
-    """Whether an Accept-Encoding value allows gzip (``gzip;q=0`` does not)."""
-    weights: dict[str, float] = {}
-    for item in header.split(","):
-        name, _, params = item.strip().partition(";")
-        q = 1.0
-        match = re.search(r"q\s*=\s*([0-9.]+)", params)
-        if match:
-            try:
-                q = float(match.group(1))
-            except ValueError:
-                q = 0.0
-        weights[name.strip().lower()] = q
-    return weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0))) > 0
-
-
-def etag_matches(header: str, digest: str) -> bool:
-    """Weak comparison (RFC 9110 13.1.2); either encoding's tag names the same content."""
-    if header.strip() == "*":
-        return True
-    for tag in header.split(","):
-        value = tag.strip().removeprefix("W/").strip('"').removesuffix("-gz")
-        if value == digest:
-            return True
-    return False
-
-
-def not_modified(headers: Mapping[str, str], asset: Asset) -> bool:
-    inm = headers.get("if-none-match")
-    if inm is not None:  # If-None-Match wins over If-Modified-Since
-        return etag_matches(inm, asset.digest)
-    since = headers.get("if-modified-since")
-    if not since:
-        return False
-    try:
-        return asset.mtime <= int(parsedate_to_datetime(since).timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False
-
-
-# -- abuse limits ------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """A token bucket per client: ``burst`` requests at once, then one every ``every`` seconds."""
-
-    def __init__(self, burst: int = 5, every: float = 20.0, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.burst, self.every, self.max_clients, self.clock = burst, every, max_clients, clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def allow(self, client: str) -> bool:
-        now = self.clock()
-        tokens, last = self._buckets.pop(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) / self.every)
-        allowed = tokens >= 1.0
-        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        return allowed
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """413 for any request body over ``limit`` bytes, declared or streamed."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.limit:
-            await _too_large(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(scope, receive, send)
-
-
-async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
-    await PlainTextResponse("Request body too large.\n", 413, headers={"Connection": "close"})(
-        scope, receive, send)
-
-
-def client_key(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -274,7 +79,7 @@ class Site:
 
     # routes ---------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        ok = self.files.root.is_dir() and await run_in_threadpool(_store_ok, self.store)
+        ok = self.files.root.is_dir() and await run_in_threadpool(self.store.ping)
         return PlainTextResponse("ok\n" if ok else "unavailable\n", 200 if ok else 503,
                                  headers={"Cache-Control": "no-store"})
 
@@ -370,15 +175,6 @@ def _feed_links(config: Config) -> dict[str, str]:
     if not hub:
         return {}
     return {name: f'<{hub}>; rel="hub", <{config.site.url}{name}>; rel="self"' for name in FEED_TYPES}
-
-
-def _store_ok(store: Store) -> bool:
-    try:
-        with store.read() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception:  # health reports, it never explains
-        return False
-    return True
 
 
 async def _store_down(request: Request, exc: Exception) -> Response:
