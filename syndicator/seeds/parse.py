@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import codecs
-import contextlib
-import hashlib
-import os
 import re
-import sys
-import time
-import unicodedata
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from syndicator.errors import InputError, SeedError
 from syndicator.model import Entry, SeedFile
-from syndicator.state import shards as shards_mod
 
 KNOWN_KEYS = ("id", "date", "author", "url", "tags")
 Block = list[tuple[int, str]]
@@ -51,7 +43,9 @@ class SeedFiles(list[SeedFile]):
 
     def save_cache(self) -> None:
         if self.pending is not None:
-            _save_cache(*self.pending)
+            from syndicator.seeds.cache import save_cache
+
+            save_cache(*self.pending)
             self.pending = None
 
 
@@ -72,133 +66,12 @@ def read_seeds(folder: Path, zone: ZoneInfo, cache: Path | None = None,
             except SeedError as exc:
                 errors.append(exc)
     else:
-        _read_cached(folder, zone, cache, files, errors)
+        from syndicator.seeds.cache import read_cached
+
+        read_cached(folder, zone, cache, files, errors)
     if not files and not errors:
         errors.append(SeedError("no seed files (*.txt) in the seeds folder", path=folder))
     return files, errors
-
-
-# -- the parsed-seed cache ----------------------------------------------------------------------
-# Shards (see syndicator.state.shards) of {seed name: (size, mtime_ns, entries)}, tagged with the
-# format version, the zone and a digest of the reader's code. Files modified within _RACY_NS of
-# the save are not remembered: an edit in the same mtime tick that keeps the size would
-# otherwise go unseen (the "racy git" problem).
-_CACHE_VERSION = 2
-_RACY_NS = 2_000_000_000
-_CACHE_CODE = ("seeds/parse.py", "model.py")
-
-
-def _stat_paths(folder: Path) -> list[tuple[Path, int, int]]:
-    """Like ``seed_paths``, with each file's size and mtime from one scan."""
-    if not folder.is_dir():
-        return [(p, -1, -1) for p in seed_paths(folder)]  # raises the right error
-    found: list[tuple[Path, int, int]] = []
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if not entry.name.endswith(".txt") or entry.name == ".txt":
-                    continue
-                try:
-                    if not entry.is_file():
-                        continue
-                    st = entry.stat()
-                except OSError:
-                    continue
-                found.append((Path(entry.path), st.st_size, st.st_mtime_ns))
-    except OSError as exc:
-        raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
-                        key="paths.seeds") from None
-    found.sort(key=lambda item: item[0].name)
-    return found
-
-
-def _cache_signature(zone: ZoneInfo) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    # Cached entries hold title keys and slug stems, which depend on Unicode's tables.
-    digest.update(repr((_CACHE_VERSION, str(zone.key), sys.version_info[:2],
-                        unicodedata.unidata_version)).encode())
-    here = Path(__file__).parents[1]  # the package
-    for name in _CACHE_CODE:
-        digest.update((here / name).read_bytes())
-    return digest.hexdigest()
-
-
-def _save_cache(cache: Path, signature: str, shards: dict[int, Cached]) -> None:
-    # The unsharded cache file of syndicator 0.1, if there is one, is of no more use.
-    with contextlib.suppress(OSError):
-        cache.with_name(cache.name + ".bin").unlink(missing_ok=True)
-    shards_mod.save(cache, (_CACHE_VERSION, signature), shards)
-
-
-def _read_cached(folder: Path, zone: ZoneInfo, cache: Path, files: SeedFiles,
-                 errors: list[InputError]) -> None:
-    signature = _cache_signature(zone)
-    known: dict[int, Cached] = shards_mod.load(cache, (_CACHE_VERSION, signature))
-    fresh: dict[int, Cached] = {}
-    dirty: set[int] = set()
-    racy = time.time_ns() - _RACY_NS
-    for path, size, mtime in _stat_paths(folder):
-        name = path.name
-        shard = shards_mod.shard_of(name)
-        seeds = fresh.setdefault(shard, {})
-        hit = known.get(shard, {}).get(name)
-        if hit is not None and hit[0] == size and hit[1] == mtime:
-            try:
-                files.append(_thaw(path, hit[2], zone))
-                seeds[name] = hit
-                continue
-            except (TypeError, ValueError, IndexError, KeyError):
-                pass  # a cache of another shape: parse the file
-        dirty.add(shard)
-        try:
-            seed = read_seed(path, zone)
-        except SeedError as exc:
-            errors.append(exc)
-            continue
-        files.append(seed)
-        if mtime < racy:
-            seeds[name] = (size, mtime, _freeze(seed))
-    # A shard also changes when a seed it held is gone.
-    dirty.update(shard for shard, seeds in known.items() if len(fresh.get(shard, {})) != len(seeds))
-    if dirty:
-        files.pending = (cache, signature, {shard: fresh.get(shard, {}) for shard in dirty})
-
-
-def _freeze(seed: SeedFile) -> tuple[object, ...]:
-    out: list[object] = []
-    for e in seed.entries:
-        date: object = None
-        if e.date is not None:
-            if isinstance(e.date.tzinfo, ZoneInfo):  # written without a zone: the configured one
-                date = (e.date.replace(tzinfo=None).isoformat(), True)
-            else:
-                date = (e.date.isoformat(), False)
-        out.append((e.title, e.paragraphs, e.position, e.line, e.id, date, e.author, e.url,
-                    e.tags, e.title_key, e.slug_stem))
-    return tuple(out)
-
-
-def _thaw(path: Path, frozen: Any, zone: ZoneInfo) -> SeedFile:
-    entries = []
-    for item in frozen:
-        title, paragraphs, position, line, id_, date, author, url, tags, title_key, stem = item
-        when = None
-        if date is not None:
-            text, naive = date
-            when = datetime.fromisoformat(text)
-            if naive:
-                when = when.replace(tzinfo=zone)
-        if not (isinstance(title, str) and isinstance(paragraphs, tuple) and isinstance(tags, tuple)
-                and isinstance(title_key, str) and isinstance(stem, str)):
-            raise TypeError("bad cache entry")
-        entry = Entry(title=title, paragraphs=paragraphs, position=position, line=line, path=path,
-                      id=id_, date=when, author=author, url=url, tags=tags)
-        entry.__dict__["title_key"] = title_key  # the cached_properties, already computed
-        entry.__dict__["slug_stem"] = stem
-        entries.append(entry)
-    if not entries:
-        raise ValueError("empty cache entry")
-    return SeedFile(path=path, entries=tuple(entries))
 
 
 def read_seed(path: Path, zone: ZoneInfo) -> SeedFile:
