@@ -109,7 +109,16 @@ def _rss(config: Config, items: list[Story]) -> bytes:
         channel.insert(_index_after(channel, f"{{{ATOM_NS}}}link"), hub)
     # feedgen drops an RSS item author without an email (and would put the newsroom's
     # address on it otherwise); a story's byline goes into dc:creator instead.
+    # RSS <description> is HTML (entity-encoded in the XML); feedgen puts plain text there
+    # escaped only once, so a seed's "<b>" would reach readers as a live element. Plain text
+    # is escaped for HTML here, so the reader shows exactly what the author typed.
+    description = channel.find("description")
+    if description is not None and description.text:
+        description.text = escape(description.text, quote=False)
     for item, story in zip(channel.iterfind("item"), items, strict=True):
+        summary = item.find("description")
+        if summary is not None:
+            summary.text = escape(feed_summary(story), quote=False)
         for stale in item.findall("author"):
             item.remove(stale)
         if story.author:
