@@ -33,7 +33,8 @@ def _html_shows(html: str) -> tuple[str, list[str]]:
 def test_every_feed_field_shows_the_seed_text_as_text(project: Project, clock: datetime) -> None:
     for path in project.seeds.iterdir():
         path.unlink()
-    project.seed("001_hostile.txt", f"{HOSTILE_TITLE}\n\n{HOSTILE_TEXT}\n\nA brief <i>x</i>\n{HOSTILE_TEXT}\n")
+    seed = f"{HOSTILE_TITLE}\n\n{HOSTILE_TEXT}\n\nA brief <i>x</i>\n{HOSTILE_TEXT}\n"
+    project.seed("001_hostile.txt", seed)
     config = load_config(project.config)
     store = Store.open(config.store_url)
     try:
@@ -59,7 +60,8 @@ def test_every_feed_field_shows_the_seed_text_as_text(project: Project, clock: d
                 assert "<b>" in shown or "<i>" in shown, (name, field, shown)  # the text, literally
         lead = next(e for e in parsed.entries if "Markets" in e.title)
         summary = lead.summary_detail
-        assert (summary.value if summary.type == "text/plain" else _html_shows(summary.value)[0]) == HOSTILE_TEXT
+        shown = summary.value if summary.type == "text/plain" else _html_shows(summary.value)[0]
+        assert shown == HOSTILE_TEXT
         content = lead.content[0]
         assert _html_shows(content.value) == (HOSTILE_TEXT, [])
 
