@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 
 from syndicator.errors import InputError
-from syndicator.text import clean
+from syndicator.text import clean, plural
 
 
 def environment(project_templates: Path | None) -> jinja2.Environment:
@@ -27,6 +27,7 @@ def environment(project_templates: Path | None) -> jinja2.Environment:
     env.filters["clean"] = clean
     env.filters["isodate"] = lambda d: d.isoformat()
     env.filters["longdate"] = _longdate
+    env.filters["plural"] = plural
     return env
 
 

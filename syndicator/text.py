@@ -17,3 +17,13 @@ def clean(text: str) -> str:
 def one_line(text: str) -> str:
     """Clean text folded to one line: CR, LF and tabs become single spaces (header-safe)."""
     return _SPACES.sub(" ", clean(text)).strip()
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    """``{{ stories|length|plural("story") }}``: "1 story", "3 stories" (English rules, or ``many``)."""
+    if count == 1:
+        return f"1 {singular}"
+    if many is None:
+        consonant_y = singular.endswith("y") and singular[-2:-1] not in "aeiou"
+        many = singular[:-1] + "ies" if consonant_y else singular + "s"
+    return f"{count} {many}"

@@ -87,12 +87,6 @@ def _report(exc: SyndicatorError) -> None:
         click.echo(f"error: {error}", err=True)
 
 
-def plural(count: int, noun: str) -> str:
-    if count == 1:
-        return f"1 {noun}"
-    return f"{count} {noun[:-1] + 'ies' if noun.endswith('y') else noun + 's'}"
-
-
 def address_argument(address: str, key: str = "ADDRESS") -> str:
     """A command-line address, normalised; an invalid one is an input error naming the argument."""
     from syndicator.config import check_address

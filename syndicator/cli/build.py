@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from syndicator.cli import State, cli, clock, handled, plural
+from syndicator.cli import State, cli, clock, handled
 from syndicator.errors import InputError, InputErrors
+from syndicator.text import plural
 
 
 @cli.command()

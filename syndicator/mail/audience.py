@@ -27,6 +27,18 @@ def recipients(config: Config, store: Store) -> Iterator[tuple[str, str]]:
             yield key, source
 
 
+def skipped(config: Config, store: Store) -> Iterator[str]:
+    """The listed addresses that ``recipients`` leaves out because they are suppressed (each once):
+    an edition records them, so its counts say how many readers it skipped."""
+    blocked = lists.suppressed_addresses(store)
+    seen: set[str] = set()
+    for address, _source in _sources(config, store):
+        key = address.lower()
+        if key in blocked and key not in seen:
+            seen.add(key)
+            yield key
+
+
 def audience(config: Config, store: Store) -> Iterator[str]:
     """The addresses of ``recipients``."""
     for address, _source in recipients(config, store):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from urllib.parse import urljoin
 
 from syndicator.config import Config
-from syndicator.mail.audience import audience
+from syndicator.mail.audience import audience, skipped
 from syndicator.mail.digest import Digest, render_digest
 from syndicator.mail.message import MessageFactory, list_id, message_id
 from syndicator.mail.tokens import unsubscribe_token
@@ -69,7 +69,7 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
     edition, created = ledger.create_edition(
         store, slot=slot or planned.slot, now=int(now.timestamp()), max_seq=planned.max_seq,
         story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
-        recipients=audience(config, store),
+        recipients=audience(config, store), suppressed=skipped(config, store),
         message_id=lambda eid, address: message_id(eid, address, config),
     )
     if created:

@@ -148,7 +148,7 @@ def confirmation_message(config: Config, address: str, link: str, now: int) -> E
     msg["Message-ID"] = make_msgid(domain=config.digest.from_address.rsplit("@", 1)[1])
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(
-        f"Someone, hopefully you, asked to receive the {title} email digest at this address.\n\n"
+        f"Someone, hopefully you, asked to receive the email digest of {title} at this address.\n\n"
         f"To confirm, open this link and press the button:\n\n{link}\n\n"
         f"The link works for {CONFIRM_MAX_AGE // 86400} days. If you did not ask for this, "
         "ignore this message: you will not hear from us again.\n"

@@ -120,9 +120,11 @@ def create_edition(
     html: str,
     text: str,
     recipients: Iterable[str],
+    suppressed: Iterable[str] = (),
     message_id: Callable[[int, str], str],
 ) -> tuple[Edition, bool]:
-    """Create the edition for ``slot`` with a pending row per recipient, all or nothing.
+    """Create the edition for ``slot`` with a pending row per recipient (and a suppressed row
+    per listed reader it skips), all or nothing.
 
     Returns the edition and whether this call created it: a second caller for the
     same slot (another process, another machine) gets the first one's edition.
@@ -156,21 +158,23 @@ def create_edition(
             ).inserted_primary_key
             assert key is not None
             edition_id = key[0]
-            for chunk in _chunks(recipients, _CHUNK):
-                conn.execute(
-                    insert(deliveries),
-                    [
-                        {
-                            "edition_id": edition_id,
-                            "address": a,
-                            "message_id": message_id(edition_id, a),
-                            "state": PENDING,
-                            "attempts": 0,
-                            "updated_at": now,
-                        }
-                        for a in chunk
-                    ],
-                )
+            # Suppressed readers get a settled row too: the edition's counts show whom it skipped.
+            for state, addresses in ((PENDING, recipients), (SUPPRESSED, suppressed)):
+                for chunk in _chunks(addresses, _CHUNK):
+                    conn.execute(
+                        insert(deliveries),
+                        [
+                            {
+                                "edition_id": edition_id,
+                                "address": a,
+                                "message_id": message_id(edition_id, a),
+                                "state": state,
+                                "attempts": 0,
+                                "updated_at": now,
+                            }
+                            for a in chunk
+                        ],
+                    )
     except IntegrityError:
         with store.begin() as conn:
             row = conn.execute(select(edition_table).where(edition_table.c.slot == slot)).one_or_none()

@@ -1,0 +1,80 @@
+"""Rough edges a newcomer hit: plurals, a closed pipe, counts of skipped readers, "the The"."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from syndicator.cli import cli
+from syndicator.config import load_config
+from syndicator.mail.digest import render_digest
+from syndicator.mail.subscriptions import confirmation_message
+from syndicator.seeds.identity import load_stories
+from syndicator.state import lists
+from syndicator.state.store import Store
+from syndicator.text import plural
+from tests.conftest import CLOCK, FaultyServer, Project
+from tests.test_send import configure, ledger_counts, send
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "syndicator.toml"
+
+
+def test_plural_follows_english_counts() -> None:
+    assert [plural(n, "story") for n in (0, 1, 2)] == ["0 stories", "1 story", "2 stories"]
+    assert plural(2, "day") == "2 days"
+    assert plural(3, "person", "people") == "3 people"
+
+
+def test_the_shipped_subject_says_1_story(project: Project) -> None:
+    text = project.config.read_text()
+    shipped = next(line for line in SHIPPED_CONFIG.read_text().splitlines() if line.startswith("subject ="))
+    kept = [line for line in text.splitlines() if not line.startswith("subject =")]
+    project.config.write_text("\n".join(kept).replace("[digest]", "[digest]\n" + shipped, 1) + "\n")
+    for path in project.seeds.iterdir():
+        path.unlink()
+    project.seed("001_one.txt", "Only one story today\n\nIts text.\n")
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        stories = load_stories(config, store, CLOCK)
+    finally:
+        store.close()
+    subject = render_digest(config, stories, CLOCK).subject
+    assert "1 story," in subject and "stories" not in subject
+
+
+def test_the_site_title_is_not_put_after_the(project: Project) -> None:
+    config = load_config(project.config)
+    body = confirmation_message(config, "reader@example.com", "https://example.org/confirm/x", 0).get_content()
+    assert f"digest of {config.site.title}" in body
+    assert f"the {config.site.title}" not in body
+
+
+def test_status_into_a_closed_pipe_ends_quietly(project: Project) -> None:
+    env = {**os.environ, "SYNDICATOR_CONFIG": str(project.config)}
+    script = f"{sys.executable} -m syndicator status | head -c 0"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_edition_counts_the_readers_it_skipped(project: Project, faulty_smtp: FaultyServer,
+                                                 store_url: str) -> None:
+    configure(project, faulty_smtp, store_url, ["alice@example.com", "bob@example.net"])
+    store = Store.open(store_url)
+    try:
+        lists.suppress(store, "bob@example.net", "unsubscribed", 0)
+    finally:
+        store.close()
+    assert send().exit_code == 0
+    assert faulty_smtp.handler.per_recipient().keys() == {"alice@example.com"}
+    assert (ledger_counts(store_url)["sent"], ledger_counts(store_url)["suppressed"]) == (1, 1)
+    status = CliRunner().invoke(cli, ["status"])
+    assert status.exit_code == 0
+    row = status.output.splitlines()[1].split()
+    assert row[4:9] == ["1", "0", "0", "0", "1"]  # sent, pending, deferred, failed, suppressed
