@@ -49,7 +49,8 @@ def test_the_shipped_subject_says_1_story(project: Project) -> None:
 
 def test_the_site_title_is_not_put_after_the(project: Project) -> None:
     config = load_config(project.config)
-    body = confirmation_message(config, "reader@example.com", "https://example.org/confirm/x", 0).get_content()
+    mail = confirmation_message(config, "reader@example.com", "https://example.org/confirm/x", 0)
+    body = mail.get_content()
     assert f"digest of {config.site.title}" in body
     assert f"the {config.site.title}" not in body
 
