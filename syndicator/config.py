@@ -12,6 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import idna
 import jinja2
 from apscheduler.triggers.cron import CronTrigger
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
@@ -40,6 +41,27 @@ def check_address(value: str) -> str:
     except EmailNotValidError as exc:
         raise ValueError(f"invalid email address {value!r}: {exc}") from None
     return info.normalized.lower()
+
+
+def ascii_domain(domain: str) -> str:
+    """A domain as it goes on the wire: IDNA 2008 (UTS 46, non-transitional) A-labels, as
+    email-validator reads them, so ``faß.de`` is ``xn--fa-hia.de``, never ``fass.de``.
+
+    The one IDNA implementation of syndicator: ``str.encode("idna")`` is IDNA 2003 and maps
+    ``ß`` to ``ss``, which mails another domain. ValueError when the domain cannot be encoded.
+    """
+    if domain.isascii():
+        return domain.lower()
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"cannot encode the domain {domain!r}: {exc}") from None
+
+
+def ascii_address(address: str) -> str:
+    """``local@domain`` with the domain in its A-label form (see ``ascii_domain``)."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{ascii_domain(domain)}"
 
 
 def check_cron(value: str) -> str:
@@ -177,8 +199,7 @@ class DigestConfig(_Section):
         """The sender's address as it goes on the wire: an IDN domain in its ASCII form."""
         match = _FROM.fullmatch(self.from_)
         assert match is not None  # validated on load
-        local, _, domain = (match.group(2) or match.group(3)).rpartition("@")
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
+        return ascii_address(match.group(2) or match.group(3))
 
     @property
     def from_name(self) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import subprocess
 import sys
+from email.message import EmailMessage
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -50,7 +53,9 @@ def test_the_shipped_subject_says_1_story(project: Project) -> None:
 def test_the_site_title_is_not_put_after_the(project: Project) -> None:
     config = load_config(project.config)
     mail = confirmation_message(config, "reader@example.com", "https://example.org/confirm/x", 0)
-    body = mail.get_content()
+    parsed = email.message_from_bytes(mail, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    body = parsed.get_content()
     assert f"digest of {config.site.title}" in body
     assert f"the {config.site.title}" not in body
 

@@ -9,19 +9,19 @@ the recipient's unsubscribe URL, quoted-printable encoded on lines of its own.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import html
 import re
 from collections.abc import Callable
 from datetime import datetime
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from urllib.parse import urlsplit
 
-from syndicator.config import Config
+from syndicator.config import Config, ascii_address, ascii_domain
 from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER, Digest
 from syndicator.text import one_line
 
@@ -53,7 +53,7 @@ def list_id(config: Config) -> str:
 @functools.lru_cache(maxsize=16)
 def _list_id(site_url: str) -> str:
     parts = urlsplit(site_url)
-    host = (parts.hostname or "localhost").encode("idna").decode("ascii")
+    host = ascii_domain(parts.hostname or "localhost")
     # A site under a path (https://example.org/news/) gets its own list: news.digest.example.org.
     labels = [_LABEL.sub("-", seg.lower()).strip("-") for seg in parts.path.split("/")]
     return "<" + ".".join([*reversed([x for x in labels if x]), "digest", host]) + ">"
@@ -84,7 +84,11 @@ class MessageFactory:
             raise ValueError("the message date must be timezone-aware")
         self._unsubscribe_url = unsubscribe_url
         self._mailto = f"mailto:{config.digest.from_address}?subject=unsubscribe"
-        skeleton = _skeleton(config, digest, date).as_bytes(policy=SMTP)
+        skeleton = with_text_headers(_skeleton(config, digest, date).as_bytes(policy=SMTP), {
+            _TEXT_SLOTS[0]: encode_address("From", config.digest.from_name, config.digest.from_address),
+            _TEXT_SLOTS[1]: encode_unstructured("Subject", digest.subject),
+            _TEXT_SLOTS[2]: _list_id_header(config),
+        })
         self._chunks = _split(skeleton, [_slot_line(s) for s in _SLOTS] +
                               [_TEXT_MARKER.encode() + CRLF, _HTML_MARKER.encode() + CRLF])
         self._text = _segments(digest.text)
@@ -113,27 +117,95 @@ class MessageFactory:
 
 
 def _ascii_address(address: str) -> str:
-    """An internationalised domain in its ASCII (IDNA) form; anything else unsafe is refused."""
-    local, _, domain = address.rpartition("@")
+    """An internationalised domain in its ASCII (IDNA 2008) form; anything else unsafe is refused."""
     try:
-        candidate = f"{local}@{domain.encode('idna').decode('ascii')}"
-    except UnicodeError:
+        candidate = ascii_address(address)
+    except ValueError:
         candidate = ""
     if not _ADDRESS.fullmatch(candidate):
         raise ValueError(f"cannot address a message to {address!r}")
     return candidate
 
 
+# Headers whose text comes from seeds or config: the email package never sees that text. Its
+# folding decodes RFC 2047 encoded words (CVE-2024-6923, before 3.11.10), so a title holding
+# "=?us-ascii?q?=0D=0A...?=" became header lines of the attacker's choosing. They are encoded
+# here (``encode_unstructured``, ``encode_address``) and put into the skeleton as bytes.
+_TEXT_SLOTS = ("X-Syndicator-Text-From", "X-Syndicator-Text-Subject", "X-Syndicator-Text-List-Id")
+# Characters allowed in a header phrase without quoting (RFC 5322 atext and spaces).
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")
+_ENCODED_WORD_BYTES = 45  # UTF-8 bytes per =?utf-8?b?...?= word: 60 base64 characters, 72 in all
+
+
+def encode_unstructured(name: str, text: str) -> bytes:
+    """A header line (with its CRLF) of unstructured ``text``, folded to 78 columns.
+
+    Printable ASCII without "=?" goes as it is; anything else as RFC 2047 encoded words, so
+    whatever the text holds (line breaks, encoded words of its own) a reader sees it as text.
+    """
+    value = one_line(text)
+    if value.isascii() and "=?" not in value:
+        return _fold(name, value.split(" "))
+    return _fold(name, _encoded_words(value))
+
+
+def encode_address(name: str, display: str, address: str) -> bytes:
+    """``Name: display <address>`` with the display name quoted or encoded; ``address`` ASCII."""
+    if not _ADDRESS.fullmatch(address):
+        raise ValueError(f"cannot put {address!r} in a header")
+    return _fold(name, [*_phrase(display), f"<{address}>"] if one_line(display) else [address])
+
+
+def _phrase(display: str, *, quote: bool = False) -> list[str]:
+    """A display name as header words: as it is, quoted, or as encoded words."""
+    phrase = one_line(display)
+    if not phrase:
+        return []
+    if not phrase.isascii() or "=?" in phrase:
+        return _encoded_words(phrase)
+    if quote or not _ATEXT.fullmatch(phrase):
+        phrase = '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return phrase.split(" ")
+
+
+def _encoded_words(text: str) -> list[str]:
+    """``text`` as =?utf-8?b?...?= words, each cut between characters, never inside one."""
+    words: list[str] = []
+    chunk = b""
+    for char in text:
+        data = char.encode("utf-8")
+        if len(chunk) + len(data) > _ENCODED_WORD_BYTES:
+            words.append(_b_word(chunk))
+            chunk = b""
+        chunk += data
+    if chunk or not words:
+        words.append(_b_word(chunk))
+    return words
+
+
+def _b_word(data: bytes) -> str:
+    return "=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="
+
+
+def _fold(name: str, words: list[str]) -> bytes:
+    """``name: words`` on lines of at most 78 characters where the words allow (CRLF + space)."""
+    lines = [f"{name}:"]
+    for word in words:
+        if len(lines[-1]) + 1 + len(word) > 78 and lines[-1] != f"{name}:":
+            lines.append("")
+        lines[-1] += " " + word
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
 def _skeleton(config: Config, digest: Digest, date: datetime) -> EmailMessage:
     """The message with slot headers and body markers where per-recipient bytes go."""
     msg = EmailMessage()
-    msg["From"] = Address(display_name=one_line(config.digest.from_name),
-                          addr_spec=config.digest.from_address)
+    msg[_TEXT_SLOTS[0]] = "x"
     msg[_SLOTS[0]] = "x"
-    msg["Subject"] = one_line(digest.subject)
+    msg[_TEXT_SLOTS[1]] = "x"
     msg["Date"] = format_datetime(date)
     msg[_SLOTS[1]] = "x"
-    msg["List-Id"] = _list_id_header(config)
+    msg[_TEXT_SLOTS[2]] = "x"
     msg[_SLOTS[2]] = "x"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
@@ -146,10 +218,18 @@ def _skeleton(config: Config, digest: Digest, date: datetime) -> EmailMessage:
     return msg
 
 
-def _list_id_header(config: Config) -> str:
-    title = one_line(config.site.title).replace("\\", "").replace('"', "")
-    # A quoted phrase must be ASCII; a non-ASCII title is left out rather than mis-encoded.
-    return f'"{title}" {list_id(config)}' if title.isascii() and title else list_id(config)
+def with_text_headers(skeleton: bytes, headers: dict[str, bytes]) -> bytes:
+    """The skeleton with each text slot's line replaced by its encoded header."""
+    for slot, line in headers.items():
+        marker = _slot_line(slot)
+        if skeleton.count(marker) != 1:
+            raise RuntimeError(f"message skeleton has no single {marker!r}")
+        skeleton = skeleton.replace(marker, line)
+    return skeleton
+
+
+def _list_id_header(config: Config) -> bytes:
+    return _fold("List-Id", [*_phrase(config.site.title, quote=True), list_id(config)])
 
 
 def _boundary(digest: Digest) -> str:

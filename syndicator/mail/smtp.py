@@ -9,7 +9,7 @@ from typing import cast
 
 import aiosmtplib
 
-from syndicator.config import Config
+from syndicator.config import Config, ascii_address
 from syndicator.errors import SenderRefused, SmtpSetupError
 from syndicator.mail.policy import Kind, Outcome, classify
 
@@ -295,10 +295,9 @@ def _dot_stuff(data: bytes) -> bytes:
 def _envelope(address: str) -> bytes:
     """An envelope address: ASCII (an IDN domain in its A-label form), no controls or brackets."""
     if not address.isascii():
-        local, _, domain = address.rpartition("@")
         try:
-            address = f"{local}@{domain.encode('idna').decode('ascii')}"
-        except UnicodeError:
+            address = ascii_address(address)
+        except ValueError:
             raise ValueError(f"cannot put {address!r} in an SMTP envelope") from None
     if any(c in address for c in "<>\r\n\0 ") or not address.isascii():
         raise ValueError(f"cannot put {address!r} in an SMTP envelope")

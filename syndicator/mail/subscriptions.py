@@ -13,14 +13,13 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from email import policy
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from syndicator.config import Config, read_recipients_file
+from syndicator.config import Config, ascii_address, read_recipients_file
 from syndicator.errors import BadToken, DeliveryError
 from syndicator.mail.audience import recipients
-from syndicator.mail.message import list_id
+from syndicator.mail.message import encode_address, encode_unstructured, list_id, with_text_headers
 from syndicator.mail.policy import Kind
 from syndicator.mail.smtp import Connection as SmtpConnection
 from syndicator.mail.tokens import confirm_token, read_confirm_token, read_unsubscribe_token
@@ -137,13 +136,18 @@ def confirm_url(config: Config, token: str) -> str:
     return config.site.url + "confirm/" + token
 
 
-def confirmation_message(config: Config, address: str, link: str, now: int) -> EmailMessage:
-    """A short plain-text mail with the confirmation link."""
+def confirmation_message(config: Config, address: str, link: str, now: int) -> bytes:
+    """A short plain-text mail with the confirmation link, ready for the wire.
+
+    From, To and Subject carry config text and the reader's address: they are encoded by
+    ``syndicator.mail.message`` (never folded by the email package) and To holds the
+    address's ASCII form (an IDN domain as A-labels).
+    """
     title = one_line(config.site.title)
     msg = EmailMessage()
-    msg["From"] = Address(display_name=config.digest.from_name, addr_spec=config.digest.from_address)
-    msg["To"] = address
-    msg["Subject"] = f"Confirm your subscription to {title}"
+    msg["X-Syndicator-Text-From"] = "x"
+    msg["X-Syndicator-Text-To"] = "x"
+    msg["X-Syndicator-Text-Subject"] = "x"
     msg["Date"] = formatdate(now, usegmt=True)
     msg["Message-ID"] = make_msgid(domain=config.digest.from_address.rsplit("@", 1)[1])
     msg["Auto-Submitted"] = "auto-generated"
@@ -153,7 +157,11 @@ def confirmation_message(config: Config, address: str, link: str, now: int) -> E
         f"The link works for {CONFIRM_MAX_AGE // 86400} days. If you did not ask for this, "
         "ignore this message: you will not hear from us again.\n"
     )
-    return msg
+    return with_text_headers(msg.as_bytes(policy=policy.SMTP), {
+        "X-Syndicator-Text-From": encode_address("From", config.digest.from_name, config.digest.from_address),
+        "X-Syndicator-Text-To": encode_address("To", "", ascii_address(address)),
+        "X-Syndicator-Text-Subject": encode_unstructured("Subject", f"Confirm your subscription to {title}"),
+    })
 
 
 async def send_confirmation(config: Config, password: str | None, address: str, token: str,
@@ -162,15 +170,13 @@ async def send_confirmation(config: Config, password: str | None, address: str, 
     data = confirmation_message(config, address, confirm_url(config, token), now)
     conn = SmtpConnection(config, password)
     try:
-        outcome = await conn.send(config.digest.from_address, address, _bytes(data))
+        outcome = await conn.send(config.digest.from_address, address, data)
     finally:
         await conn.close()
     if outcome.kind is not Kind.SENT:
         raise DeliveryError(f"the confirmation mail to {address} was not accepted: {outcome.reply}")
 
 
-def _bytes(msg: EmailMessage) -> bytes:
-    return msg.as_bytes(policy=policy.SMTP)
 
 
 def invite(config: Config, store: Store, address: str, now: int) -> str | None:
