@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_send import naive_message, real_digest
+from benchmarks.bench_send import naive_message, real_digest
 
 
 def main() -> None:
@@ -32,12 +32,12 @@ def main() -> None:
     from syndicator.mail.message import MessageFactory, message_id
 
     config, digest, clock = real_digest()
-    links = unsubscribe_url(config, b"benchmark-secret-for-tokens")  # type: ignore[arg-type]
+    links = unsubscribe_url(config, b"benchmark-secret-for-tokens")
     addresses = [f"reader{i:07d}@example{i % 97}.com" for i in range(n)]
-    ids = [message_id(1, a, config) for a in addresses]  # type: ignore[arg-type]
+    ids = [message_id(1, a, config) for a in addresses]
 
     start = time.perf_counter()
-    factory = MessageFactory(config, digest, unsubscribe_url=links, date=clock)  # type: ignore[arg-type]
+    factory = MessageFactory(config, digest, unsubscribe_url=links, date=clock)
     size = 0
     for address, mid in zip(addresses, ids, strict=True):
         size += len(factory.build(address, mid))

@@ -29,11 +29,19 @@ import tempfile
 import time
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import SITE_CONFIG  # noqa: E402
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from syndicator.config import Config
+    from syndicator.mail.digest import Digest
+    from syndicator.model import Story
 
 SEED = next((REPO / "seeds").glob("000_*.txt"))
 SECRET_ENV = "SYNDICATOR_BENCH_SECRET"
@@ -120,7 +128,7 @@ def ceiling(port: int, count: int, sessions: int, size: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def real_digest() -> tuple[object, object, object]:
+def real_digest() -> tuple[Config, Digest, datetime]:
     """The example seed's digest, its config and a factory (as the sender builds them)."""
     from datetime import UTC, datetime
 
@@ -136,7 +144,7 @@ def real_digest() -> tuple[object, object, object]:
     return config, digest, clock
 
 
-def _stories(project: Path) -> tuple[object, ...]:
+def _stories(project: Path) -> tuple[Story, ...]:
     from datetime import UTC, datetime
 
     from syndicator.config import load_config
@@ -151,27 +159,27 @@ def _stories(project: Path) -> tuple[object, ...]:
         store.close()
 
 
-def naive_message(config: object, digest: object, clock: object, address: str, n: int) -> bytes:
+def naive_message(config: Config, digest: Digest, clock: datetime, address: str, n: int) -> bytes:
     """What a straightforward sender does: a fresh MIME tree for every recipient."""
     from email.utils import format_datetime
 
     msg = EmailMessage()
-    msg["From"] = config.digest.from_  # type: ignore[attr-defined]
+    msg["From"] = config.digest.from_
     msg["To"] = address
-    msg["Subject"] = digest.subject  # type: ignore[attr-defined]
-    msg["Date"] = format_datetime(clock)  # type: ignore[arg-type]
+    msg["Subject"] = digest.subject
+    msg["Date"] = format_datetime(clock)
     msg["Message-ID"] = f"<{n}.bench@example.org>"
     msg["List-Unsubscribe"] = f"<https://example.org/u/{n}>"
     from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER
 
     link = f"https://example.org/u/{n}"
-    msg.set_content(digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, link))  # type: ignore[attr-defined]
-    msg.add_alternative(digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, link),  # type: ignore[attr-defined]
+    msg.set_content(digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, link))
+    msg.add_alternative(digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, link),
                         subtype="html")
     return msg.as_bytes()
 
 
-def naive(port: int, count: int, config: object, digest: object, clock: object) -> float:
+def naive(port: int, count: int, config: Config, digest: Digest, clock: datetime) -> float:
     import aiosmtplib
 
     async def run() -> None:
@@ -245,7 +253,7 @@ def main() -> None:
     from syndicator.mail.message import MessageFactory, message_id
 
     factory = MessageFactory(config, digest, unsubscribe_url=lambda a: "https://example.org/u/" + a[:8],
-                             date=clock)  # type: ignore[arg-type]
+                             date=clock)
     sample = factory.build("reader0000000@example0.com", message_id(1, "reader0000000@example0.com", config))
     size = len(sample)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -21,6 +22,18 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SEED = REPO / "seeds" / "000_3c621fef12599da2.txt"
 CLOCK = datetime(2026, 11, 25, 7, 0, 0, tzinfo=UTC)
 POSTGRES_ENV = "SYNDICATOR_TEST_POSTGRES"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+UPDATE_GOLDEN_ENV = "SYNDICATOR_UPDATE_GOLDEN"  # =1 rewrites every golden file the run compares
+
+
+def assert_golden(name: str, actual: bytes) -> None:
+    """``actual`` equals tests/golden/<name>, or becomes it when SYNDICATOR_UPDATE_GOLDEN=1."""
+    path = GOLDEN / name
+    if os.environ.get(UPDATE_GOLDEN_ENV) == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(actual)
+    assert path.exists(), f"no golden file {path}; {UPDATE_GOLDEN_ENV}=1 writes it"
+    assert actual == path.read_bytes(), f"{name} differs from {path}; {UPDATE_GOLDEN_ENV}=1 rewrites it"
 
 BASE_CONFIG = """\
 [site]
@@ -164,8 +177,9 @@ class LoopbackController(Controller):
     """A Controller on port 0: learns its real port before aiosmtpd's start-up probe connects."""
 
     def _trigger_server(self) -> None:
+        assert isinstance(self.server, asyncio.Server)
         self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 class RecordingController(LoopbackController):

@@ -210,6 +210,7 @@ def test_recipients_file_relative_to_root(project: Project, tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     config = load_config(project.config)
     assert config.recipients_path == project.root.resolve() / "config" / "recipients.txt"
+    assert config.recipients_path is not None
     with pytest.raises(ConfigError) as info:
         list(read_recipients_file(config.recipients_path))
     assert str(info.value).startswith(f"{config.recipients_path}:4: invalid email address 'bad-address'")

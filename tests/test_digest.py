@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,10 +18,8 @@ from syndicator.seeds.identity import load_stories
 from syndicator.site.feeds import story_url
 from syndicator.state.store import Store
 
-from .conftest import BASE_CONFIG, Project
+from .conftest import BASE_CONFIG, Project, assert_golden
 
-GOLDEN = Path(__file__).parent / "golden" / "digest"
-UPDATE_ENV = "SYNDICATOR_UPDATE_GOLDEN"  # set to 1 to rewrite the golden files
 GMAIL_CLIP = 102 * 1024
 HOSTILE = '<script>alert(1)</script> & "quotes"'
 
@@ -109,12 +106,7 @@ def story(title: str, summary: str = "A summary.", n: int = 0) -> Story:
 
 
 def check_golden(name: str, actual: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get(UPDATE_ENV):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(actual, encoding="utf-8", newline="\n")
-    expected = path.read_text(encoding="utf-8")
-    assert actual == expected, f"{name} differs from the golden file; {UPDATE_ENV}=1 rewrites it"
+    assert_golden(f"digest/{name}", actual.encode())
 
 
 def test_seed_digest_matches_golden_files(project: Project, clock: datetime) -> None:

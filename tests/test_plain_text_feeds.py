@@ -53,7 +53,7 @@ def test_every_feed_field_shows_the_seed_text_as_text(project: Project, clock: d
             for field in fields:
                 detail = entry[field]
                 if detail.type == "text/plain":
-                    shown, made = detail.value, []
+                    shown, made = detail.value, list[str]()
                 else:
                     shown, made = _html_shows(detail.value)
                 assert made == [], (name, field, detail.value)

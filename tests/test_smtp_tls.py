@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -35,7 +36,7 @@ def _server(ca: trustme.CA, *, starttls: bool) -> Iterator[tuple[int, RecordingH
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
     handler = RecordingHandler()
-    kwargs: dict[str, object] = {"authenticator": _auth, "auth_require_tls": True}
+    kwargs: dict[str, Any] = {"authenticator": _auth, "auth_require_tls": True}
     if starttls:
         kwargs.update(tls_context=context, require_starttls=True)
     else:

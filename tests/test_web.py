@@ -20,7 +20,7 @@ import pytest
 from starlette.applications import Starlette
 
 from syndicator.config import Config, load_config
-from syndicator.errors import SecretMissingError
+from syndicator.errors import SecretMissingError, ServeError
 from syndicator.mail import subscriptions
 from syndicator.mail.audience import audience
 from syndicator.mail.message import list_id
@@ -29,6 +29,7 @@ from syndicator.site.build import build
 from syndicator.state import ledger, lists
 from syndicator.state.store import Store
 from syndicator.web import app as web
+from syndicator.web import limits
 from tests.conftest import CLOCK, EXAMPLE_SEED, Project, SmtpServer
 
 SECRET = b"test-secret-for-signing-tokens"
@@ -85,7 +86,7 @@ def running_site(project: Project, store_url: str | None, clock: datetime,
     config = configure(project, hub=HUB, store=store_url, port=smtp.port)
     store = Store.open(config.store_url)
     build(config, store, clock)
-    app = web.create_app(config, store, limiter=web.RateLimiter(burst=50))
+    app = web.create_app(config, store, limiter=limits.RateLimiter(burst=50))
     try:
         with serving(app) as base, httpx.Client(base_url=base, timeout=10) as client:
             yield Site(config, store, base, client)
@@ -494,7 +495,7 @@ def test_expired_confirmation_is_refused(site: Site, smtp_server: SmtpServer) ->
 def test_subscribe_is_rate_limited_per_client(project: Project, smtp_server: SmtpServer) -> None:
     config = configure(project, port=smtp_server.port)
     store = Store.open(config.store_url)
-    app = web.create_app(config, store, limiter=web.RateLimiter(burst=3, every=60))
+    app = web.create_app(config, store, limiter=limits.RateLimiter(burst=3, every=60))
     try:
         with serving(app) as base, httpx.Client(base_url=base) as client:
             codes = [client.post("/subscribe", data={"email": f"u{i}@example.com"}).status_code
@@ -512,7 +513,7 @@ def test_subscribe_is_rate_limited_per_client(project: Project, smtp_server: Smt
 
 def test_rate_limiter_refills() -> None:
     now = [0.0]
-    limiter = web.RateLimiter(burst=2, every=10, clock=lambda: now[0])
+    limiter = limits.RateLimiter(burst=2, every=10, clock=lambda: now[0])
     assert [limiter.allow("a") for _ in range(3)] == [True, True, False]
     assert limiter.allow("b")
     now[0] = 10.0
@@ -520,7 +521,7 @@ def test_rate_limiter_refills() -> None:
 
 
 def test_request_bodies_are_size_limited(lite_site: Site) -> None:
-    big = {"email": "a@example.com", "pad": "x" * (web.MAX_BODY + 1)}
+    big = {"email": "a@example.com", "pad": "x" * (limits.MAX_BODY + 1)}
     assert lite_site.client.post("/subscribe", data=big).status_code == 413
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while streaming
@@ -619,7 +620,7 @@ def test_listen_reports_a_taken_port() -> None:
     taken = web.listen("127.0.0.1", 0)
     taken.listen()
     try:
-        with pytest.raises(web.ServeError, match=r"cannot listen on 127\.0\.0\.1:\d+: "):
+        with pytest.raises(ServeError, match=r"cannot listen on 127\.0\.0\.1:\d+: "):
             web.listen("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()

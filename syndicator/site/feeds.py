@@ -9,7 +9,7 @@ from html import escape
 from urllib.parse import urljoin
 
 from feedgen.feed import FeedGenerator
-from lxml import etree  # type: ignore[import-untyped]
+from lxml import etree
 
 from syndicator.config import Config
 from syndicator.model import Story
