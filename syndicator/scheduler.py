@@ -79,6 +79,8 @@ class Runner:
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.scheduler = AsyncIOScheduler(timezone=ZoneInfo(config.digest.timezone))
         self.runs = 0
+        self.ready = asyncio.Event()  # the scheduler is running and the start-up build is done
+        self.ran = asyncio.Event()  # a digest run finished (a caller clears it to await the next)
 
     async def job(self) -> None:
         with self._tracked():
@@ -87,6 +89,7 @@ class Runner:
             except SyndicatorError as exc:
                 log.error("scheduled run failed: %s", exc)
             self.runs += 1
+            self.ran.set()
             self._log_next()
 
     async def build_job(self) -> None:
@@ -132,6 +135,7 @@ class Runner:
         self.scheduler.start()
         self._log_next()
         server = self._start_server()
+        self.ready.set()
         try:
             waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.stopping.wait())}
             if server is not None:
@@ -176,9 +180,12 @@ class Runner:
         self.stopping.set()
 
     async def shutdown(self) -> None:
-        self.scheduler.shutdown(wait=False)
+        # No new firings, but no shutdown yet: APScheduler's AsyncIOExecutor cancels the tasks
+        # of running jobs when it shuts down, which would abandon the send in flight.
+        self.scheduler.pause()
         # Let a running job finish its in-flight messages (the sender stops claiming new ones).
         pending = [t for t in self.in_flight if t is not asyncio.current_task()]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        self.scheduler.shutdown(wait=False)
         log.info("stopped")

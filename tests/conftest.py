@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -148,6 +149,14 @@ class RecordingHandler:
         self.received: list[Received] = []
         self.refuse: dict[str, str] = {}
         self.connections = 0
+        self.arrived = threading.Condition()
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
+        """Block until ``count`` messages arrived (an event, not a poll); fails past ``timeout``."""
+        with self.arrived:
+            got = self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
+        assert got, f"expected {count} messages, got {len(self.received)}"
+        return self.received
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -159,7 +168,9 @@ class RecordingHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
-        self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), content))
+        with self.arrived:
+            self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), content))
+            self.arrived.notify_all()
         return "250 Message accepted for delivery"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -25,6 +26,7 @@ class Faults:
     rcpt_ok: str = "250 OK"  # the success reply to RCPT (251 "will forward" is success too)
     mail_reply: str = ""  # a refusal for MAIL FROM, when set
     max_connections: int = 0  # more at once get a 421 greeting and are closed (0: no limit)
+    gate: threading.Event | None = None  # when set, DATA waits for it (a barrier, not a delay)
     seed: int = 7
 
 
@@ -34,6 +36,13 @@ class FaultyHandler:
         self.rng = random.Random(faults.seed)
         self.accepted: list[tuple[str, str, bytes]] = []  # (rcpt, Message-ID, data)
         self.tried: Counter[str] = Counter()
+        self.arrived = threading.Condition()
+        self.in_data = threading.Event()  # a DATA command has arrived (and may wait at the gate)
+
+    def wait_accepted(self, count: int, timeout: float = 30) -> None:
+        with self.arrived:
+            got = self.arrived.wait_for(lambda: len(self.accepted) >= count, timeout)
+        assert got, f"expected {count} accepted messages, got {len(self.accepted)}"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -53,6 +62,9 @@ class FaultyHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         rcpt = envelope.rcpt_tos[0].lower()
+        self.in_data.set()
+        if self.faults.gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.faults.gate.wait)
         self.tried[rcpt] += 1
         first = self.tried[rcpt] == 1
         if first and rcpt in self.faults.drop_first:
@@ -68,7 +80,9 @@ class FaultyHandler:
             await asyncio.sleep(self.faults.delay)
         data = envelope.original_content or b""
         msg = message_from_bytes(data, policy=policy.default)
-        self.accepted.append((rcpt, str(msg["Message-ID"]), data))
+        with self.arrived:
+            self.accepted.append((rcpt, str(msg["Message-ID"]), data))
+            self.arrived.notify_all()
         return "250 2.0.0 Ok: queued"
 
     def per_recipient(self) -> Counter[str]:

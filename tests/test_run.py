@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from datetime import UTC, datetime
 
 from apscheduler.triggers.cron import CronTrigger
@@ -32,27 +32,64 @@ def _point_at(project: Project, server: FaultyServer) -> None:
     project.write_config()
 
 
+NEVER = CronTrigger.from_crontab("0 7 1 1 *", timezone="UTC")  # the test fires the job itself
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+async def _fire(runner: Runner) -> None:
+    """The digest trigger fires now (APScheduler wakes for a changed next run time)."""
+    runner.ran.clear()
+    runner.scheduler.modify_job("digest", next_run_time=datetime.now(UTC))
+    await asyncio.wait_for(runner.ran.wait(), 30)
+
+
 def test_the_scheduler_builds_and_sends_when_the_trigger_fires_then_stops(
         project: Project, faulty_smtp: FaultyServer) -> None:
     _point_at(project, faulty_smtp)
     config = load_config(project.config)
-    runner = Runner(config, lambda: datetime.now(UTC).replace(microsecond=0),
-                    CronTrigger(second="*", timezone="UTC"))
+    runner = Runner(config, _wall_clock, NEVER)
 
     async def scenario() -> None:
         task = asyncio.create_task(runner.run())
-        deadline = time.monotonic() + 15
-        while runner.runs < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(runner.ready.wait(), 30)
+        await _fire(runner)
+        await _fire(runner)
         runner.request_stop()
         await asyncio.wait_for(task, 10)
 
     asyncio.run(scenario())
-    assert runner.runs >= 2
+    assert runner.runs == 2
     assert (project.output / "rss.xml").exists()
-    # Later firings find nothing new: each recipient got the one edition once.
+    # The second firing found nothing new: each recipient got the one edition once.
     assert faulty_smtp.handler.per_recipient() == {"alice@example.com": 1, "bob@example.net": 1}
     assert not runner.scheduler.running
+
+
+def test_shutdown_waits_for_the_send_in_flight(project: Project, faulty_smtp: FaultyServer) -> None:
+    _point_at(project, faulty_smtp)
+    gate = threading.Event()
+    faulty_smtp.faults.gate = gate  # the relay holds every DATA until the test lets it go
+    runner = Runner(load_config(project.config), _wall_clock, NEVER)
+    seen: dict[str, object] = {}
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.run())
+        await asyncio.wait_for(runner.ready.wait(), 30)
+        runner.scheduler.modify_job("digest", next_run_time=datetime.now(UTC))
+        await asyncio.to_thread(faulty_smtp.handler.in_data.wait, 30)  # a message is in flight
+        runner.request_stop()  # SIGTERM, as the signal handler does
+        gate.set()
+        await asyncio.wait_for(task, 30)
+        seen["runs"] = runner.runs  # when run() returns, the job has finished
+        seen["accepted"] = len(faulty_smtp.handler.accepted)
+
+    asyncio.run(scenario())
+    assert seen["runs"] == 1
+    # The messages in flight were delivered, not abandoned mid-DATA.
+    assert isinstance(seen["accepted"], int) and seen["accepted"] >= 1
 
 
 def test_run_logs_the_next_run_and_stops_on_sigterm(project: Project, faulty_smtp: FaultyServer) -> None:
@@ -110,13 +147,12 @@ def test_feeds_schedule_adds_its_own_build_job(project: Project, faulty_smtp: Fa
     text = project.write_config().read_text()
     project.write_config(text.replace("limit = 50", 'limit = 50\nschedule = "*/5 * * * *"'))
     config = load_config(project.config)
-    runner = Runner(config, lambda: datetime.now(UTC).replace(microsecond=0))
+    runner = Runner(config, _wall_clock)
     seen: dict[str, object] = {}
 
     async def scenario() -> None:
         task = asyncio.create_task(runner.run())
-        while not runner.scheduler.running:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(runner.ready.wait(), 30)
         job = runner.scheduler.get_job("feeds")
         seen["minute"] = job.next_run_time.minute if job else None
         runner.request_stop()

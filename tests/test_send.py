@@ -187,9 +187,7 @@ def test_kill_9_mid_edition_then_resume_sends_everyone_once(project: Project, fa
     faulty_smtp.faults.delay = 0.02
     configure(project, faulty_smtp, store_url, recipients, concurrency=2)
     proc = _spawn_send(project)
-    deadline = time.time() + 30
-    while len(faulty_smtp.handler.accepted) < 30 and time.time() < deadline:
-        time.sleep(0.01)
+    faulty_smtp.handler.wait_accepted(30)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 30 <= len(faulty_smtp.handler.accepted) < len(recipients)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -77,26 +78,36 @@ RELAY_BUSY = (None, 421, 451, 452, 454)  # None: disconnected or timed out
 
 
 class Throttle:
-    """``smtp.rate`` as evenly spaced send slots, plus a shared pause after 421/451/454."""
+    """``smtp.rate`` as evenly spaced send slots, plus a shared pause after 421/451/454.
 
-    def __init__(self, rate: float) -> None:
+    ``clock`` and ``sleep`` default to the running loop's; tests pass a fake pair.
+    """
+
+    MAX_PAUSE = 10.0  # seconds: the longest shared pause, however many refusals in a row
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.next_slot = 0.0
         self.paused_until = 0.0
         self.strikes = 0
+        self._clock = clock
+        self._sleep = sleep
+
+    def _now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
 
     async def wait(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            now = loop.time()
+            now = self._now()
             if now < self.paused_until:
-                await asyncio.sleep(self.paused_until - now)
+                await self._sleep(self.paused_until - now)
                 continue
             if self.interval:
                 slot = max(now, self.next_slot)
                 self.next_slot = slot + self.interval
                 if slot > now:
-                    await asyncio.sleep(slot - now)
+                    await self._sleep(slot - now)
             return
 
     def feedback(self, outcome: Outcome) -> None:
@@ -104,7 +115,7 @@ class Throttle:
         if outcome.kind is Kind.TRANSIENT and outcome.code in RELAY_BUSY:
             # Slow everyone down, more with each consecutive refusal, instead of hammering.
             self.strikes += 1
-            pause = min(10.0, 0.1 * 2 ** min(self.strikes - 1, 7))
-            self.paused_until = max(self.paused_until, asyncio.get_running_loop().time() + pause)
+            pause = min(self.MAX_PAUSE, 0.1 * 2 ** min(self.strikes - 1, 7))
+            self.paused_until = max(self.paused_until, self._now() + pause)
         elif outcome.kind is Kind.SENT:
             self.strikes = 0
