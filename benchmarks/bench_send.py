@@ -170,12 +170,9 @@ def naive_message(config: Config, digest: Digest, clock: datetime, address: str,
     msg["Date"] = format_datetime(clock)
     msg["Message-ID"] = f"<{n}.bench@example.org>"
     msg["List-Unsubscribe"] = f"<https://example.org/u/{n}>"
-    from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER
-
-    link = f"https://example.org/u/{n}"
-    msg.set_content(digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, link))
-    msg.add_alternative(digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, link),
-                        subtype="html")
+    page, text = digest.personal(f"https://example.org/u/{n}")
+    msg.set_content(text)
+    msg.add_alternative(page, subtype="html")
     return msg.as_bytes()
 
 

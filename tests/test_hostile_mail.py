@@ -71,3 +71,47 @@ def test_the_confirmation_mail_to_an_idn_address_is_well_formed(project: Project
     assert sorted(_header_names(data)) == sorted(
         ["From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "MIME-Version", "Content-Type",
          "Content-Transfer-Encoding"])
+
+
+def _bodies(data: bytes) -> tuple[str, str]:
+    msg = message_from_bytes(data, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    text, page = (part.get_content() for part in msg.iter_parts())
+    return text, page
+
+
+def test_article_text_that_quotes_the_marker_cannot_steal_unsubscribe_links(
+        project: Project, faulty_smtp: FaultyServer) -> None:
+    # The fixed marker of earlier versions is public (it is in this code); a seed that quotes it
+    # would have had every reader's personal link spliced into the seed's own text and link.
+    bait = "SYNDICATOR_UNSUBSCRIBE_URL_7F3A9C2E"
+    _configure(project, faulty_smtp, "Test Digest <digest@example.org>",
+               ["alice@example.com", "bob@example.net"])
+    for path in project.seeds.iterdir():
+        path.unlink()
+    project.seed("001_bait.txt", f"---\nurl: https://evil.example/collect?t={bait}\n---\n"
+                                 f"Win a prize {bait}\n\nClaim it: {bait} now.\n")
+    result = CliRunner().invoke(cli, ["send", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(faulty_smtp.handler.accepted) == 2
+    for _rcpt, _, data in faulty_smtp.handler.accepted:
+        text, page = _bodies(data)
+        assert f"Claim it: {bait} now." in text  # the article reaches the reader as written
+        assert f"Claim it: {bait} now." in page
+        tokens = set(re.findall(r"https://example\.org/u/([A-Za-z0-9_-]+)", text + page))
+        assert len(tokens) == 1  # the reader's own link, only where the template puts it
+        (token,) = tokens
+        assert text.count(token) == 1 and page.count(token) == 1
+        assert not re.search(r"evil\.example[^\s\"]*" + re.escape(token), text + page)
+
+
+def test_the_dry_run_preview_holds_an_inert_unsubscribe_link(project: Project) -> None:
+    result = CliRunner().invoke(cli, ["send", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    preview = project.root / "preview"
+    text, page = _bodies((preview / "digest.eml").read_bytes())
+    shown = {"digest.html": (preview / "digest.html").read_text(),
+             "digest.txt": (preview / "digest.txt").read_text(), "eml text": text, "eml html": page}
+    for name, body in shown.items():
+        links = set(re.findall(r"https://example\.org/u/([A-Za-z0-9_-]+)", body))
+        assert links == {"preview-token-not-valid"}, name

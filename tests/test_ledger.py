@@ -81,7 +81,7 @@ def test_a_manual_send_racing_the_schedule_does_not_make_a_second_edition(projec
         assert scheduled is not None  # ... the scheduler's edition commits meanwhile ...
         edition, created = ledger.create_edition(  # ... then the manual send creates its own
             store, slot=planned.slot, now=0, max_seq=planned.max_seq,
-            story_ids=tuple(s.id for s in planned.stories), subject="s", html="h", text="t",
+            story_ids=tuple(s.id for s in planned.stories), subject="s", html="h", text="t", marker="M",
             recipients=RECIPIENTS, message_id=lambda eid, a: f"<{eid}.{len(a)}@example.org>")
         assert (edition.id, created) == (scheduled.id, False)
         assert len(ledger.editions(store)) == 1

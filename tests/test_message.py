@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from syndicator.config import Config, load_config
-from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER, Digest, render_digest
+from syndicator.mail.digest import LEGACY_MARKER, Digest, render_digest
 from syndicator.mail.message import MessageFactory, list_id, message_id
 from syndicator.mail.tokens import unsubscribe_token
 
@@ -58,8 +58,8 @@ def naive(config: Config, digest: Digest, address: str, mid: str, url: str, date
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg["Precedence"] = "bulk"
-    msg.set_content(digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, url))
-    msg.add_alternative(digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(url)), subtype="html")
+    msg.set_content(digest.text.replace(digest.marker, url))
+    msg.add_alternative(digest.html.replace(digest.marker, html.escape(url)), subtype="html")
     return msg
 
 
@@ -113,8 +113,8 @@ def test_spliced_message_equals_a_naive_email_message(seeded: tuple[Config, Dige
         assert_wire_format(built)
         assert_equivalent(built, naive(config, digest, address, mid, urls[address], clock))
         text, page = (p.get_content() for p in parts(parsed(built)))
-        assert text.replace("\r\n", "\n") == digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, urls[address])
-        assert page.replace("\r\n", "\n") == digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, urls[address])
+        assert text.replace("\r\n", "\n") == digest.text.replace(digest.marker, urls[address])
+        assert page.replace("\r\n", "\n") == digest.html.replace(digest.marker, urls[address])
         others = [urls[a] for a in RECIPIENTS if a != address]
         assert not any(other.encode() in built for other in others)
 
@@ -136,16 +136,16 @@ def test_random_bodies_decode_exactly(project: Project, clock: datetime) -> None
     alphabet = ["a", "Z", " ", "\t", "=", ".", "é", "’", "日", "🎉", "\n", "=20", "x" * 80, " \n", "<&>"]
     for case in range(300):
         def body() -> str:
-            pieces = rng.choices([*alphabet, UNSUBSCRIBE_PLACEHOLDER], k=rng.randrange(0, 40))
+            pieces = rng.choices([*alphabet, LEGACY_MARKER], k=rng.randrange(0, 40))
             return "".join(pieces) + "\n"
-        digest = Digest(subject=f"case {case}", html=body(), text=body(), story_ids=())
+        digest = Digest(subject=f"case {case}", html=body(), text=body(), story_ids=(), marker=LEGACY_MARKER)
         url = "https://example.org/u/" + "t=" * rng.randrange(0, 60)
         built = MessageFactory(config, digest, unsubscribe_url={"a@example.com": url}.__getitem__,
                                date=clock).build("a@example.com", "<1.a@example.org>")
         assert_wire_format(built)
         text, page = (p.get_content() for p in parts(parsed(built)))
-        assert text.replace("\r\n", "\n") == digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, url), case
-        assert page.replace("\r\n", "\n") == digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(url))
+        assert text.replace("\r\n", "\n") == digest.text.replace(digest.marker, url), case
+        assert page.replace("\r\n", "\n") == digest.html.replace(digest.marker, html.escape(url))
 
 
 # -- headers -------------------------------------------------------------------------------
@@ -196,7 +196,8 @@ def test_list_id_comes_from_the_site_url(project: Project) -> None:
 def test_non_ascii_subject_and_sender_round_trip(project: Project, clock: datetime) -> None:
     config = configure(project, ('from = "Test Digest', 'from = "Dépêche “Digest”'))
     subject = "“Curly” quotes — 🎉 emoji and 日本語の見出しがとても長い場合でも正しく折り返されること " * 2
-    digest = Digest(subject=subject.strip(), html="<p>x</p>\n", text="x\n", story_ids=())
+    digest = Digest(subject=subject.strip(), html="<p>x</p>\n", text="x\n", story_ids=(),
+                    marker=LEGACY_MARKER)
     built = MessageFactory(config, digest, unsubscribe_url=lambda _: "https://example.org/u/t",
                            date=clock).build("a@example.com", "<1.a@example.org>")
     assert_wire_format(built)
@@ -218,7 +219,7 @@ def header_names(data: bytes) -> list[str]:
 def test_subject_cannot_inject_headers(project: Project, clock: datetime) -> None:
     config, _ = seed_stories(project, clock)
     evil = "Hi\r\nBcc: victim@example.com\nX-Evil: 1\x00\x0b\r\n\r\n<html>"
-    digest = Digest(subject=evil, html="<p>x</p>\n", text="x\n", story_ids=())
+    digest = Digest(subject=evil, html="<p>x</p>\n", text="x\n", story_ids=(), marker=LEGACY_MARKER)
     built = MessageFactory(config, digest, unsubscribe_url=lambda _: "https://example.org/u/t",
                            date=clock).build("a@example.com", "<1.a@example.org>")
     assert header_names(built) == [

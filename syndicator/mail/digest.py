@@ -1,15 +1,19 @@
 """Render one digest edition: subject, HTML (CSS inlined) and plain text, once per edition.
 
-Per-recipient parts (the unsubscribe URL) are left as ``UNSUBSCRIBE_PLACEHOLDER`` so the
-message factory can splice them in cheaply without re-rendering anything.
+Per-recipient parts (the unsubscribe URL) are left as the edition's ``marker`` so the message
+factory can splice them in cheaply without re-rendering anything. The marker is random per
+edition: article text cannot contain it, so a seed that quotes a marker it has seen (in a
+digest, in this code) gets its text mailed exactly as written, and no reader's link leaks.
 """
 
 from __future__ import annotations
 
+import secrets
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -24,9 +28,16 @@ from syndicator.site.feeds import story_url
 from syndicator.templating import environment
 from syndicator.text import clean, one_line
 
-# Plain ASCII letters and underscores only: it survives HTML escaping, CSS inlining and
-# quoted-printable encoding unchanged, and cannot occur in rendered article text by accident.
-UNSUBSCRIBE_PLACEHOLDER = "SYNDICATOR_UNSUBSCRIBE_URL_7F3A9C2E"
+# Plain ASCII letters, digits and underscores only: a marker survives HTML escaping, CSS
+# inlining and quoted-printable encoding unchanged.
+MARKER_PREFIX = "SYNDICATOR_UNSUBSCRIBE_URL_"
+# The one fixed marker of editions opened before markers were random (their stored bodies
+# hold it); never used for a new edition.
+LEGACY_MARKER = MARKER_PREFIX + "7F3A9C2E"
+
+
+def new_marker() -> str:
+    return MARKER_PREFIX + secrets.token_hex(16)
 
 HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"
@@ -48,14 +59,24 @@ class Digest:
     html: str
     text: str
     story_ids: tuple[str, ...]
+    marker: str  # where each reader's unsubscribe URL goes, in both bodies
+
+    def personal(self, url: str) -> tuple[str, str]:
+        """The HTML and text bodies with one reader's unsubscribe URL in place."""
+        return (self.html.replace(self.marker, escape(url)), self.text.replace(self.marker, url))
 
 
-def render_digest(config: Config, stories: Sequence[Story], date: datetime) -> Digest:
-    """Render the edition of ``stories`` (newest first) dated ``date`` (an aware datetime)."""
+def render_digest(config: Config, stories: Sequence[Story], date: datetime,
+                  marker: str | None = None) -> Digest:
+    """Render the edition of ``stories`` (newest first) dated ``date`` (an aware datetime).
+
+    ``marker`` is fixed only by tests that compare with golden files; by default it is new.
+    """
     if date.tzinfo is None:
         raise ValueError("the edition date must be timezone-aware")
+    marker = marker or new_marker()
     env = _environment(config)
-    context = _context(config, stories, _local(date, config.digest.timezone))
+    context = _context(config, stories, _local(date, config.digest.timezone), marker)
     subject = _subject(config, env, context)
     context["subject"] = subject
     html = _render(env, HTML_TEMPLATE, context)
@@ -65,6 +86,7 @@ def render_digest(config: Config, stories: Sequence[Story], date: datetime) -> D
         html=_inline_css(html),
         text=_normalise_text(text),
         story_ids=tuple(s.id for s in stories),
+        marker=marker,
     )
 
 
@@ -81,7 +103,7 @@ def _local(date: datetime, zone: str) -> EditionDate:
                        local.second, local.microsecond, tzinfo=local.tzinfo, fold=local.fold)
 
 
-def _context(config: Config, stories: Sequence[Story], date: EditionDate) -> dict[str, Any]:
+def _context(config: Config, stories: Sequence[Story], date: EditionDate, marker: str) -> dict[str, Any]:
     lead = stories[0] if stories else None
     return {
         "site": config.site,
@@ -91,7 +113,7 @@ def _context(config: Config, stories: Sequence[Story], date: EditionDate) -> dic
         "stories": list(stories),
         "date": date,
         "story_url": lambda story: story_url(config, story),
-        "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+        "unsubscribe_url": marker,
         "preheader": _preheader(lead),
     }
 

@@ -69,6 +69,7 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
     edition, created = ledger.create_edition(
         store, slot=slot or planned.slot, now=int(now.timestamp()), max_seq=planned.max_seq,
         story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
+        marker=digest.marker,
         recipients=audience(config, store), suppressed=skipped(config, store),
         message_id=lambda eid, address: message_id(eid, address, config),
     )
@@ -78,6 +79,6 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
 
 
 def factory_for(config: Config, edition: Edition, secret: bytes | None) -> MessageFactory:
-    digest = Digest(edition.subject, edition.html, edition.text, edition.story_ids)
+    digest = Digest(edition.subject, edition.html, edition.text, edition.story_ids, edition.marker)
     return MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret),
                           date=datetime.fromtimestamp(edition.created_at, UTC))

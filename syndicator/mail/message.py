@@ -22,7 +22,7 @@ from email.utils import format_datetime
 from urllib.parse import urlsplit
 
 from syndicator.config import Config, ascii_address, ascii_domain
-from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER, Digest
+from syndicator.mail.digest import Digest
 from syndicator.text import one_line
 
 CRLF = b"\r\n"
@@ -91,8 +91,8 @@ class MessageFactory:
         })
         self._chunks = _split(skeleton, [_slot_line(s) for s in _SLOTS] +
                               [_TEXT_MARKER.encode() + CRLF, _HTML_MARKER.encode() + CRLF])
-        self._text = _segments(digest.text)
-        self._html = _segments(digest.html)
+        self._text = _segments(digest.text, digest.marker)
+        self._html = _segments(digest.html, digest.marker)
 
     def build(self, address: str, message_id: str) -> bytes:
         """The RFC 5322 message for ``address``: CRLF line ends, no line over 998 bytes."""
@@ -253,13 +253,13 @@ def _split(data: bytes, markers: list[bytes]) -> list[bytes]:
     return [*chunks, data]
 
 
-def _segments(body: str) -> list[bytes]:
+def _segments(body: str, marker: str) -> list[bytes]:
     """The body, quoted-printable encoded, cut where the unsubscribe URL goes.
 
     Each segment ends at a line boundary (a soft line break if the text goes on), so the
     encoded URL can be joined in between and decoding yields exactly the text with the URL.
     """
-    return [_qp_encode(part) for part in body.split(UNSUBSCRIBE_PLACEHOLDER)]
+    return [_qp_encode(part) for part in body.split(marker)]
 
 
 def _qp_encode(text: str) -> bytes:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 from syndicator.config import Config
 from syndicator.errors import DeliveryError
 from syndicator.mail.audience import audience
-from syndicator.mail.digest import UNSUBSCRIBE_PLACEHOLDER, render_digest
+from syndicator.mail.digest import render_digest
 from syndicator.mail.edition import plan, unsubscribe_url
 from syndicator.mail.message import MessageFactory, message_id
 from syndicator.mail.policy import Kind, Outcome
@@ -36,24 +34,21 @@ def preview(config: Config, store: Store, now: datetime, folder: Path) -> Previe
         return None
     digest = render_digest(config, planned.stories, now)
     addresses = list(audience(config, store))
-    secret = _optional_secret(config)
-    factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=now)
+    # A preview is shared, pasted and forwarded: its unsubscribe link is an inert token, never
+    # a live link that would unsubscribe the first real reader.
+    links = unsubscribe_url(config, None)
+    factory = MessageFactory(config, digest, unsubscribe_url=links, date=now)
     first = addresses[0] if addresses else "recipient@example.invalid"
-    link = unsubscribe_url(config, secret)(first)
+    page, text = digest.personal(links(first))
     files = {
-        "digest.html": digest.html.replace(UNSUBSCRIBE_PLACEHOLDER, html.escape(link)).encode("utf-8"),
-        "digest.txt": digest.text.replace(UNSUBSCRIBE_PLACEHOLDER, link).encode("utf-8"),
+        "digest.html": page.encode("utf-8"),
+        "digest.txt": text.encode("utf-8"),
         "digest.eml": factory.build(first, message_id(0, first, config)),
     }
     for name, data in files.items():
         write_atomic(folder / name, data)
     return Preview(digest.subject, len(planned.stories), len(addresses),
                    tuple(folder / n for n in files))
-
-
-def _optional_secret(config: Config) -> bytes | None:
-    value = os.environ.get(config.digest.secret_env)
-    return value.encode() if value else None
 
 
 async def send_test_copy(config: Config, store: Store, now: datetime, address: str, *,

@@ -42,6 +42,7 @@ class Edition:
     text: str
     status: str
     last_error: str | None = None
+    marker: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ def _edition(row: object) -> Edition:
         m["text"],
         m["status"],
         m["last_error"],
+        m["marker"],
     )
 
 
@@ -119,6 +121,7 @@ def create_edition(
     subject: str,
     html: str,
     text: str,
+    marker: str,
     recipients: Iterable[str],
     suppressed: Iterable[str] = (),
     message_id: Callable[[int, str], str],
@@ -153,6 +156,7 @@ def create_edition(
                     subject=subject,
                     html=html,
                     text=text,
+                    marker=marker,
                     status=OPEN,
                 )
             ).inserted_primary_key

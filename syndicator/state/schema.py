@@ -44,6 +44,8 @@ editions = Table(
     Column("subject", Text, nullable=False),
     Column("html", Text, nullable=False),
     Column("text", Text, nullable=False),
+    # Where each reader's unsubscribe URL is spliced into html and text (random per edition).
+    Column("marker", String(100), nullable=False, server_default="SYNDICATOR_UNSUBSCRIBE_URL_7F3A9C2E"),
     Column("status", String(20), nullable=False),
     Column("finished_at", BigInteger),
     Column("last_error", Text),
