@@ -139,6 +139,12 @@ class DigestConfig(_Section):
     recipients: tuple[str, ...] = Field(default=(), strict=False)
     recipients_file: str = ""
     secret_env: str = "SYNDICATOR_SECRET"
+    # A digest that stays readable, and under Gmail's 102 KB clip (past it, Gmail hides the
+    # rest of the message, the unsubscribe link included).
+    max_stories: int = Field(default=20, ge=1, le=1000)  # the rest: "and N more stories"
+    summary_chars: int = Field(default=300, ge=40, le=100_000)  # cut at a word, with "…"
+    min_stories: int = Field(default=1, ge=1, le=1000)  # fewer new ones: wait for the next slot
+    max_bytes: int = Field(default=100_000, ge=20_000, le=50_000_000)  # one message, all parts
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 

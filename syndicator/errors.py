@@ -75,6 +75,10 @@ class DeliveryError(SyndicatorError):
     """Mail could not be delivered (exit 1)."""
 
 
+class EditionTooLarge(DeliveryError):
+    """The relay refused the edition's message for its size: no reader can get it as it is."""
+
+
 class SecretMissingError(InputError):
     """A secret the command needs is not in the environment."""
 

@@ -124,3 +124,13 @@ def slugify(text: str, limit: int = 60) -> str:
 def story_slug(title: str, public_id: str, stem: str | None = None) -> str:
     """A readable, collision-free file name stem for a story page (``stem``: slugify(title))."""
     return f"{stem if stem is not None else slugify(title)}-{public_id.rsplit('-', 1)[-1][:8]}"
+
+
+def edition_page(slot: str, created: datetime) -> str:
+    """An edition's web page, relative to the output folder: its date, then its slot's hash.
+
+    The mail links it before the page is built, so both sides derive it from what the edition
+    row holds: the slot is unique per edition, ``created`` is its local opening time.
+    """
+    digest = hashlib.sha256(slot.encode()).hexdigest()[:8]
+    return f"digests/{created:%Y-%m-%d}-{digest}.html"

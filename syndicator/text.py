@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
-# Characters XML 1.0 forbids, plus the C1 controls that break readers.
-_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff\ud800-\udfff]")
+# Characters XML 1.0 forbids, the C1 controls that break readers, and the bidi embedding,
+# override and isolate controls: U+202E in a title reverses what follows it in the subject
+# line and the feed reader ("Trojan Source"); right-to-left text needs none of them.
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069"
+                      "\ufffe\uffff\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
 
 
@@ -17,6 +20,17 @@ def clean(text: str) -> str:
 def one_line(text: str) -> str:
     """Clean text folded to one line: CR, LF and tabs become single spaces (header-safe)."""
     return _SPACES.sub(" ", clean(text)).strip()
+
+
+def excerpt(text: str, limit: int) -> str:
+    """``text`` on one line, cut at a word boundary to at most ``limit`` characters, with "…"."""
+    flat = one_line(text)
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: limit - 1]
+    if " " in cut and not flat[limit - 1].isspace():
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:.-–—") + "…"
 
 
 def plural(count: int, singular: str, many: str | None = None) -> str:

@@ -25,6 +25,7 @@ class Faults:
     delay: float = 0.0  # seconds to spend on each accepted message
     rcpt_ok: str = "250 OK"  # the success reply to RCPT (251 "will forward" is success too)
     mail_reply: str = ""  # a refusal for MAIL FROM, when set
+    data_reply: str = ""  # a refusal at the end of DATA, when set (say a 552 for size)
     max_connections: int = 0  # more at once get a 421 greeting and are closed (0: no limit)
     gate: threading.Event | None = None  # when set, DATA waits for it (a barrier, not a delay)
     seed: int = 7
@@ -76,6 +77,8 @@ class FaultyHandler:
             return "451 too late"
         if self.faults.transient_rate and self.rng.random() < self.faults.transient_rate:
             return self.rng.choice(["421 4.3.2 Service shutting down", "451 4.3.0 Try again later"])
+        if self.faults.data_reply:
+            return self.faults.data_reply
         if self.faults.delay:
             await asyncio.sleep(self.faults.delay)
         data = envelope.original_content or b""

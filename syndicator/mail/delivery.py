@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syndicator.config import Config
-from syndicator.errors import SmtpSetupError, StoreError
+from syndicator.errors import EditionTooLarge, SmtpSetupError, StoreError
 from syndicator.mail.message import MessageFactory
 from syndicator.mail.policy import Kind, Outcome, Throttle, settle
 from syndicator.mail.smtp import Connection
@@ -283,6 +283,10 @@ class Delivery:
                     if not counted:
                         counted = True
                         self.connections += 1
+                if outcome.kind is Kind.TOO_LARGE:
+                    # Every reader's copy is the same size: stop the edition, keep the rows.
+                    ledger.release(self.store, [item, *feeder.drain()], int(time.time()))
+                    raise EditionTooLarge(outcome.reply)
                 throttle.feedback(outcome)
                 await self._settle(recorder, feeder, item, outcome)
         finally:

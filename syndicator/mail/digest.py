@@ -20,13 +20,14 @@ from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from syndicator.config import Config
 from syndicator.errors import InputError
 from syndicator.model import Story
 from syndicator.site.feeds import story_url
-from syndicator.templating import environment
-from syndicator.text import clean, one_line
+from syndicator.templating import environment, template_error
+from syndicator.text import clean, excerpt, one_line, plural
 
 # Plain ASCII letters, digits and underscores only: a marker survives HTML escaping, CSS
 # inlining and quoted-printable encoding unchanged.
@@ -66,18 +67,24 @@ class Digest:
         return (self.html.replace(self.marker, escape(url)), self.text.replace(self.marker, url))
 
 
-def render_digest(config: Config, stories: Sequence[Story], date: datetime,
-                  marker: str | None = None) -> Digest:
-    """Render the edition of ``stories`` (newest first) dated ``date`` (an aware datetime).
+def render_digest(config: Config, stories: Sequence[Story], date: datetime, *,
+                  marker: str | None = None, shown: int | None = None, web_url: str = "") -> Digest:
+    """Render the edition of ``stories`` (the lead first, then newest first) dated ``date``.
 
+    The message shows the first ``shown`` stories (default ``digest.max_stories``) and then
+    "and N more stories", linking ``web_url`` (the edition's page; the site without one).
     ``marker`` is fixed only by tests that compare with golden files; by default it is new.
     """
     if date.tzinfo is None:
         raise ValueError("the edition date must be timezone-aware")
     marker = marker or new_marker()
     env = _environment(config)
+    count = min(len(stories), config.digest.max_stories if shown is None else max(1, shown))
     context = _context(config, stories, _local(date, config.digest.timezone), marker)
-    subject = _subject(config, env, context)
+    context["briefs"] = list(stories[1:count])  # the stories shown below the lead
+    context["more"] = len(stories) - count
+    context["web_url"] = web_url or config.site.url
+    subject = _subject(config, context)
     context["subject"] = subject
     html = _render(env, HTML_TEMPLATE, context)
     text = _render(env.overlay(autoescape=False), TEXT_TEMPLATE, context)
@@ -85,7 +92,7 @@ def render_digest(config: Config, stories: Sequence[Story], date: datetime,
         subject=subject,
         html=_inline_css(html),
         text=_normalise_text(text),
-        story_ids=tuple(s.id for s in stories),
+        story_ids=tuple(s.id for s in stories),  # the edition covers all, shown or counted
         marker=marker,
     )
 
@@ -94,6 +101,16 @@ def _environment(config: Config) -> jinja2.Environment:
     env = environment(config.templates_dir)
     env.filters["one_line"] = one_line
     env.filters["wrap"] = _wrap
+    limit = config.digest.summary_chars
+    env.filters["excerpt"] = lambda text: excerpt(text, limit)
+    return env
+
+
+def _subject_environment() -> SandboxedEnvironment:
+    # The config is trusted, but a sandbox costs nothing: no attribute walk to os or globals.
+    env = SandboxedEnvironment(autoescape=False, undefined=jinja2.StrictUndefined)
+    env.filters["plural"] = plural
+    env.filters["one_line"] = one_line
     return env
 
 
@@ -118,13 +135,13 @@ def _context(config: Config, stories: Sequence[Story], date: EditionDate, marker
     }
 
 
-def _subject(config: Config, env: jinja2.Environment, context: dict[str, Any]) -> str:
+def _subject(config: Config, context: dict[str, Any]) -> str:
     """The configured subject on one line; a fixed one when the edition has no story."""
     if context["lead"] is None:
         rendered = f"No new stories this time: {config.site.title}, {context['date']}"
     else:
         try:
-            rendered = env.overlay(autoescape=False).from_string(config.digest.subject).render(context)
+            rendered = _subject_environment().from_string(config.digest.subject).render(context)
         except jinja2.TemplateError as exc:
             raise InputError(f"cannot render the subject template: {exc}", path=config.source,
                              key="digest.subject") from None
@@ -137,14 +154,9 @@ def _subject(config: Config, env: jinja2.Environment, context: dict[str, Any]) -
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
     """Render a template; a broken user template is an input error naming file and line."""
     try:
-        template = env.get_template(name)
-    except jinja2.TemplateSyntaxError as exc:
-        raise InputError(f"template error: {exc.message}", path=exc.filename or name,
-                         line=exc.lineno) from None
-    try:
-        return template.render(context)
+        return env.get_template(name).render(context)
     except jinja2.TemplateError as exc:
-        raise InputError(f"template error: {exc}", path=template.filename or name) from None
+        raise template_error(exc) from None
 
 
 def _preheader(lead: Story | None) -> str:

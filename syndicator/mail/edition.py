@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urljoin
+from zoneinfo import ZoneInfo
 
 from syndicator.config import Config
 from syndicator.mail.audience import audience, skipped
 from syndicator.mail.digest import Digest, render_digest
 from syndicator.mail.message import MessageFactory, list_id, message_id
 from syndicator.mail.tokens import unsubscribe_token
-from syndicator.model import Story
+from syndicator.model import Story, edition_page
 from syndicator.seeds.identity import load_stories
 from syndicator.state import ledger
 from syndicator.state.ledger import Edition
@@ -42,8 +43,10 @@ def plan(config: Config, store: Store, now: datetime, *, persist: bool = True) -
         new = [s for s in stories if window is None or s.first_seen >= now - window]
     else:
         new = [s for s in stories if s.seq > mark]
-    if new:
+    if len(new) >= config.digest.min_stories:
         return Plan(tuple(new), top, f"stories:{top}")
+    if new:
+        return None  # too few yet (digest.min_stories): they wait for a later slot
     if config.digest.send_when_empty:
         return Plan((), top, f"empty:{now:%Y-%m-%d}")
     return None
@@ -65,9 +68,10 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
     if planned is None:
         # Nothing new can also mean the slot's edition was committed while we planned.
         return ledger.edition_for_slot(store, slot) if slot is not None else None
-    digest = render_digest(config, planned.stories, now)
+    slot = slot or planned.slot
+    digest = fit_digest(config, planned.stories, now, web_url=web_url(config, slot, now))
     edition, created = ledger.create_edition(
-        store, slot=slot or planned.slot, now=int(now.timestamp()), max_seq=planned.max_seq,
+        store, slot=slot, now=int(now.timestamp()), max_seq=planned.max_seq,
         story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
         marker=digest.marker,
         recipients=audience(config, store), suppressed=skipped(config, store),
@@ -76,6 +80,49 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
     if created:
         log.info("edition %d opened: %d stories, %r", edition.id, len(planned.stories), digest.subject)
     return edition
+
+
+def web_url(config: Config, slot: str, now: datetime) -> str:
+    """The URL of the edition's page on the site (``digests/…``), which every message links."""
+    local = now.astimezone(ZoneInfo(config.digest.timezone))
+    return urljoin(config.site.url, edition_page(slot, local))
+
+
+def fit_digest(config: Config, stories: Sequence[Story], now: datetime, *, web_url: str = "",
+               marker: str | None = None) -> Digest:
+    """The digest of ``stories`` showing ``digest.max_stories``, or fewer if one reader's
+    message would pass ``digest.max_bytes`` (the rest are counted: "and N more stories")."""
+    def render(shown: int) -> Digest:
+        return render_digest(config, stories, now, marker=marker, shown=shown, web_url=web_url)
+
+    limit = config.digest.max_bytes
+    digest = render(config.digest.max_stories)
+    if len(stories) <= 1 or _largest_message(config, digest, now) <= limit:
+        return digest
+    low, high = 1, min(len(stories), config.digest.max_stories) - 1
+    best = render(1)
+    while low <= high:  # the most stories that fit: a few renders, only for an oversized edition
+        middle = (low + high) // 2
+        candidate = render(middle)
+        if _largest_message(config, candidate, now) <= limit:
+            best, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    size = _largest_message(config, best, now)
+    if size > limit:
+        log.warning("the digest is %d bytes with its lead alone, over digest.max_bytes (%d)", size, limit)
+    return best
+
+
+# The longest address a list may hold (RFC 5321: 64 + 1 + 255): its token and header are the
+# longest too, so every real reader's message is at most this size.
+_LONGEST = "x" * 64 + "@" + ("d" * 63 + ".") * 3 + "d" * 61
+
+
+def _largest_message(config: Config, digest: Digest, now: datetime) -> int:
+    links = unsubscribe_url(config, b"size-estimate-secret-not-used-for-mail")
+    factory = MessageFactory(config, digest, unsubscribe_url=links, date=now)
+    return len(factory.build(_LONGEST, message_id(2**31, _LONGEST, config)))
 
 
 def factory_for(config: Config, edition: Edition, secret: bytes | None) -> MessageFactory:

@@ -25,6 +25,7 @@ class Kind(Enum):
     TRANSIENT = "transient"  # 4xx, disconnects, timeouts: try again later
     PERMANENT = "permanent"  # 5xx for this recipient: final
     MAILBOX = "mailbox"  # 5.1.x / 5.2.x: final, and the address is suppressed
+    TOO_LARGE = "too large"  # 552 / 5.3.4 for the message: the edition's fault, not the reader's
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ def classify(code: int, message: str, *, rcpt: bool = False) -> Outcome:
     if 400 <= code < 500:
         return Outcome(Kind.TRANSIENT, code, reply)
     enhanced = message.strip().split(" ", 1)[0]
+    # 5.3.4 is "message too big for system"; a bare 552 after MAIL or DATA is "exceeded storage
+    # allocation", the size again, unless it says the mailbox is full (5.2.2).
+    if enhanced == "5.3.4" or (code == 552 and not rcpt and enhanced != "5.2.2"):
+        return Outcome(Kind.TOO_LARGE, code, reply)
     if rcpt and enhanced in DEAD_MAILBOX:
         return Outcome(Kind.MAILBOX, code, reply)
     return Outcome(Kind.PERMANENT, code, reply)

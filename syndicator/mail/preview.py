@@ -9,8 +9,7 @@ from pathlib import Path
 from syndicator.config import Config
 from syndicator.errors import DeliveryError
 from syndicator.mail.audience import audience
-from syndicator.mail.digest import render_digest
-from syndicator.mail.edition import plan, unsubscribe_url
+from syndicator.mail.edition import fit_digest, plan, unsubscribe_url, web_url
 from syndicator.mail.message import MessageFactory, message_id
 from syndicator.mail.policy import Kind, Outcome
 from syndicator.mail.smtp import Connection
@@ -32,7 +31,7 @@ def preview(config: Config, store: Store, now: datetime, folder: Path) -> Previe
     planned = plan(config, store, now, persist=False)
     if planned is None:
         return None
-    digest = render_digest(config, planned.stories, now)
+    digest = fit_digest(config, planned.stories, now, web_url=web_url(config, planned.slot, now))
     addresses = list(audience(config, store))
     # A preview is shared, pasted and forwarded: its unsubscribe link is an inert token, never
     # a live link that would unsubscribe the first real reader.
@@ -59,7 +58,7 @@ async def send_test_copy(config: Config, store: Store, now: datetime, address: s
         stories = planned.stories
     else:
         stories = tuple(load_stories(config, store, now, persist=False)[: config.feeds.limit])
-    digest = render_digest(config, stories, now)
+    digest = fit_digest(config, stories, now)
     factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=now)
     data = factory.build(address, message_id(-int(now.timestamp()), address, config))
     connection = Connection(config, password)

@@ -8,6 +8,7 @@ and collects their tallies. Small ones run in this process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import signal
@@ -18,12 +19,15 @@ from datetime import datetime
 from typing import Any
 
 from syndicator.config import Config
-from syndicator.errors import DeliveryError, SmtpSetupError
+from syndicator.errors import DeliveryError, EditionTooLarge, SmtpSetupError
 from syndicator.mail.delivery import Delivery, Stop, Tally
 from syndicator.mail.edition import factory_for, open_edition
 from syndicator.state import ledger
 from syndicator.state.ledger import Edition
 from syndicator.state.store import Store
+from syndicator.text import plural
+
+log = logging.getLogger("syndicator.send")
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ def send(config: Config, store: Store, now: datetime, *, slot: str | None = None
     deadline = time.time() + config.smtp.retry_for
     open_edition(config, store, now, slot)
     tally = Tally()
+    too_large: list[str] = []
     for edition in ledger.open_editions(store):
         try:
             part = deliver_edition(config, store, edition, password=password, secret=secret,
@@ -160,6 +165,9 @@ def send(config: Config, store: Store, now: datetime, *, slot: str | None = None
         except SmtpSetupError as exc:
             ledger.set_error(store, edition.id, str(exc))
             raise
+        except EditionTooLarge as exc:
+            too_large.append(_rejected(store, edition, str(exc)))
+            continue
         if part.errors:
             ledger.set_error(store, edition.id, part.errors[-1])
         ledger.finish(store, edition.id, int(time.time()))
@@ -168,4 +176,15 @@ def send(config: Config, store: Store, now: datetime, *, slot: str | None = None
         part.suppressed = counts[ledger.SUPPRESSED]
         tally.add(part)
     tally.seconds = time.monotonic() - start
+    if too_large:
+        raise EditionTooLarge("; ".join(too_large))
     return tally
+
+
+def _rejected(store: Store, edition: Edition, reply: str) -> str:
+    message = (f"the relay refused edition {edition.id} as too large ({reply}); its "
+               f"{plural(len(edition.story_ids), 'story')} go into the next edition: lower "
+               "digest.max_bytes or digest.max_stories to fit the relay's limit")
+    ledger.reject(store, edition.id, message, int(time.time()))
+    log.error("%s", message)
+    return message

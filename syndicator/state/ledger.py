@@ -24,6 +24,8 @@ PENDING, SENDING, SENT, DEFERRED, FAILED, SUPPRESSED = (
     "suppressed",
 )
 OPEN, DONE = "open", "done"
+# Refused by the relay for its size: not mailed, its stories go into the next edition.
+REJECTED = "rejected"
 STATES = (SENT, PENDING, SENDING, DEFERRED, FAILED, SUPPRESSED)
 _CHUNK = 5000
 
@@ -85,7 +87,9 @@ def _edition(row: object) -> Edition:
 def watermark(store: Store) -> int | None:
     """The newest story seq any edition has covered; None before the first edition."""
     with store.read() as conn:
-        value = conn.execute(select(func.max(edition_table.c.max_seq))).scalar_one_or_none()
+        value = conn.execute(
+            select(func.max(edition_table.c.max_seq)).where(edition_table.c.status != REJECTED)
+        ).scalar_one_or_none()
     return None if value is None else int(value)
 
 
@@ -141,7 +145,7 @@ def create_edition(
             if story_ids:
                 covering = conn.execute(
                     select(edition_table)
-                    .where(edition_table.c.max_seq >= max_seq)
+                    .where(edition_table.c.max_seq >= max_seq, edition_table.c.status != REJECTED)
                     .order_by(edition_table.c.id.desc())
                     .limit(1)
                 ).first()
@@ -390,6 +394,19 @@ def finish(store: Store, edition_id: int, now: int) -> bool:
             .values(status=DONE, finished_at=now)
         )
     return True
+
+
+def reject(store: Store, edition_id: int, message: str, now: int) -> None:
+    """Give up an edition no reader can receive: its slot is freed for a new edition of the
+    same stories (a retry after the config is fixed, the next cron firing), which the
+    watermark no longer counts as covered."""
+    with store.begin() as conn:
+        conn.execute(
+            update(edition_table)
+            .where(edition_table.c.id == edition_id)
+            .values(status=REJECTED, finished_at=now, last_error=message[:2000],
+                    slot=func.substr(f"rejected:{edition_id}:" + edition_table.c.slot, 1, 100))
+        )
 
 
 def set_error(store: Store, edition_id: int, message: str) -> None:
