@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -16,7 +17,7 @@ import idna
 import jinja2
 from apscheduler.triggers.cron import CronTrigger
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from syndicator.errors import ConfigError, ConfigErrors, InputError, SecretMissingError
 
@@ -28,6 +29,10 @@ _FROM = re.compile(r"\s*(?:([^<>]*?)\s*<([^<>\s]+)>|([^<>\s]+))\s*")
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+MIN_SECRET_BYTES = 32
+MIN_SECRET_SYMBOLS = 12  # distinct bytes: "aaaa…" or "0000…" is long but no secret
 
 
 class _Section(BaseModel):
@@ -227,6 +232,25 @@ class SmtpConfig(_Section):
     lease: int = Field(default=60, ge=1, le=3600)
     processes: int = Field(default=0, ge=0, le=16)  # worker processes; 0 = one per core on big editions
 
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> SmtpConfig:
+        # AUTH PLAIN/LOGIN over a plaintext connection hands the password to anyone on the path;
+        # only a relay on this machine (no network in between) may take it that way.
+        if self.username and self.security == "none" and not _loopback(self.host):
+            raise ValueError(
+                f"smtp.username with security = \"none\" would send the password in clear text to "
+                f"{self.host}: use \"starttls\" or \"tls\" (plaintext AUTH is allowed only on loopback)")
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 class Config(_Section):
     """The whole validated configuration plus where it came from."""
@@ -303,7 +327,16 @@ class Config(_Section):
                 f"the environment variable {self.digest.secret_env} (digest.secret_env) "
                 "must hold the secret that signs unsubscribe links"
             )
-        return value.encode()
+        secret = value.encode()
+        # Anyone who guesses it can unsubscribe, confirm or read any reader's link: it must be
+        # random material, not a word. Length and variety are what can be checked here.
+        if len(secret) < MIN_SECRET_BYTES or len(set(secret)) < MIN_SECRET_SYMBOLS:
+            raise SecretMissingError(
+                f"the secret in {self.digest.secret_env} (digest.secret_env) is too weak: use at "
+                f"least {MIN_SECRET_BYTES} random characters, for example the output of "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return secret
 
 
 def find_config(explicit: str | None) -> Path:
@@ -444,9 +477,15 @@ def recipients_file_problems(path: Path) -> list[ConfigError]:
     return problems
 
 
+def _within_limits(address: str) -> bool:
+    """RFC 5321's lengths, as email-validator checks them: the fast path must agree with it."""
+    local, _, domain = address.rpartition("@")
+    return len(address) <= 254 and len(local) <= 64 and all(len(label) <= 63 for label in domain.split("."))
+
+
 def _normalise(line: str, path: Path, number: int) -> str:
     low = line.lower()
-    if _PLAIN.fullmatch(low):
+    if _PLAIN.fullmatch(low) and _within_limits(low):
         domain = low.rsplit("@", 1)[1]
         # A-labels (xn--) come back from email-validator as Unicode: leave those to it.
         if "xn--" not in domain and not any(domain == s or domain.endswith("." + s) for s in _SPECIAL):

@@ -122,7 +122,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     proj.write_config()
     monkeypatch.chdir(root)
     monkeypatch.delenv("SYNDICATOR_CONFIG", raising=False)
-    monkeypatch.setenv("SYNDICATOR_TEST_SECRET", "test-secret-for-signing-tokens")
+    monkeypatch.setenv("SYNDICATOR_TEST_SECRET", "test-secret-for-signing-tokens-0123456789")
     return proj
 
 

@@ -33,7 +33,7 @@ from syndicator.web import app as web
 from syndicator.web import limits
 from tests.conftest import CLOCK, EXAMPLE_SEED, Project, SmtpServer
 
-SECRET = b"test-secret-for-signing-tokens"
+SECRET = b"test-secret-for-signing-tokens-0123456789"
 HUB = "https://hub.example.net/publish"
 
 
