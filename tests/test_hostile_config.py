@@ -108,7 +108,7 @@ def test_the_subject_template_is_sandboxed(project: Project, clock: datetime) ->
     store = Store.open(config.store_url)
     try:
         stories = load_stories(config, store, clock)
-        with pytest.raises(InputError, match="digest.subject"):
+        with pytest.raises(InputError, match=r"digest\.subject"):
             render_digest(config, stories, clock)
     finally:
         store.close()
