@@ -16,9 +16,11 @@ from syndicator.mail.message import MessageFactory, list_id, message_id
 from syndicator.mail.tokens import unsubscribe_token
 from syndicator.model import Story, edition_page
 from syndicator.seeds.identity import load_stories
+from syndicator.site import editions as site_editions
 from syndicator.state import ledger
 from syndicator.state.ledger import Edition
 from syndicator.state.store import Store
+from syndicator.templating import environment
 
 log = logging.getLogger("syndicator.edition")
 PREVIEW_TOKEN = "preview-token-not-valid"
@@ -79,6 +81,9 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
     )
     if created:
         log.info("edition %d opened: %d stories, %r", edition.id, len(planned.stories), digest.subject)
+        # Its page is on the site before the first message that links it goes out.
+        env = environment(config.templates_dir)
+        site_editions.publish(config, env, store, edition, planned.stories)
     return edition
 
 

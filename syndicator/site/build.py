@@ -32,6 +32,7 @@ from syndicator.gcpause import paused_gc
 from syndicator.model import SeedFile, Story
 from syndicator.seeds.identity import load_files, resolve
 from syndicator.seeds.parse import SeedFiles
+from syndicator.site import editions
 from syndicator.site.feeds import render_feeds
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
@@ -83,7 +84,8 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     folder, files, env = ready.folder, ready.files, ready.env
     stories = resolve(files, store, now)
     renderer = StoryPages(config, env)
-    top = {**render_feeds(config, stories), "index.html": render_index(config, env, stories)}
+    top = {**render_feeds(config, stories), "index.html": render_index(config, env, stories),
+           **editions.outputs(config, env, store, folder, {s.id: s for s in stories})}
     staged: list[tuple[str, str]] = []
     fresh: Path | None = None
     committed = 0

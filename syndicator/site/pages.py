@@ -16,7 +16,7 @@ from syndicator.model import Story
 from syndicator.site.feeds import ATOM, JSON_FEED, RSS, content_html, story_url
 from syndicator.templating import template_error
 
-PAGE_TEMPLATES = ("base.html", "index.html", "story.html")
+PAGE_TEMPLATES = ("base.html", "index.html", "story.html", "edition.html", "editions.html")
 
 
 def check_templates(env: jinja2.Environment) -> list[InputError]:
@@ -30,7 +30,7 @@ def check_templates(env: jinja2.Environment) -> list[InputError]:
     return problems
 
 
-def _common(config: Config) -> dict[str, object]:
+def common_context(config: Config) -> dict[str, object]:
     site = config.site
     return {
         "site": site,
@@ -47,7 +47,7 @@ def render_index(config: Config, env: jinja2.Environment, stories: Sequence[Stor
     try:
         listed = list(stories[: config.feeds.limit])
         index = env.get_template("index.html").render(
-            **_common(config), stories=listed, url_for=lambda s: story_url(config, s), root=""
+            **common_context(config), stories=listed, url_for=lambda s: story_url(config, s), root=""
         )
     except jinja2.TemplateError as exc:
         raise template_error(exc) from None
@@ -63,7 +63,7 @@ class StoryPages:
             self.template = env.get_template("story.html")
         except jinja2.TemplateError as exc:
             raise template_error(exc) from None
-        self.common = {**_common(config), "root": "../"}
+        self.common = {**common_context(config), "root": "../"}
         # urljoin per page was a tenth of the render time; a slug is [a-z0-9-] only, so the
         # page's URL is the stories/ folder's URL plus its file name (checked once, below).
         self.prefix: str | None = urljoin(config.site.url, "stories/")

@@ -109,7 +109,8 @@ def edition_for_slot(store: Store, slot: str) -> Edition | None:
     return None if row is None else _edition(row)
 
 
-def editions(store: Store, limit: int = 20) -> list[Edition]:
+def editions(store: Store, limit: int | None = 20) -> list[Edition]:
+    """The newest editions first; ``limit=None``: all of them."""
     with store.read() as conn:
         rows = conn.execute(select(edition_table).order_by(edition_table.c.id.desc()).limit(limit))
         return [_edition(r) for r in rows]
