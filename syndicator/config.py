@@ -252,6 +252,54 @@ def _loopback(host: str) -> bool:
         return False
 
 
+class InboundConfig(_Section):
+    """Where bounces, complaints and mailed unsubscribes come back, and how they are read."""
+
+    address: str = ""  # the mailbox everything comes back to; VERP adds +<token>
+    source: str = ""  # maildir:///path, mbox:///path, imaps://user@host:993/INBOX, imap://...
+    password_env: str = "SYNDICATOR_INBOUND_PASSWORD"
+    soft_bounce_limit: int = Field(default=3, ge=1, le=100)  # delays within 30 days that suppress
+    poll: str = "5m"  # how often `run` reads the source
+    done_folder: str = ""  # IMAP: move handled messages here (they are marked \\Seen either way)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not value:
+            return value
+        address = check_address(value)
+        local = address.rpartition("@")[0]
+        if "+" in local or len(local) > 64 - 1 - 34:
+            # The VERP token (34 characters with its "+u-") must fit in RFC 5321's 64.
+            raise ValueError(f"expected an address with a local part of at most 29 characters "
+                             f"and no '+', got {value!r}")
+        return ascii_address(address)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("maildir", "mbox", "imap", "imaps"):
+            raise ValueError(f"expected maildir://, mbox://, imap:// or imaps://, got {value!r}")
+        return value
+
+    @field_validator("poll")
+    @classmethod
+    def _poll(cls, value: str) -> str:
+        if not _DURATION.match(value):
+            raise ValueError(f"expected a duration like '5m' or '1h', got {value!r}")
+        return value
+
+    @property
+    def poll_seconds(self) -> float:
+        match = _DURATION.match(self.poll)
+        assert match is not None  # validated on load
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}).total_seconds()
+
+    def password(self) -> str | None:
+        """The IMAP password, only from the environment variable ``password_env`` names."""
+        return os.environ.get(self.password_env) or None
+
+
 class Config(_Section):
     """The whole validated configuration plus where it came from."""
 
@@ -260,6 +308,7 @@ class Config(_Section):
     feeds: FeedsConfig = FeedsConfig()
     digest: DigestConfig
     smtp: SmtpConfig = SmtpConfig()
+    inbound: InboundConfig = InboundConfig()
     source: Path = Path("config/syndicator.toml")
     root: Path = Path(".")
 

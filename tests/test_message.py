@@ -21,7 +21,6 @@ from .conftest import BASE_CONFIG, Project, SmtpServer
 from .test_digest import seed_stories
 
 RECIPIENTS = ("alice@example.com", "bob.o'neil+news@example.net", "x@sub.example.co.uk", "UPPER@Example.ORG")
-MAILTO = "mailto:digest@example.org?subject=unsubscribe"
 SECRET = b"test-secret"
 
 
@@ -54,7 +53,7 @@ def naive(config: Config, digest: Digest, address: str, mid: str, url: str, date
     msg["Date"] = date
     msg["Message-ID"] = mid
     msg["List-Id"] = f'"{config.site.title}" {list_id(config)}'
-    msg["List-Unsubscribe"] = f"<{url}>, <{MAILTO}>"
+    msg["List-Unsubscribe"] = f"<{url}>"  # no mailto without [inbound]
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg["Precedence"] = "bulk"
@@ -166,7 +165,7 @@ def test_headers_parse_back(seeded: tuple[Config, Digest], clock: datetime) -> N
     assert msg["Message-ID"] == "<7.ab@example.org>"
     assert msg["MIME-Version"] == "1.0"
     assert msg["List-Id"] == '"The Test Dispatch" <digest.example.org>'
-    assert msg["List-Unsubscribe"] == f"<{url}>, <{MAILTO}>"
+    assert msg["List-Unsubscribe"] == f"<{url}>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg["Precedence"] == "bulk"

@@ -249,7 +249,6 @@ class Delivery:
 
     async def _worker(self, feeder: Feeder, recorder: Recorder, throttle: Throttle) -> None:
         connection = Connection(self.config, self.password)
-        mail_from = self.config.digest.from_address
         counted = False  # this worker's connection counts among the working ones
         try:
             while (item := await feeder.next()) is not None:
@@ -263,7 +262,8 @@ class Delivery:
                     await self._settle(recorder, feeder, item, Outcome(Kind.PERMANENT, None, str(exc)))
                     continue
                 try:
-                    outcome = await connection.send(mail_from, item.address, data, canonical=True)
+                    sender = self.factory.envelope_sender(item.message_id)
+                    outcome = await connection.send(sender, item.address, data, canonical=True)
                 except SmtpSetupError as exc:
                     if not exc.transient:
                         ledger.release(self.store, [item, *feeder.drain()], int(time.time()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from syndicator.config import Config
 from syndicator.mail.audience import audience, skipped
 from syndicator.mail.digest import Digest, render_digest
 from syndicator.mail.message import MessageFactory, list_id, message_id
+from syndicator.mail.returns import ReturnPaths
 from syndicator.mail.tokens import unsubscribe_token
 from syndicator.model import Story, edition_page
 from syndicator.seeds.identity import load_stories
@@ -126,11 +128,19 @@ _LONGEST = "x" * 64 + "@" + ("d" * 63 + ".") * 3 + "d" * 61
 
 def _largest_message(config: Config, digest: Digest, now: datetime) -> int:
     links = unsubscribe_url(config, b"size-estimate-secret-not-used-for-mail")
-    factory = MessageFactory(config, digest, unsubscribe_url=links, date=now)
+    factory = MessageFactory(config, digest, unsubscribe_url=links, date=now,
+                             returns=return_paths(config, None))
     return len(factory.build(_LONGEST, message_id(2**31, _LONGEST, config)))
 
 
 def factory_for(config: Config, edition: Edition, secret: bytes | None) -> MessageFactory:
     digest = Digest(edition.subject, edition.html, edition.text, edition.story_ids, edition.marker)
     return MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret),
-                          date=datetime.fromtimestamp(edition.created_at, UTC))
+                          date=datetime.fromtimestamp(edition.created_at, UTC),
+                          returns=return_paths(config, secret))
+
+
+def return_paths(config: Config, secret: bytes | None) -> ReturnPaths | None:
+    """The VERP addresses of ``[inbound]``; signed with an unknown key when there is no secret
+    (a preview), so the addresses look real but name nothing."""
+    return ReturnPaths.of(config, secret or b"preview-no-secret-" + secrets.token_bytes(16))

@@ -19,11 +19,15 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from syndicator.config import Config, ascii_address, ascii_domain
 from syndicator.mail.digest import Digest
 from syndicator.text import one_line
+
+if TYPE_CHECKING:
+    from syndicator.mail.returns import ReturnPaths
 
 CRLF = b"\r\n"
 SOFT_BREAK = "=\r\n"
@@ -79,11 +83,14 @@ class MessageFactory:
     """Builds the complete message for one recipient from bytes prepared once per edition."""
 
     def __init__(self, config: Config, digest: Digest, *, unsubscribe_url: Callable[[str], str],
-                 date: datetime) -> None:
+                 date: datetime, returns: ReturnPaths | None = None) -> None:
         if date.tzinfo is None:
             raise ValueError("the message date must be timezone-aware")
         self._unsubscribe_url = unsubscribe_url
-        self._mailto = f"mailto:{config.digest.from_address}?subject=unsubscribe"
+        # With [inbound], bounces and the mailto unsubscribe come back to addresses naming the
+        # delivery; without it, no mailto: an address nobody reads is worse than none.
+        self._returns = returns
+        self._sender = config.digest.from_address
         skeleton = with_text_headers(_skeleton(config, digest, date).as_bytes(policy=SMTP), {
             _TEXT_SLOTS[0]: encode_address("From", config.digest.from_name, config.digest.from_address),
             _TEXT_SLOTS[1]: encode_unstructured("Subject", digest.subject),
@@ -93,6 +100,10 @@ class MessageFactory:
                               [_TEXT_MARKER.encode() + CRLF, _HTML_MARKER.encode() + CRLF])
         self._text = _segments(digest.text, digest.marker)
         self._html = _segments(digest.html, digest.marker)
+
+    def envelope_sender(self, message_id: str) -> str:
+        """MAIL FROM for this message: its VERP address with [inbound], else the From address."""
+        return self._returns.bounce_address(message_id) if self._returns else self._sender
 
     def build(self, address: str, message_id: str) -> bytes:
         """The RFC 5322 message for ``address``: CRLF line ends, no line over 998 bytes."""
@@ -106,10 +117,15 @@ class MessageFactory:
         if len(url) > MAX_URL or not _URL.fullmatch(url):
             raise ValueError(f"unsafe unsubscribe URL {url!r}")
         c = self._chunks
+        if self._returns is None:
+            unsubscribe = b"List-Unsubscribe: <" + url.encode() + b">\r\n"
+        else:
+            mailto = f"mailto:{self._returns.unsubscribe_address(message_id)}?subject=unsubscribe"
+            unsubscribe = b"List-Unsubscribe: <" + url.encode() + b">,\r\n <" + mailto.encode() + b">\r\n"
         return b"".join((
             c[0], b"To: ", address.encode(), CRLF,
             c[1], b"Message-ID: ", message_id.encode(), CRLF,
-            c[2], b"List-Unsubscribe: <", url.encode(), b">,\r\n <", self._mailto.encode(), b">\r\n",
+            c[2], unsubscribe,
             c[3], _qp_url(url).join(self._text),
             c[4], _qp_url(html.escape(url)).join(self._html),
             c[5],

@@ -9,7 +9,7 @@ from pathlib import Path
 from syndicator.config import Config
 from syndicator.errors import DeliveryError
 from syndicator.mail.audience import audience
-from syndicator.mail.edition import fit_digest, plan, unsubscribe_url, web_url
+from syndicator.mail.edition import fit_digest, plan, return_paths, unsubscribe_url, web_url
 from syndicator.mail.message import MessageFactory, message_id
 from syndicator.mail.policy import Kind, Outcome
 from syndicator.mail.smtp import Connection
@@ -36,7 +36,8 @@ def preview(config: Config, store: Store, now: datetime, folder: Path) -> Previe
     # A preview is shared, pasted and forwarded: its unsubscribe link is an inert token, never
     # a live link that would unsubscribe the first real reader.
     links = unsubscribe_url(config, None)
-    factory = MessageFactory(config, digest, unsubscribe_url=links, date=now)
+    factory = MessageFactory(config, digest, unsubscribe_url=links, date=now,
+                             returns=return_paths(config, None))
     first = addresses[0] if addresses else "recipient@example.invalid"
     page, text = digest.personal(links(first))
     files = {
@@ -59,6 +60,7 @@ async def send_test_copy(config: Config, store: Store, now: datetime, address: s
     else:
         stories = tuple(load_stories(config, store, now, persist=False)[: config.feeds.limit])
     digest = fit_digest(config, stories, now)
+    # No VERP: a test copy belongs to no edition, and its bounce is the publisher's to read.
     factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=now)
     data = factory.build(address, message_id(-int(now.timestamp()), address, config))
     connection = Connection(config, password)
