@@ -79,6 +79,10 @@ class EditionTooLarge(DeliveryError):
     """The relay refused the edition's message for its size: no reader can get it as it is."""
 
 
+class InboundError(SyndicatorError):
+    """The inbound mailbox cannot be read (exit 1)."""
+
+
 class SecretMissingError(InputError):
     """A secret the command needs is not in the environment."""
 

@@ -36,6 +36,7 @@ class FaultyHandler:
         self.faults = faults
         self.rng = random.Random(faults.seed)
         self.accepted: list[tuple[str, str, bytes]] = []  # (rcpt, Message-ID, data)
+        self.senders: dict[str, str] = {}  # rcpt -> the envelope sender (MAIL FROM) it came with
         self.tried: Counter[str] = Counter()
         self.arrived = threading.Condition()
         self.in_data = threading.Event()  # a DATA command has arrived (and may wait at the gate)
@@ -84,6 +85,7 @@ class FaultyHandler:
         data = envelope.original_content or b""
         msg = message_from_bytes(data, policy=policy.default)
         with self.arrived:
+            self.senders[rcpt] = str(envelope.mail_from)
             self.accepted.append((rcpt, str(msg["Message-ID"]), data))
             self.arrived.notify_all()
         return "250 2.0.0 Ok: queued"

@@ -148,6 +148,6 @@ def _exit(code: int) -> None:
 
 
 # The commands register themselves on ``cli``.
-from syndicator.cli import build, lists, run, send  # noqa: E402
+from syndicator.cli import build, inbound, lists, run, send  # noqa: E402
 
-__all__ = ["build", "cli", "lists", "main", "run", "send"]
+__all__ = ["build", "cli", "inbound", "lists", "main", "run", "send"]

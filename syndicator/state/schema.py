@@ -87,3 +87,27 @@ subscribers = Table(
     Column("confirm_digest", String(64)),
     Column("requested_at", BigInteger),
 )
+
+# What came back by mail (bounces, delays, complaints, mailed unsubscribes), for the soft
+# bounce count and each edition's counts; and each inbound message handled, so none counts twice.
+inbound_events = Table(
+    "inbound_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("kind", String(20), nullable=False),  # bounce, delay, complaint, unsubscribe
+    Column("address", String(320), nullable=False),
+    Column("edition_id", Integer),
+    Column("status", String(20), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_inbound_events_address", "address", "kind", "at"),
+    Index("ix_inbound_events_edition", "edition_id"),
+)
+
+inbound_seen = Table(
+    "inbound_seen",
+    metadata,
+    Column("digest", String(64), primary_key=True),  # sha256 of the raw message
+    Column("at", BigInteger, nullable=False),
+    Column("outcome", String(20), nullable=False),
+)
