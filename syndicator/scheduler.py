@@ -7,13 +7,14 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from syndicator.config import Config
 from syndicator.errors import SyndicatorError
@@ -22,6 +23,9 @@ from syndicator.mail.delivery import Stop
 from syndicator.site.build import build
 from syndicator.state.store import Store
 from syndicator.websub import announce
+
+if TYPE_CHECKING:
+    from syndicator.inbound.run import Report
 
 log = logging.getLogger("syndicator.run")
 MISFIRE_GRACE = 15 * 60  # a send up to 15 min late (restart, sleep) still goes out, once
@@ -81,6 +85,8 @@ class Runner:
         self.runs = 0
         self.ready = asyncio.Event()  # the scheduler is running and the start-up build is done
         self.ran = asyncio.Event()  # a digest run finished (a caller clears it to await the next)
+        self.inbound_runs = 0
+        self.inbound_ran = asyncio.Event()  # an inbound poll finished
 
     async def job(self) -> None:
         with self._tracked():
@@ -91,6 +97,28 @@ class Runner:
             self.runs += 1
             self.ran.set()
             self._log_next()
+
+    async def inbound_job(self) -> None:
+        """Read bounces, complaints and mailed unsubscribes every ``inbound.poll``."""
+        with self._tracked():
+            try:
+                report = await asyncio.to_thread(self._read_inbound)
+            except SyndicatorError as exc:
+                log.error("reading inbound mail failed: %s", exc)
+            else:
+                if report.summary.new:
+                    log.info("%s", report.line())
+            self.inbound_runs += 1
+            self.inbound_ran.set()
+
+    def _read_inbound(self) -> Report:
+        from syndicator.inbound.run import read_inbound
+
+        store = Store.open(self.config.store_url)
+        try:
+            return read_inbound(self.config, store, self.config.inbound.source, int(self.clock().timestamp()))
+        finally:
+            store.close()
 
     async def build_job(self) -> None:
         with self._tracked():
@@ -127,6 +155,10 @@ class Runner:
                 self.build_job, CronTrigger.from_crontab(self.config.feeds.schedule,
                                                          timezone=ZoneInfo(self.config.digest.timezone)),
                 id="feeds", coalesce=True, max_instances=1, misfire_grace_time=MISFIRE_GRACE)
+        if self.config.inbound.source:
+            every = IntervalTrigger(seconds=self.config.inbound.poll_seconds)
+            self.scheduler.add_job(self.inbound_job, every, id="inbound", coalesce=True, max_instances=1,
+                                   misfire_grace_time=MISFIRE_GRACE, next_run_time=datetime.now(UTC))
         self.scheduler.add_listener(self._listen, EVENT_JOB_ERROR | EVENT_JOB_EXECUTED)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

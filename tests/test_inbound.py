@@ -247,3 +247,38 @@ def test_without_an_inbound_address_no_mailto_is_advertised_and_inbound_refuses(
     box = mail.maildir(tmp_path / "Maildir")
     code, output = _inbound(str(box))
     assert code == 2 and "inbound.address is not set" in output
+
+
+def test_run_reads_the_inbound_source_on_its_poll(
+    project: Project, faulty_smtp: FaultyServer, tmp_path: Path
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    from syndicator.scheduler import Runner
+
+    box = mail.maildir(tmp_path / "Maildir")
+    config = _configure(
+        project, faulty_smtp, INBOUND + f'source = "maildir://{box}"\npoll = "1h"\n'
+    )
+    assert CliRunner().invoke(cli, ["send", "--quiet"]).exit_code == 0
+    returns = ReturnPaths.of(config, SECRET)
+    assert returns is not None
+    rcpt, mid, _ = next(a for a in faulty_smtp.handler.accepted if a[0] == "dead@readers.example.net")
+    mail.maildir(box, mail.dsn(faulty_smtp.handler.senders[rcpt], rcpt, mid))
+    runner = Runner(config, lambda: datetime.now(UTC), CronTrigger.from_crontab("0 7 1 1 *", timezone="UTC"))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.run())
+        await asyncio.wait_for(runner.inbound_ran.wait(), 30)  # the first poll runs at start
+        runner.request_stop()
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
+    store = Store.open(config.store_url)
+    try:
+        assert {s.address: s.reason for s in lists.suppressions(store)} == {rcpt: "bounce 5.1.1"}
+    finally:
+        store.close()

@@ -121,7 +121,7 @@ def test_listing_and_audience_agree(project: Project, store_url: str) -> None:
         "recipient   hal@example.com  (file)",
         "recipient   ivy@example.com  (subscriber)",
         "pending     jo@example.com",
-        "suppressed  alice@example.com  (unsubscribed (web))",
+        "suppressed  alice@example.com  (unsubscribed (web), 2026-09-21)",
     ]
 
 

@@ -66,6 +66,12 @@ def subscribers(state: State) -> None:
     click.echo("\n".join(report(found)))
 
 
+def _day(stamp: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d")
+
+
 def report(found: Listing) -> list[str]:
     """Counts, then one line per address."""
     lines = [
@@ -78,5 +84,5 @@ def report(found: Listing) -> list[str]:
     ]
     lines += [f"recipient   {address}  ({source})" for address, source in found.recipients]
     lines += [f"pending     {address}" for address in found.pending]
-    lines += [f"suppressed  {s.address}  ({s.reason})" for s in found.suppressed]
+    lines += [f"suppressed  {s.address}  ({s.reason}, {_day(s.created_at)})" for s in found.suppressed]
     return lines

@@ -17,7 +17,7 @@ import click
 from syndicator.cli import State, address_argument, cli, clock, handled
 from syndicator.config import Config
 from syndicator.errors import DeliveryError
-from syndicator.state import ledger
+from syndicator.state import inbound, ledger
 
 if TYPE_CHECKING:
     from syndicator.mail.delivery import Stop, Tally
@@ -206,15 +206,18 @@ def _status(config: Config) -> None:
         if not found:
             click.echo("no editions yet")
             return
-        click.echo(f"{'edition':>7}  {'created (UTC)':<16}  {'status':<6}  {'sent':>7}  {'pending':>7}  "
-                   f"{'deferred':>8}  {'failed':>6}  {'suppr.':>6}  subject")
+        click.echo(f"{'edition':>7}  {'created (UTC)':<16}  {'status':<8}  {'sent':>7}  {'pending':>7}  "
+                   f"{'deferred':>8}  {'failed':>6}  {'suppr.':>6}  {'bounced':>7}  {'compl.':>6}  subject")
         last_error = None
+        came_back = inbound.counts_by_edition(store, [e.id for e in found])
         for edition in found:
             c = ledger.counts(store, edition.id)
+            back = came_back[edition.id]
             created = datetime.fromtimestamp(edition.created_at, UTC).strftime("%Y-%m-%d %H:%M")
-            click.echo(f"{edition.id:>7}  {created:<16}  {edition.status:<6}  {c[ledger.SENT]:>7}  "
+            click.echo(f"{edition.id:>7}  {created:<16}  {edition.status:<8}  {c[ledger.SENT]:>7}  "
                        f"{c[ledger.PENDING] + c[ledger.SENDING]:>7}  {c[ledger.DEFERRED]:>8}  "
-                       f"{c[ledger.FAILED]:>6}  {c[ledger.SUPPRESSED]:>6}  {edition.subject}")
+                       f"{c[ledger.FAILED]:>6}  {c[ledger.SUPPRESSED]:>6}  {back.get('bounce', 0):>7}  "
+                       f"{back.get('complaint', 0):>6}  {edition.subject}")
             if last_error is None and edition.last_error:
                 last_error = (edition.id, edition.last_error)
         if last_error:

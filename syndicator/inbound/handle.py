@@ -49,8 +49,10 @@ def process(config: Config, store: Store, source: Source, returns: ReturnPaths, 
     summary = Summary()
     for item in source.unread():
         digest = hashlib.sha256(item.raw).hexdigest()
-        if records.was_seen(store, digest):
-            source.done(item.key)  # recorded by a run that stopped before marking it
+        before = records.seen_outcome(store, digest)
+        if before is not None:
+            if before != "unrecognised":
+                source.done(item.key)  # recorded by a run that stopped before marking it
             continue
         outcome, events = judge(store, classify(item.raw, returns))
         summary.suppressed += records.record(store, digest, outcome, events, now,

@@ -155,6 +155,9 @@ class Imap:
                     raise InboundError(f"{host}:{port} offers no STARTTLS: the password would go in clear")
                 client.starttls(context)
             client.login(user, password)
+            done = config.inbound.done_folder
+            if done and not client.folder_exists(done):
+                client.create_folder(done)
             client.select_folder(folder)
         except InboundError:
             raise

@@ -24,9 +24,11 @@ class Event:
     detail: str = ""
 
 
-def was_seen(store: Store, digest: str) -> bool:
+def seen_outcome(store: Store, digest: str) -> str | None:
+    """What a message handled before was counted as; None for a message not seen yet."""
     with store.read() as conn:
-        return conn.execute(select(seen.c.digest).where(seen.c.digest == digest)).first() is not None
+        row = conn.execute(select(seen.c.outcome).where(seen.c.digest == digest)).first()
+    return None if row is None else str(row[0])
 
 
 def delivery_by_hash(store: Store, edition_id: int, id_hash: str) -> str | None:
