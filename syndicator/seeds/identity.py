@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +17,7 @@ from syndicator.errors import InputError, InputErrors, SeedError
 from syndicator.gcpause import paused_gc
 from syndicator.model import Entry, SeedFile, Story, story_id, story_slug
 from syndicator.seeds.parse import SeedFiles, read_seeds
-from syndicator.state.store import Store, StoredStory
+from syndicator.state.store import NamesTaken, Store, StoredStory
 
 _ATTEMPTS = 5
 
@@ -88,14 +90,15 @@ def count_stories(files: list[SeedFile]) -> int:
 def resolve(files: list[SeedFile], store: Store, now: datetime, *, persist: bool = True) -> list[Story]:
     """One story per identity, newest first; new stories are recorded unless ``persist`` is false.
 
-    Another process (a second build, a send) may record the same new stories between our
-    read and our write: then the write fails on a unique key, and we read again and use theirs.
+    Another process (a second build, a send) may record the same new stories (or give a page
+    name to another story) between our read and our write: then the write fails on a unique
+    key, and we read again and use theirs.
     """
     with paused_gc():
         for _attempt in range(_ATTEMPTS - 1):
             try:
                 return _resolve(files, store, now, persist)
-            except IntegrityError:
+            except (IntegrityError, NamesTaken):
                 continue
         return _resolve(files, store, now, persist)
 
@@ -112,32 +115,79 @@ def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool) 
         base = max(base, latest + fresh)
     new: list[tuple[str, int]] = []
     aliases: dict[tuple[str, str], None] = {}  # ordered and de-duplicated
-    resolved: list[tuple[_Group, str, int, int | None]] = []
+    resolved: list[tuple[_Group, str, int, int | None, str | None]] = []
     for group in groups:
         if group.stored:
             oldest = min(group.stored, key=lambda s: s.seq)
-            public_id, first_seen, seq = oldest.id, oldest.first_seen, oldest.seq
+            public_id, first_seen, seq, slug = oldest.id, oldest.first_seen, oldest.seq, oldest.slug
         else:
             # Stories first seen together keep file order, one second apart, lead first.
-            public_id, first_seen, seq = story_id(group.entries[0].keys[0]), base - len(new), None
+            public_id, first_seen, seq, slug = story_id(group.entries[0].keys[0]), base - len(new), None, None
             new.append((public_id, first_seen))
         for entry in group.entries:
             for key in entry.keys:
                 if key not in known:
                     aliases[(key, public_id)] = None
-        resolved.append((group, public_id, first_seen, seq))
-    seqs = _record(store, new, list(aliases), persist)
-    stories = [_story(g, i, f, seq if seq is not None else seqs[i]) for g, i, f, seq in resolved]
+        resolved.append((group, public_id, first_seen, seq, slug))
+    slugs, named = _name_pages(resolved, known)
+    seqs = _record(store, [(i, f, slugs[i]) for i, f in new], list(aliases), named, persist)
+    stories = [_story(g, i, f, seq if seq is not None else seqs[i], slug or slugs[i])
+               for g, i, f, seq, slug in resolved]
     stories.sort(key=lambda s: (-s.published.timestamp(), s.seq))
     return stories
 
 
-def _record(store: Store, new: list[tuple[str, int]], aliases: list[tuple[str, str]],
-            persist: bool) -> dict[str, int]:
+def _name_pages(resolved: list[tuple[_Group, str, int, int | None, str | None]],
+                known: dict[str, StoredStory]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """A page name (slug) for every story that has none stored, by id: one no other story holds;
+    and (slug, id) of those among them already recorded (to record their names too).
+
+    A name, once recorded, is the story's for good: it is in feeds and mails already sent.
+    A story gets today's name (``story_slug``: the title's stem and 8 hex of its id) unless
+    another story holds it, stored or named here first; then the shortest longer suffix that
+    is free (``_longer_slugs``). Stories already recorded (by a syndicator that kept no names)
+    are named before new ones, oldest first, and new ones in the order they are recorded, so
+    each name depends only on the store and the seeds: a dry run names them as a build will.
+    """
+    unnamed = [(seq, n) for n, (_, _, _, seq, slug) in enumerate(resolved) if slug is None]
+    if not unnamed:  # a rebuild: every story has its stored name
+        return {}, []
+    taken = {s.slug: s.id for s in known.values() if s.slug is not None}
+    # Recorded (seq) before new (None), each in order; the index keeps new ones in file order.
+    unnamed.sort(key=lambda u: (u[0] is None, u[0] or 0, u[1]))
+    slugs: dict[str, str] = {}
+    named: list[tuple[str, str]] = []
+    for seq, n in unnamed:
+        group, public_id = resolved[n][0], resolved[n][1]
+        entry = _best(group.entries)[0]
+        slug = story_slug(entry.title, public_id, entry.slug_stem)
+        if taken.get(slug, public_id) != public_id:
+            slug = next(s for s in _longer_slugs(entry.slug_stem, public_id)
+                        if taken.get(s, public_id) == public_id)
+        taken[slug] = public_id
+        slugs[public_id] = slug
+        if seq is not None:
+            named.append((slug, public_id))
+    return slugs, named
+
+
+def _longer_slugs(stem: str, public_id: str) -> Iterator[str]:
+    """The page names to try, in order, when a story's own is another story's: the same stem
+    and the same 8 hex, then one more hex at a time of the id's last group (its 12 hex) and on
+    into a SHA-256 of the id; then, never needed (it would take a 256-bit collision), a counter."""
+    digits = public_id.rsplit("-", 1)[-1] + hashlib.sha256(public_id.encode("utf-8")).hexdigest()
+    for length in range(9, len(digits) + 1):
+        yield f"{stem}-{digits[:length]}"
+    for n in itertools.count(2):
+        yield f"{stem}-{digits}-{n}"
+
+
+def _record(store: Store, new: list[tuple[str, int, str]], aliases: list[tuple[str, str]],
+            named: list[tuple[str, str]], persist: bool) -> dict[str, int]:
     if persist:
-        return store.add_stories(new, aliases) if new or aliases else {}
+        return store.add_stories(new, aliases, named) if new or aliases or named else {}
     top = store.max_seq()
-    return {story: top + n for n, (story, _) in enumerate(new, start=1)}
+    return {story: top + n for n, (story, _, _) in enumerate(new, start=1)}
 
 
 def _group(entries: list[Entry], known: dict[str, StoredStory]) -> list[_Group]:
@@ -189,19 +239,22 @@ def _group_linked(entries: list[Entry], known: dict[str, StoredStory]) -> list[_
     return list(groups.values())
 
 
-def _story(group: _Group, public_id: str, first_seen: int, seq: int) -> Story:
-    entries = group.entries
+def _best(entries: list[Entry]) -> tuple[Entry, datetime | None]:
+    """The entry a story shows (the richest), and its date (the richest entry's that has one)."""
     if len(entries) == 1:  # most stories: nothing to choose
-        best = entries[0]
-        dated = best.date
-    else:
-        best = max(entries, key=lambda e: e.richness)  # max keeps the first of equals
-        dated = next((e.date for e in sorted(entries, key=lambda e: e.richness, reverse=True)
-                      if e.date is not None), None)
+        return entries[0], entries[0].date
+    best = max(entries, key=lambda e: e.richness)  # max keeps the first of equals
+    dated = next((e.date for e in sorted(entries, key=lambda e: e.richness, reverse=True)
+                  if e.date is not None), None)
+    return best, dated
+
+
+def _story(group: _Group, public_id: str, first_seen: int, seq: int, slug: str) -> Story:
+    best, dated = _best(group.entries)
     seen = datetime.fromtimestamp(first_seen, UTC)
     return Story(
         id=public_id,
-        slug=story_slug(best.title, public_id, best.slug_stem),
+        slug=slug,
         title=best.title,
         paragraphs=best.paragraphs,
         is_lead=best.is_lead,

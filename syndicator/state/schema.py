@@ -24,7 +24,11 @@ stories = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("id", String(200), nullable=False, unique=True),
     Column("first_seen", BigInteger, nullable=False),
+    # The story's page name, stories/<slug>.html, fixed when first seen (migration 0005; NULL
+    # for a story recorded before, until it is seen again). Unique: no two stories share a page.
+    Column("slug", String(200)),
 )
+Index("uq_stories_slug", stories.c.slug, unique=True)
 
 story_keys = Table(
     "story_keys",

@@ -27,7 +27,7 @@ from syndicator.errors import StoreError
 from syndicator.state import schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0004"  # the newest migration's revision; a test holds it to migrations/versions
+SCHEMA_HEAD = "0005"  # the newest migration's revision; a test holds it to migrations/versions
 
 
 def _revision(conn: Connection) -> str | None:
@@ -43,6 +43,11 @@ class StoredStory:
     id: str
     seq: int
     first_seen: int
+    slug: str | None = None  # its page name; None for a story an older syndicator recorded
+
+
+class NamesTaken(Exception):
+    """Another writer gave a page name to a story first; read the store again and retry."""
 
 
 class Store:
@@ -151,15 +156,15 @@ class Store:
         with self.read() as conn:
             # The driver's plain tuples: half a million rows through SQLAlchemy's Row cost 1 s.
             rows = conn.exec_driver_sql(
-                "SELECT k.key, s.id, s.seq, s.first_seen"
+                "SELECT k.key, s.id, s.seq, s.first_seen, s.slug"
                 " FROM story_keys k JOIN stories s ON s.id = k.story_id").fetchall()
         # Keys of one story share one StoredStory (fewer objects, cheap equality).
         stories: dict[str, StoredStory] = {}
         keys: dict[str, StoredStory] = {}
-        for key, story_id, seq, first_seen in rows:
+        for key, story_id, seq, first_seen, slug in rows:
             stored = stories.get(story_id)
             if stored is None:
-                stored = stories[story_id] = StoredStory(story_id, seq, first_seen)
+                stored = stories[story_id] = StoredStory(story_id, seq, first_seen, slug)
             keys[key] = stored
         return keys
 
@@ -170,13 +175,20 @@ class Store:
             return int(conn.execute(select(func.coalesce(func.max(schema.stories.c.seq), 0))).scalar_one())
 
     def add_stories(
-        self, new: Iterable[tuple[str, int]], aliases: Iterable[tuple[str, str]]
+        self, new: Iterable[tuple[str, int, str]], aliases: Iterable[tuple[str, str]],
+        named: Iterable[tuple[str, str]] = (),
     ) -> dict[str, int]:
-        """Record new stories (id, first_seen) and new keys (key, id); return each new id's seq."""
+        """Record new stories (id, first_seen, slug) and new keys (key, id); return each new id's seq.
+
+        ``named`` (slug, id): page names for stories recorded without one (by an older
+        syndicator). A name another story holds fails on its unique key (IntegrityError); a
+        story that another writer named meanwhile raises NamesTaken. Either way nothing is kept.
+        """
         from sqlalchemy import func
 
         new = list(new)
         aliases = list(aliases)
+        named = list(named)
         stories = schema.stories
         with self.begin() as conn:
             # Sequence numbers only grow: every row inserted below has a seq above this one.
@@ -184,11 +196,17 @@ class Store:
             # Row by row, in order: seq must follow the list's order (newest first), which a
             # multi-row INSERT does not promise on every backend. Plain tuples straight to the
             # driver: a first build of 400,000 stories spent 6 s in SQLAlchemy's per-row work.
-            _insert_many(conn, stories, ("id", "first_seen"), new)
+            _insert_many(conn, stories, ("id", "first_seen", "slug"), new)
             _insert_many(conn, schema.story_keys, ("key", "story_id"), aliases)
+            if named:
+                updated = conn.exec_driver_sql(
+                    f"UPDATE stories SET slug = {_mark(conn, 1)} WHERE id = {_mark(conn, 2)}"
+                    " AND slug IS NULL", named)
+                if updated.rowcount != len(named):  # summed over the rows (sqlite3, psycopg 3)
+                    raise NamesTaken(f"{len(named) - updated.rowcount} stories were named meanwhile")
             if not new:
                 return {}
-            ids = {story_id for story_id, _ in new}
+            ids = {story_id for story_id, _, _ in new}
             rows = conn.exec_driver_sql(f"SELECT id, seq FROM stories WHERE seq > {_mark(conn, 1)}",
                                         (before,))
             return {story_id: seq for story_id, seq in rows if story_id in ids}
