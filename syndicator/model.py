@@ -34,6 +34,7 @@ class Entry:
     author: str | None = None
     url: str | None = None
     tags: tuple[str, ...] = ()
+    correction: str | None = None  # front matter: a sentence saying what was corrected
 
     @property
     def is_lead(self) -> bool:
@@ -83,6 +84,13 @@ class Story:
     tags: tuple[str, ...]
     path: Path
     line: int
+    revised: datetime | None = None  # when its text last changed after it was first seen
+    correction: str | None = None
+
+    @property
+    def updated(self) -> datetime:
+        """The time its text last changed: ``published`` until it is corrected."""
+        return self.revised if self.revised is not None and self.revised > self.published else self.published
 
     @property
     def summary(self) -> str:
@@ -101,6 +109,12 @@ def normalise_title(title: str) -> str:
     # A headline of only symbols (emoji, punctuation) keeps them: it must not share
     # the empty key with every other such headline.
     return " ".join(_NON_WORD.sub(" ", text).split()) or " ".join(text.split())
+
+
+def content_digest(title: str, paragraphs: tuple[str, ...], correction: str | None) -> str:
+    """What a reader sees of a story, hashed: when it changes, the story was corrected."""
+    text = "\x00".join((title, *paragraphs, "\x01", correction or ""))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 def story_id(key: str) -> str:

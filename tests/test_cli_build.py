@@ -15,7 +15,7 @@ from syndicator.cli import cli
 
 Project = Any  # tests/conftest.py's Project
 SYNDICATOR = Path(sys.executable).parent / "syndicator"
-KNOWN = "(known: id, date, author, url, tags)"
+KNOWN = "(known: id, date, author, url, tags, correction)"
 
 
 def run(*args: str) -> Result:

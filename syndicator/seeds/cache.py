@@ -115,14 +115,14 @@ def _freeze(seed: SeedFile) -> tuple[object, ...]:
             else:
                 date = (e.date.isoformat(), False)
         out.append((e.title, e.paragraphs, e.position, e.line, e.id, date, e.author, e.url,
-                    e.tags, e.title_key, e.slug_stem))
+                    e.tags, e.title_key, e.slug_stem, e.correction))
     return tuple(out)
 
 
 def _thaw(path: Path, frozen: Any, zone: ZoneInfo) -> SeedFile:
     entries = []
     for item in frozen:
-        title, paragraphs, position, line, id_, date, author, url, tags, title_key, stem = item
+        title, paragraphs, position, line, id_, date, author, url, tags, title_key, stem, correction = item
         when = None
         if date is not None:
             text, naive = date
@@ -133,7 +133,7 @@ def _thaw(path: Path, frozen: Any, zone: ZoneInfo) -> SeedFile:
                 and isinstance(title_key, str) and isinstance(stem, str)):
             raise TypeError("bad cache entry")
         entry = Entry(title=title, paragraphs=paragraphs, position=position, line=line, path=path,
-                      id=id_, date=when, author=author, url=url, tags=tags)
+                      id=id_, date=when, author=author, url=url, tags=tags, correction=correction)
         entry.__dict__["title_key"] = title_key  # the cached_properties, already computed
         entry.__dict__["slug_stem"] = stem
         entries.append(entry)

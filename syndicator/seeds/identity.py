@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from syndicator.config import Config
 from syndicator.errors import InputError, InputErrors, SeedError
 from syndicator.gcpause import paused_gc
-from syndicator.model import Entry, SeedFile, Story, story_id, story_slug
+from syndicator.model import Entry, SeedFile, Story, content_digest, story_id, story_slug
 from syndicator.seeds.parse import SeedFiles, read_seeds
 from syndicator.state.store import NamesTaken, Store, StoredStory
 
@@ -116,22 +116,37 @@ def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool) 
     new: list[tuple[str, int]] = []
     aliases: dict[tuple[str, str], None] = {}  # ordered and de-duplicated
     resolved: list[tuple[_Group, str, int, int | None, str | None]] = []
+    digests: dict[str, str] = {}
+    revised: dict[str, int | None] = {}
+    revisions: list[tuple[str, str, int | None]] = []
     for group in groups:
+        best = _best(group.entries)[0]
+        digest = content_digest(best.title, best.paragraphs, best.correction)
         if group.stored:
             oldest = min(group.stored, key=lambda s: s.seq)
             public_id, first_seen, seq, slug = oldest.id, oldest.first_seen, oldest.seq, oldest.slug
+            revised[public_id] = oldest.revised_at
+            if oldest.digest != digest:
+                # A correction: its text changed since it was recorded (a store from before
+                # digests were kept records the text as it is now, no correction).
+                when = None if oldest.digest is None else max(int(now.timestamp()), first_seen + 1)
+                revised[public_id] = when if when is not None else oldest.revised_at
+                revisions.append((public_id, digest, revised[public_id]))
         else:
             # Stories first seen together keep file order, one second apart, lead first.
             public_id, first_seen, seq, slug = story_id(group.entries[0].keys[0]), base - len(new), None, None
             new.append((public_id, first_seen))
+        digests[public_id] = digest
         for entry in group.entries:
             for key in entry.keys:
                 if key not in known:
                     aliases[(key, public_id)] = None
         resolved.append((group, public_id, first_seen, seq, slug))
     slugs, named = _name_pages(resolved, known)
-    seqs = _record(store, [(i, f, slugs[i]) for i, f in new], list(aliases), named, persist)
-    stories = [_story(g, i, f, seq if seq is not None else seqs[i], slug or slugs[i])
+    seqs = _record(store, [(i, f, slugs[i], digests[i]) for i, f in new], list(aliases), named, persist)
+    if persist:
+        store.revise(revisions)
+    stories = [_story(g, i, f, seq if seq is not None else seqs[i], slug or slugs[i], revised.get(i))
                for g, i, f, seq, slug in resolved]
     stories.sort(key=lambda s: (-s.published.timestamp(), s.seq))
     return stories
@@ -182,12 +197,12 @@ def _longer_slugs(stem: str, public_id: str) -> Iterator[str]:
         yield f"{stem}-{digits}-{n}"
 
 
-def _record(store: Store, new: list[tuple[str, int, str]], aliases: list[tuple[str, str]],
+def _record(store: Store, new: list[tuple[str, int, str, str]], aliases: list[tuple[str, str]],
             named: list[tuple[str, str]], persist: bool) -> dict[str, int]:
     if persist:
         return store.add_stories(new, aliases, named) if new or aliases or named else {}
     top = store.max_seq()
-    return {story: top + n for n, (story, _, _) in enumerate(new, start=1)}
+    return {story: top + n for n, (story, _, _, _) in enumerate(new, start=1)}
 
 
 def _group(entries: list[Entry], known: dict[str, StoredStory]) -> list[_Group]:
@@ -249,7 +264,8 @@ def _best(entries: list[Entry]) -> tuple[Entry, datetime | None]:
     return best, dated
 
 
-def _story(group: _Group, public_id: str, first_seen: int, seq: int, slug: str) -> Story:
+def _story(group: _Group, public_id: str, first_seen: int, seq: int, slug: str,
+           revised: int | None) -> Story:
     best, dated = _best(group.entries)
     seen = datetime.fromtimestamp(first_seen, UTC)
     return Story(
@@ -266,6 +282,8 @@ def _story(group: _Group, public_id: str, first_seen: int, seq: int, slug: str) 
         tags=best.tags,
         path=best.path,
         line=best.line,
+        revised=None if revised is None else datetime.fromtimestamp(revised, UTC),
+        correction=best.correction,
     )
 
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from syndicator.errors import InputError, SeedError
 from syndicator.model import Entry, SeedFile
 
-KNOWN_KEYS = ("id", "date", "author", "url", "tags")
+KNOWN_KEYS = ("id", "date", "author", "url", "tags", "correction")
 Block = list[tuple[int, str]]
 # Whitespace and control characters have no place in a URL (and would break XML and HTML).
 _UNSAFE_URL = re.compile(r"[\s\x00-\x1f\x7f-\x9f\"<>\\^`{|}]")
@@ -188,7 +188,7 @@ def _entries(blocks: list[Block], meta: dict[str, object], path: Path) -> list[E
         title=title, paragraphs=tuple(text for _, text in body), position=0, line=title_line,
         path=path, id=_str(meta.get("id")), date=_date(meta.get("date")),
         author=_str(meta.get("author")), url=_str(meta.get("url")),
-        tags=_tags(meta.get("tags")),
+        tags=_tags(meta.get("tags")), correction=_str(meta.get("correction")),
     )
     briefs = [
         Entry(title=block[0][1], paragraphs=tuple(t for _, t in block[1:]), position=n,

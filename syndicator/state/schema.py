@@ -27,6 +27,10 @@ stories = Table(
     # The story's page name, stories/<slug>.html, fixed when first seen (migration 0005; NULL
     # for a story recorded before, until it is seen again). Unique: no two stories share a page.
     Column("slug", String(200)),
+    # What readers see of it, hashed (model.content_digest), and when that last changed after
+    # it was first seen: a correction moves `updated` forward (migration 0006).
+    Column("digest", String(32)),
+    Column("revised_at", BigInteger),
 )
 Index("uq_stories_slug", stories.c.slug, unique=True)
 

@@ -27,7 +27,7 @@ from syndicator.errors import StoreError
 from syndicator.state import schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0005"  # the newest migration's revision; a test holds it to migrations/versions
+SCHEMA_HEAD = "0006"  # the newest migration's revision; a test holds it to migrations/versions
 
 
 def _revision(conn: Connection) -> str | None:
@@ -44,6 +44,8 @@ class StoredStory:
     seq: int
     first_seen: int
     slug: str | None = None  # its page name; None for a story an older syndicator recorded
+    digest: str | None = None  # what readers see of it, hashed; None until first recorded
+    revised_at: int | None = None  # when that last changed after it was first seen
 
 
 class NamesTaken(Exception):
@@ -156,15 +158,15 @@ class Store:
         with self.read() as conn:
             # The driver's plain tuples: half a million rows through SQLAlchemy's Row cost 1 s.
             rows = conn.exec_driver_sql(
-                "SELECT k.key, s.id, s.seq, s.first_seen, s.slug"
+                "SELECT k.key, s.id, s.seq, s.first_seen, s.slug, s.digest, s.revised_at"
                 " FROM story_keys k JOIN stories s ON s.id = k.story_id").fetchall()
         # Keys of one story share one StoredStory (fewer objects, cheap equality).
         stories: dict[str, StoredStory] = {}
         keys: dict[str, StoredStory] = {}
-        for key, story_id, seq, first_seen, slug in rows:
+        for key, story_id, seq, first_seen, slug, digest, revised_at in rows:
             stored = stories.get(story_id)
             if stored is None:
-                stored = stories[story_id] = StoredStory(story_id, seq, first_seen, slug)
+                stored = stories[story_id] = StoredStory(story_id, seq, first_seen, slug, digest, revised_at)
             keys[key] = stored
         return keys
 
@@ -174,11 +176,22 @@ class Store:
         with self.read() as conn:
             return int(conn.execute(select(func.coalesce(func.max(schema.stories.c.seq), 0))).scalar_one())
 
+    def revise(self, revisions: Iterable[tuple[str, str, int | None]]) -> None:
+        """Record (id, digest, revised_at) for stories whose text changed, or whose digest an
+        older syndicator did not keep."""
+        rows = [(digest, revised_at, story_id) for story_id, digest, revised_at in revisions]
+        if not rows:
+            return
+        with self.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE stories SET digest = {_mark(conn, 1)}, revised_at = {_mark(conn, 2)}"
+                                 f" WHERE id = {_mark(conn, 3)}", rows)
+
     def add_stories(
-        self, new: Iterable[tuple[str, int, str]], aliases: Iterable[tuple[str, str]],
+        self, new: Iterable[tuple[str, int, str, str]], aliases: Iterable[tuple[str, str]],
         named: Iterable[tuple[str, str]] = (),
     ) -> dict[str, int]:
-        """Record new stories (id, first_seen, slug) and new keys (key, id); return each new id's seq.
+        """Record new stories (id, first_seen, slug, digest) and new keys (key, id); return each
+        new id's seq.
 
         ``named`` (slug, id): page names for stories recorded without one (by an older
         syndicator). A name another story holds fails on its unique key (IntegrityError); a
@@ -196,7 +209,7 @@ class Store:
             # Row by row, in order: seq must follow the list's order (newest first), which a
             # multi-row INSERT does not promise on every backend. Plain tuples straight to the
             # driver: a first build of 400,000 stories spent 6 s in SQLAlchemy's per-row work.
-            _insert_many(conn, stories, ("id", "first_seen", "slug"), new)
+            _insert_many(conn, stories, ("id", "first_seen", "slug", "digest"), new)
             _insert_many(conn, schema.story_keys, ("key", "story_id"), aliases)
             if named:
                 updated = conn.exec_driver_sql(
@@ -206,7 +219,7 @@ class Store:
                     raise NamesTaken(f"{len(named) - updated.rowcount} stories were named meanwhile")
             if not new:
                 return {}
-            ids = {story_id for story_id, _, _ in new}
+            ids = {story_id for story_id, _, _, _ in new}
             rows = conn.exec_driver_sql(f"SELECT id, seq FROM stories WHERE seq > {_mark(conn, 1)}",
                                         (before,))
             return {story_id: seq for story_id, seq in rows if story_id in ids}
