@@ -35,7 +35,7 @@ from syndicator.mail.message import list_id
 from syndicator.mail.subscriptions import Signer
 from syndicator.state.store import Store
 from syndicator.templating import environment
-from syndicator.web.files import FEED_TYPES, Asset, Files, accepts_gzip, not_modified
+from syndicator.web.files import CACHE_BYTES, FEED_TYPES, Asset, Files, accepts_gzip, not_modified
 from syndicator.web.limits import MAX_BODY, BodyLimit, RateLimiter, client_key
 
 log = logging.getLogger("syndicator.web.app")
@@ -58,10 +58,10 @@ class Site:
     """The routes' shared state: config, store, signer, files, templates, limits."""
 
     def __init__(self, config: Config, store: Store, signer: Signer, password: str | None,
-                 limiter: RateLimiter, now: Callable[[], int]) -> None:
+                 limiter: RateLimiter, now: Callable[[], int], cache_bytes: int = CACHE_BYTES) -> None:
         self.config, self.store, self.signer, self.password = config, store, signer, password
         self.limiter, self.now = limiter, now
-        self.files = Files(config.output_dir)
+        self.files = Files(config.output_dir, max_bytes=cache_bytes)
         self.env = environment(config.templates_dir)
         self.links = _feed_links(config)
 
@@ -183,11 +183,12 @@ async def _store_down(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: Config, store: Store, *, secret: bytes | None = None,
-               limiter: RateLimiter | None = None, now: Callable[[], int] | None = None) -> Starlette:
+               limiter: RateLimiter | None = None, now: Callable[[], int] | None = None,
+               cache_bytes: int = CACHE_BYTES) -> Starlette:
     """The ASGI app. Reads the token secret and SMTP password now, so a missing one fails at start."""
     signer = Signer(secret, list_id(config)) if secret is not None else Signer.for_config(config)
     site = Site(config, store, signer, config.smtp_password(), limiter or RateLimiter(),
-                now or (lambda: int(time.time())))
+                now or (lambda: int(time.time())), cache_bytes)
     routes = [
         Route("/healthz", site.health, methods=["GET"]),
         Route("/u/{token}", site.unsubscribe, methods=["GET", "POST"]),
