@@ -8,7 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
+from syndicator.config import load_config
+from syndicator.errors import ConfigError
 from syndicator.state.store import Store
 from syndicator.web import app as web
 from syndicator.web import files, limits
@@ -39,6 +42,67 @@ def subscribe(site: Site, email: str, **headers: str) -> httpx.Response:
 
 def mailed(smtp: SmtpServer) -> list[str]:
     return sorted(r.rcpt_tos[0] for r in smtp.received)
+
+
+# -- 1. X-Forwarded-For only from trusted proxies ---------------------------------------
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored(project: Project, smtp_server: SmtpServer) -> None:
+    with abuse_site(project, smtp_server, burst=3) as site:
+        # A local peer that is no configured proxy claims a new address each time: one bucket still.
+        codes = [subscribe(site, f"u{i}@example.com", **{"X-Forwarded-For": f"203.0.113.{i}"}).status_code
+                 for i in range(4)]
+    assert codes == [200, 200, 200, 429]
+
+
+def test_a_trusted_proxy_names_the_right_most_untrusted_hop(project: Project,
+                                                            smtp_server: SmtpServer) -> None:
+    serve = 'trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]'
+    with abuse_site(project, smtp_server, serve=serve, burst=3) as site:
+        # The client rotates what it sends; the proxies (10.1.2.3 trusted, then us) append what they saw.
+        codes = [subscribe(site, f"u{i}@example.com",
+                           **{"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.9, 10.1.2.3"}).status_code
+                 for i in range(4)]
+        other = subscribe(site, "v@example.com", **{"X-Forwarded-For": "203.0.113.10"})
+        with_port = subscribe(site, "w@example.com", **{"X-Forwarded-For": "203.0.113.9:4711"})
+    assert codes == [200, 200, 200, 429]
+    assert other.status_code == 200
+    assert with_port.status_code == 429  # the same client, written with a port
+
+
+def test_serve_config_is_checked(project: Project) -> None:
+    for text, key in [('trusted_proxies = ["not-an-address"]', "serve.trusted_proxies"),
+                      ("trusted = []", "serve.trusted")]:
+        project.extra = f"\n[serve]\n{text}\n"
+        project.write_config()
+        with pytest.raises(ConfigError) as caught:
+            load_config(project.config)
+        assert caught.value.key == key
+    project.extra = '\n[serve]\ntrusted_proxies = ["192.0.2.1", "2001:db8::/32", "10.1.2.3/8"]\n'
+    project.write_config()
+    proxies = load_config(project.config).serve.trusted_proxies
+    assert proxies == ("192.0.2.1/32", "2001:db8::/32", "10.0.0.0/8")
+    project.extra = ""
+    project.write_config()
+    assert load_config(project.config).serve.trusted_proxies == ()  # nobody is trusted by default
+
+
+# -- 2. IPv6 clients by their /64 -----------------------------------------------------------
+
+
+def test_ipv6_clients_are_limited_by_their_64(project: Project, smtp_server: SmtpServer) -> None:
+    with abuse_site(project, smtp_server, serve='trusted_proxies = ["127.0.0.1"]', burst=3) as site:
+        one_64 = ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::3"]
+        rotating = [subscribe(site, f"a{i}@example.com", **{"X-Forwarded-For": a}).status_code
+                    for i, a in enumerate(one_64)]
+        next_64 = subscribe(site, "b@example.com", **{"X-Forwarded-For": "2001:db8:1:3::1"})
+        # An IPv4 client seen through a dual-stack socket is that IPv4 client.
+        mapped = ["::ffff:192.0.2.5", "192.0.2.5", "[::ffff:192.0.2.5]", "::ffff:c000:205"]
+        v4 = [subscribe(site, f"c{i}@example.com", **{"X-Forwarded-For": a}).status_code
+              for i, a in enumerate(mapped)]
+    assert rotating == [200, 200, 200, 429]
+    assert next_64.status_code == 200
+    assert v4 == [200, 200, 200, 429]
 
 
 # -- 5. the file cache is bounded in bytes -------------------------------------------------------

@@ -36,7 +36,7 @@ from syndicator.mail.subscriptions import Signer
 from syndicator.state.store import Store
 from syndicator.templating import environment
 from syndicator.web.files import CACHE_BYTES, FEED_TYPES, Asset, Files, accepts_gzip, not_modified
-from syndicator.web.limits import MAX_BODY, BodyLimit, RateLimiter, client_key
+from syndicator.web.limits import MAX_BODY, BodyLimit, ForwardedFor, RateLimiter, client_key
 
 log = logging.getLogger("syndicator.web.app")
 
@@ -199,7 +199,7 @@ def create_app(config: Config, store: Store, *, secret: bytes | None = None,
     ]
     # Files are gzipped above, each encoding with its own strong ETag. Starlette's GZipMiddleware
     # is not used: it keeps the identity ETag on the gzip body and ignores "gzip;q=0".
-    middleware = [Middleware(BodyLimit)]
+    middleware = [Middleware(ForwardedFor, trusted=config.serve.proxy_networks), Middleware(BodyLimit)]
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={StoreError: _store_down, jinja2.TemplateError: _template_error})
     app.state.site = site
@@ -253,8 +253,10 @@ def make_server(app: ASGIApp) -> uvicorn.Server:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from any local peer. ForwardedFor
+    # reads it, from serve.trusted_proxies only.
     config = uvicorn.Config(app, log_config=None, lifespan="off", server_header=False,
-                            proxy_headers=True, timeout_graceful_shutdown=5)
+                            proxy_headers=False, timeout_graceful_shutdown=5)
     return uvicorn.Server(config)
 
 
