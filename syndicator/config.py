@@ -308,6 +308,7 @@ class ServeConfig(_Section):
 
     # Only these peers may name the client in X-Forwarded-For; anyone else could claim any address.
     trusted_proxies: tuple[str, ...] = Field(default=(), strict=False)
+    confirmations_per_hour: int = Field(default=100, ge=1, le=1_000_000)  # all addresses together
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 
 from syndicator.config import load_config
 from syndicator.errors import ConfigError
+from syndicator.state import lists
 from syndicator.state.store import Store
 from syndicator.web import app as web
 from syndicator.web import files, limits
@@ -72,6 +74,7 @@ def test_a_trusted_proxy_names_the_right_most_untrusted_hop(project: Project,
 
 def test_serve_config_is_checked(project: Project) -> None:
     for text, key in [('trusted_proxies = ["not-an-address"]', "serve.trusted_proxies"),
+                      ("confirmations_per_hour = 0", "serve.confirmations_per_hour"),
                       ("trusted = []", "serve.trusted")]:
         project.extra = f"\n[serve]\n{text}\n"
         project.write_config()
@@ -103,6 +106,51 @@ def test_ipv6_clients_are_limited_by_their_64(project: Project, smtp_server: Smt
     assert rotating == [200, 200, 200, 429]
     assert next_64.status_code == 200
     assert v4 == [200, 200, 200, 429]
+
+
+# -- 3. the confirmation mail: one per mailbox, and a cap for all -----------------------------
+
+
+def test_plus_tags_share_one_cooldown(project: Project, store_url: str, smtp_server: SmtpServer) -> None:
+    with abuse_site(project, smtp_server, store_url=store_url) as site:
+        cases = ["target+1@example.com", "target+2@example.com", "TARGET+3@Example.com", "target@example.com",
+                 "other+1@example.com",  # another mailbox
+                 "target+1@example.net",  # another domain
+                 "tar_et+1@example.com"]  # LIKE's '_' would match "target": escaped
+        answers = {(r.status_code, r.text) for r in (subscribe(site, a) for a in cases)}
+        site.served.stop()  # every background mail task has finished
+        stored = [s.address for s in lists.subscribers(site.store)]
+    assert len(answers) == 1  # the page reveals nothing
+    expected = ["other+1@example.com", "tar_et+1@example.com", "target+1@example.com", "target+1@example.net"]
+    assert mailed(smtp_server) == expected
+    assert stored == expected  # each kept as typed (lower-cased), its +tag included
+
+
+def test_confirmations_are_capped_per_hour_across_processes(project: Project, store_url: str,
+                                                            smtp_server: SmtpServer,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with ExitStack() as stack:
+        # Two servers on one store, as two processes would be: the cap counts what both sent.
+        first, second = (stack.enter_context(abuse_site(project, smtp_server, store_url=store_url,
+                                                        serve="confirmations_per_hour = 3"))
+                         for _ in range(2))
+        answers = {(r.status_code, r.text) for r in [subscribe(first, "a@example.com"),
+                                                     subscribe(first, "b@example.com"),
+                                                     subscribe(second, "c@example.com"),
+                                                     subscribe(second, "d@example.com"),
+                                                     subscribe(first, "e@example.com")]}
+        first.served.stop()
+        second.served.stop()
+        stored = [s.address for s in lists.subscribers(first.store)]
+    assert len(answers) == 1 and answers.pop()[0] == 200  # over the cap looks the same
+    assert mailed(smtp_server) == ["a@example.com", "b@example.com", "c@example.com"]
+    assert stored == ["a@example.com", "b@example.com", "c@example.com"]
+    records = [r for r in caplog.records if r.name.startswith(("syndicator", "uvicorn"))]
+    warnings = [r for r in records if r.name == "syndicator.mail.subscriptions"
+                and r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all("serve.confirmations_per_hour" in r.getMessage() for r in warnings)
+    assert not any("@example.com" in r.getMessage() for r in records)
 
 
 # -- 5. the file cache is bounded in bytes -------------------------------------------------------

@@ -113,9 +113,10 @@ class Site:
         except ValueError:
             return self.page("web_subscribe.html", 400, error="Please enter a valid email address.",
                              email=raw if isinstance(raw, str) else "")
-        token = await run_in_threadpool(subscriptions.request, self.store, self.signer, address, self.now())
-        # The mail goes out after the response, so known, new and cooling-down addresses
-        # all get the same page, status and timing.
+        token = await run_in_threadpool(subscriptions.request, self.store, self.signer, address, self.now(),
+                                        self.config.serve.confirmations_per_hour)
+        # The mail goes out after the response, so known, new, cooling-down and over-the-cap
+        # addresses all get the same page, status and timing.
         task = BackgroundTask(self.mail_confirmation, address, token) if token else None
         return self.page("web_check_inbox.html", background=task)
 
