@@ -13,12 +13,15 @@ import pytest
 
 from syndicator.config import load_config
 from syndicator.errors import ConfigError
+from syndicator.mail.audience import audience
 from syndicator.state import lists
 from syndicator.state.store import Store
 from syndicator.web import app as web
 from syndicator.web import files, limits
 from tests.conftest import Project, SmtpServer
-from tests.test_web import Site, configure, serving
+from tests.test_web import Site, configure, confirm_link, serving, unsub_path
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @contextmanager
@@ -151,6 +154,59 @@ def test_confirmations_are_capped_per_hour_across_processes(project: Project, st
                 and r.levelno == logging.WARNING]
     assert len(warnings) == 2 and all("serve.confirmations_per_hour" in r.getMessage() for r in warnings)
     assert not any("@example.com" in r.getMessage() for r in records)
+
+
+# -- 4. no cross-site POSTs --------------------------------------------------------------------
+
+
+def test_cross_site_posts_to_subscribe_are_refused(project: Project, smtp_server: SmtpServer) -> None:
+    with abuse_site(project, smtp_server) as site:
+        own = site.base  # http://127.0.0.1:<port>, the Host this server answers to
+        refused = [subscribe(site, "x1@example.com", Origin="https://evil.example"),
+                   subscribe(site, "x2@example.com", **{"Sec-Fetch-Site": "cross-site"}),
+                   subscribe(site, "x3@example.com", Origin="null"),
+                   subscribe(site, "x4@example.com", Origin="https://example.org.evil.example"),
+                   subscribe(site, "x5@example.com", Origin="https://example.org",
+                             **{"Sec-Fetch-Site": "cross-site"})]
+        allowed = [subscribe(site, "ok1@example.com"),  # curl: neither header
+                   subscribe(site, "ok2@example.com", Origin="https://example.org",
+                             **{"Sec-Fetch-Site": "same-origin"}),
+                   subscribe(site, "ok3@example.com", Origin="https://EXAMPLE.org:443"),
+                   subscribe(site, "ok4@example.com", Origin=own, **{"Sec-Fetch-Site": "same-origin"})]
+        site.served.stop()
+    assert [r.status_code for r in refused] == [403] * 5
+    assert [r.status_code for r in allowed] == [200] * 4
+    assert mailed(smtp_server) == ["ok1@example.com", "ok2@example.com", "ok3@example.com", "ok4@example.com"]
+
+
+def test_cross_site_confirm_and_unsubscribe_posts_are_refused(project: Project,
+                                                              smtp_server: SmtpServer) -> None:
+    evil = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    with abuse_site(project, smtp_server) as site:
+        subscribe(site, "carol@example.com")
+        smtp_server.handler.wait_for(1)
+        confirm = site.path_of(confirm_link(smtp_server))
+        # The link in the mail is opened from the webmail's site: GET must work cross-site.
+        assert site.client.get(confirm, headers=evil).status_code == 200
+        assert site.client.post(confirm, headers=evil).status_code == 403
+        assert "carol@example.com" not in list(audience(site.config, site.store))
+        assert site.client.post(confirm, headers={"Origin": site.base}).status_code == 200
+        assert "carol@example.com" in list(audience(site.config, site.store))
+
+        unsubscribe = unsub_path(site.config, "alice@example.com")
+        assert site.client.get(unsubscribe, headers=evil).status_code == 200
+        assert site.client.post(unsubscribe, data={"List-Unsubscribe": "One-Click"},
+                                headers=evil).status_code == 403
+        assert lists.suppressed_addresses(site.store) == set()
+        # RFC 8058: the mail provider's server POSTs with neither header; that must keep working.
+        one_click = site.client.post(unsubscribe, content=b"List-Unsubscribe=One-Click", headers=FORM)
+        assert one_click.status_code == 200
+        assert lists.suppressed_addresses(site.store) == {"alice@example.com"}
+        button = unsub_path(site.config, "bob@example.net")  # the page's own button
+        assert site.client.post(button, data={"List-Unsubscribe": "One-Click"},
+                                headers={"Origin": "https://example.org",
+                                         "Sec-Fetch-Site": "same-origin"}).status_code == 200
+        assert lists.suppressed_addresses(site.store) == {"alice@example.com", "bob@example.net"}
 
 
 # -- 5. the file cache is bounded in bytes -------------------------------------------------------

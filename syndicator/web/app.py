@@ -4,6 +4,7 @@ Files get strong ETags (a content hash; the gzip body has its own), Last-Modifie
 304s, Cache-Control, and on feeds the WebSub ``Link`` headers. Nothing outside the
 output folder is reachable. Token pages never reveal why a token failed, the subscribe
 form never reveals whether an address is known, and tokens never reach the access log.
+The POST routes refuse requests a browser made from another site (see ``Site.cross_origin``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 import uvicorn
@@ -62,6 +64,7 @@ class Site:
         self.config, self.store, self.signer, self.password = config, store, signer, password
         self.limiter, self.now = limiter, now
         self.files = Files(config.output_dir, max_bytes=cache_bytes)
+        self.origin = _origin(config.site.url)
         self.env = environment(config.templates_dir)
         self.links = _feed_links(config)
 
@@ -77,6 +80,25 @@ class Site:
     async def form(self, request: Request) -> FormData:
         return await request.form(max_files=0, max_fields=20, max_part_size=MAX_BODY)
 
+    def cross_origin(self, request: Request) -> bool:
+        """Whether a browser sent this POST from another site's page.
+
+        Such a page could make each visitor's browser subscribe someone, from as many
+        addresses as it has visitors. A request with neither header (curl, or a mail
+        provider's server doing RFC 8058's one-click POST) is no browser's and passes.
+        """
+        if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+            return True
+        origin = request.headers.get("origin")
+        if origin is None or _origin(origin) == self.origin:
+            return False
+        # The server's own Host too: a page served by this very server (localhost, a test run).
+        netloc = urlsplit(origin.strip().lower()).netloc
+        return not netloc or netloc != request.headers.get("host", "").lower()
+
+    def forbidden(self) -> Response:
+        return PlainTextResponse("Cross-site request refused.\n", 403, headers={"Cache-Control": "no-store"})
+
     # routes ---------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
         ok = self.files.root.is_dir() and await run_in_threadpool(self.store.ping)
@@ -85,6 +107,8 @@ class Site:
 
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
+        if request.method == "POST" and self.cross_origin(request):
+            return self.forbidden()
         try:
             if request.method == "POST":
                 # RFC 8058: the one-click POST (or the page's button) unsubscribes at once,
@@ -103,6 +127,8 @@ class Site:
         return self.page("web_subscribe.html", error="", email="")
 
     async def subscribe(self, request: Request) -> Response:
+        if self.cross_origin(request):
+            return self.forbidden()
         if not self.limiter.allow(client_key(request)):
             return self.page("web_subscribe.html", 429, headers={"Retry-After": str(int(self.limiter.every))},
                              error="Too many attempts from your network; please try again in a minute.",
@@ -128,6 +154,8 @@ class Site:
 
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
+        if request.method == "POST" and self.cross_origin(request):
+            return self.forbidden()
         try:
             if request.method == "POST":
                 await request.body()
@@ -168,6 +196,22 @@ class Site:
             headers["Content-Encoding"] = "gzip"
             return Response(asset.gzipped, headers=headers, media_type=asset.content_type)
         return Response(asset.body, headers=headers, media_type=asset.content_type)
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` as browsers write Origin: lower case, no default port."""
+    parts = urlsplit(url.strip().lower())
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if port is not None and port != default:
+        netloc += f":{port}"
+    return f"{parts.scheme}://{netloc}" if parts.scheme and parts.hostname else ""
 
 
 def _feed_links(config: Config) -> dict[str, str]:
