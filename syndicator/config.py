@@ -300,6 +300,33 @@ class InboundConfig(_Section):
         return os.environ.get(self.password_env) or None
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ServeConfig(_Section):
+    """The web side's abuse limits."""
+
+    # Only these peers may name the client in X-Forwarded-For; anyone else could claim any address.
+    trusted_proxies: tuple[str, ...] = Field(default=(), strict=False)
+    confirmations_per_hour: int = Field(default=100, ge=1, le=1_000_000)  # all addresses together
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(_network(v)) for v in value)
+
+    @property
+    def proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return tuple(ipaddress.ip_network(v) for v in self.trusted_proxies)
+
+
+def _network(value: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"expected an IP address or network like '10.0.0.0/8', got {value!r}") from None
+
+
 class Config(_Section):
     """The whole validated configuration plus where it came from."""
 
@@ -309,6 +336,7 @@ class Config(_Section):
     digest: DigestConfig
     smtp: SmtpConfig = SmtpConfig()
     inbound: InboundConfig = InboundConfig()
+    serve: ServeConfig = ServeConfig()
     source: Path = Path("config/syndicator.toml")
     root: Path = Path(".")
 

@@ -505,6 +505,7 @@ def test_expired_confirmation_is_refused(site: Site, smtp_server: SmtpServer) ->
 
 
 def test_subscribe_is_rate_limited_per_client(project: Project, smtp_server: SmtpServer) -> None:
+    project.extra = '\n[serve]\ntrusted_proxies = ["127.0.0.1"]\n'
     config = configure(project, port=smtp_server.port)
     store = Store.open(config.store_url)
     app = web.create_app(config, store, limiter=limits.RateLimiter(burst=3, every=60))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -27,9 +28,11 @@ from syndicator.state import lists
 from syndicator.state.store import Store
 from syndicator.text import one_line
 
+log = logging.getLogger("syndicator.mail.subscriptions")
+
 CONFIRM_MAX_AGE = 3 * 24 * 3600  # a confirmation link works for three days
 RESEND_AFTER = 600  # at most one confirmation mail per address every ten minutes (web form)
-
+CAP_WINDOW = 3600  # serve.confirmations_per_hour counts the requests of this many seconds
 
 
 @dataclass(frozen=True)
@@ -52,17 +55,35 @@ def _digest(token: str) -> str:
 # -- subscribe / confirm -------------------------------------------------------------
 
 
-def request(store: Store, signer: Signer, address: str, now: int, *, force: bool = False) -> str | None:
+def request(store: Store, signer: Signer, address: str, now: int, cap: int | None = None, *,
+            force: bool = False) -> str | None:
     """Record a pending subscription and return its confirmation token.
 
-    None when a confirmation went to this address less than RESEND_AFTER ago (unless
-    ``force``): callers answer exactly as if a mail went out, so nothing is revealed.
+    None (unless ``force``) when a confirmation went to this address, or to another form of
+    it (``cooldown_key``), less than RESEND_AFTER ago, or when ``cap`` addresses were sent
+    one in the last hour (all callers, all processes): callers answer exactly as if a mail
+    went out, so nothing is revealed. The subscription keeps the address as given
+    (lower-cased).
     """
     address = address.lower()
     token = confirm_token(signer.secret, signer.list_id, address, now)
-    stored = lists.request_confirmation(store, address, _digest(token), now,
-                                        cooldown=None if force else RESEND_AFTER)
-    return token if stored else None
+    outcome = lists.request_confirmation(store, address, _digest(token), now, canonical=cooldown_key(address),
+                                         cooldown=None if force else RESEND_AFTER,
+                                         cap=None if force else cap, window=CAP_WINDOW)
+    if outcome is lists.Requested.CAPPED:
+        # No address here: the log must not become a list of whom someone tried to mail.
+        log.warning("confirmation mail not sent: %d addresses were sent one in the last hour "
+                    "(serve.confirmations_per_hour)", cap)
+    return token if outcome is lists.Requested.STORED else None
+
+
+def cooldown_key(address: str) -> str:
+    """The form the resend cooldown counts by: lower case, no ``+tag`` in the local part.
+
+    ``target+1@x``, ``target+2@x``... reach one mailbox; each must not get its own mail.
+    """
+    local, _, domain = address.lower().rpartition("@")
+    return local.split("+", 1)[0] + "@" + domain
 
 
 def check_confirm(store: Store, signer: Signer, token: str, now: int) -> str:

@@ -6,15 +6,17 @@ Every query about who is on the list or off it runs here; ``syndicator.mail.audi
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, or_, select, update
 
 from syndicator.state import schema
 from syndicator.state.store import Store
 
 subscriber, suppression = schema.subscribers, schema.suppressions
+_REQUEST_LOCK = 7262514002  # PostgreSQL advisory lock: one confirmation request at a time (not 7262514001)
 
 
 @dataclass(frozen=True)
@@ -86,24 +88,61 @@ def confirmed_subscribers(store: Store) -> list[str]:
         return [row[0] for row in rows]
 
 
-def request_confirmation(store: Store, address: str, digest: str, now: int, *,
-                         cooldown: int | None) -> bool:
+class Requested(enum.Enum):
+    STORED = "stored"  # a confirmation mail may go out
+    COOLING = "cooling"  # one went to the address (in some form) less than the cooldown ago
+    CAPPED = "capped"  # the hour's confirmations, all addresses together, reached the cap
+
+
+def request_confirmation(store: Store, address: str, digest: str, now: int, *, canonical: str,
+                         cooldown: int | None, cap: int | None = None, window: int = 3600) -> Requested:
     """Record a pending request whose newest confirmation token has SHA-256 ``digest``.
 
-    False (nothing changed) when a request for this address came less than ``cooldown``
-    seconds ago, or a concurrent request for a new address won the insert.
+    Nothing changes unless STORED: a request for an address of the same ``canonical`` form
+    (``local@domain`` without the ``+tag``) came less than ``cooldown`` seconds ago, or a
+    concurrent request for a new address won the insert (COOLING), or ``cap`` requests
+    were recorded in the last ``window`` seconds (CAPPED).
     """
     with store.begin() as conn:
-        row = conn.execute(select(subscriber.c.requested_at).where(subscriber.c.address == address)).first()
-        if row is None:
-            new = store.insert_ignore(subscriber).values(address=address, confirmed=False, created_at=now,
-                                                        requested_at=now, confirm_digest=digest)
-            return conn.execute(new.returning(subscriber.c.address)).first() is not None
-        if cooldown is not None and row.requested_at is not None and now - row.requested_at < cooldown:
-            return False
-        conn.execute(update(subscriber).where(subscriber.c.address == address)
-                     .values(requested_at=now, confirm_digest=digest))
-    return True
+        if not store.is_sqlite:  # SQLite's BEGIN IMMEDIATE serialises already; several processes
+            conn.execute(select(func.pg_advisory_xact_lock(_REQUEST_LOCK)))  # must not pass the cap together
+        if cooldown is not None and _requested_since(conn, canonical, now - cooldown):
+            return Requested.COOLING
+        if cap is not None and _requests_since(conn, now - window) >= cap:
+            return Requested.CAPPED
+        return _record_request(conn, store, address, digest, now)
+
+
+def _same_person(canonical: str) -> ColumnElement[bool]:
+    """The stored addresses whose canonical form is ``canonical``: itself and its +tag forms."""
+    local, _, domain = canonical.rpartition("@")
+    tagged = and_(subscriber.c.address.startswith(local + "+", autoescape=True),
+                  subscriber.c.address.endswith("@" + domain, autoescape=True))
+    return or_(subscriber.c.address == canonical, tagged)
+
+
+def _requested_since(conn: Connection, canonical: str, since: int) -> bool:
+    query = select(subscriber.c.address).where(_same_person(canonical), subscriber.c.requested_at > since)
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def _requests_since(conn: Connection, since: int) -> int:
+    # An address asked for again after its cooldown has only its newest request here: the
+    # count is of addresses mailed in the window (at most window/cooldown mails each).
+    query = select(func.count()).select_from(subscriber).where(subscriber.c.requested_at > since)
+    return int(conn.execute(query).scalar_one())
+
+
+def _record_request(conn: Connection, store: Store, address: str, digest: str, now: int) -> Requested:
+    row = conn.execute(select(subscriber.c.address).where(subscriber.c.address == address)).first()
+    if row is None:
+        new = store.insert_ignore(subscriber).values(address=address, confirmed=False, created_at=now,
+                                                    requested_at=now, confirm_digest=digest)
+        won = conn.execute(new.returning(subscriber.c.address)).first() is not None
+        return Requested.STORED if won else Requested.COOLING
+    conn.execute(update(subscriber).where(subscriber.c.address == address)
+                 .values(requested_at=now, confirm_digest=digest))
+    return Requested.STORED
 
 
 def pending_digest(store: Store, address: str) -> str | None:

@@ -4,6 +4,7 @@ Files get strong ETags (a content hash; the gzip body has its own), Last-Modifie
 304s, Cache-Control, and on feeds the WebSub ``Link`` headers. Nothing outside the
 output folder is reachable. Token pages never reveal why a token failed, the subscribe
 form never reveals whether an address is known, and tokens never reach the access log.
+The POST routes refuse requests a browser made from another site (see ``Site.cross_origin``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 import uvicorn
@@ -35,8 +37,8 @@ from syndicator.mail.message import list_id
 from syndicator.mail.subscriptions import Signer
 from syndicator.state.store import Store
 from syndicator.templating import environment
-from syndicator.web.files import FEED_TYPES, Asset, Files, accepts_gzip, not_modified
-from syndicator.web.limits import MAX_BODY, BodyLimit, RateLimiter, client_key
+from syndicator.web.files import CACHE_BYTES, FEED_TYPES, Asset, Files, accepts_gzip, not_modified
+from syndicator.web.limits import MAX_BODY, BodyLimit, ForwardedFor, RateLimiter, client_key
 
 log = logging.getLogger("syndicator.web.app")
 
@@ -58,10 +60,11 @@ class Site:
     """The routes' shared state: config, store, signer, files, templates, limits."""
 
     def __init__(self, config: Config, store: Store, signer: Signer, password: str | None,
-                 limiter: RateLimiter, now: Callable[[], int]) -> None:
+                 limiter: RateLimiter, now: Callable[[], int], cache_bytes: int = CACHE_BYTES) -> None:
         self.config, self.store, self.signer, self.password = config, store, signer, password
         self.limiter, self.now = limiter, now
-        self.files = Files(config.output_dir)
+        self.files = Files(config.output_dir, max_bytes=cache_bytes)
+        self.origin = _origin(config.site.url)
         self.env = environment(config.templates_dir)
         self.links = _feed_links(config)
 
@@ -77,6 +80,25 @@ class Site:
     async def form(self, request: Request) -> FormData:
         return await request.form(max_files=0, max_fields=20, max_part_size=MAX_BODY)
 
+    def cross_origin(self, request: Request) -> bool:
+        """Whether a browser sent this POST from another site's page.
+
+        Such a page could make each visitor's browser subscribe someone, from as many
+        addresses as it has visitors. A request with neither header (curl, or a mail
+        provider's server doing RFC 8058's one-click POST) is no browser's and passes.
+        """
+        if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+            return True
+        origin = request.headers.get("origin")
+        if origin is None or _origin(origin) == self.origin:
+            return False
+        # The server's own Host too: a page served by this very server (localhost, a test run).
+        netloc = urlsplit(origin.strip().lower()).netloc
+        return not netloc or netloc != request.headers.get("host", "").lower()
+
+    def forbidden(self) -> Response:
+        return PlainTextResponse("Cross-site request refused.\n", 403, headers={"Cache-Control": "no-store"})
+
     # routes ---------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
         ok = self.files.root.is_dir() and await run_in_threadpool(self.store.ping)
@@ -85,6 +107,8 @@ class Site:
 
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
+        if request.method == "POST" and self.cross_origin(request):
+            return self.forbidden()
         try:
             if request.method == "POST":
                 # RFC 8058: the one-click POST (or the page's button) unsubscribes at once,
@@ -103,6 +127,8 @@ class Site:
         return self.page("web_subscribe.html", error="", email="")
 
     async def subscribe(self, request: Request) -> Response:
+        if self.cross_origin(request):
+            return self.forbidden()
         if not self.limiter.allow(client_key(request)):
             return self.page("web_subscribe.html", 429, headers={"Retry-After": str(int(self.limiter.every))},
                              error="Too many attempts from your network; please try again in a minute.",
@@ -113,9 +139,10 @@ class Site:
         except ValueError:
             return self.page("web_subscribe.html", 400, error="Please enter a valid email address.",
                              email=raw if isinstance(raw, str) else "")
-        token = await run_in_threadpool(subscriptions.request, self.store, self.signer, address, self.now())
-        # The mail goes out after the response, so known, new and cooling-down addresses
-        # all get the same page, status and timing.
+        token = await run_in_threadpool(subscriptions.request, self.store, self.signer, address, self.now(),
+                                        self.config.serve.confirmations_per_hour)
+        # The mail goes out after the response, so known, new, cooling-down and over-the-cap
+        # addresses all get the same page, status and timing.
         task = BackgroundTask(self.mail_confirmation, address, token) if token else None
         return self.page("web_check_inbox.html", background=task)
 
@@ -127,6 +154,8 @@ class Site:
 
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
+        if request.method == "POST" and self.cross_origin(request):
+            return self.forbidden()
         try:
             if request.method == "POST":
                 await request.body()
@@ -169,6 +198,22 @@ class Site:
         return Response(asset.body, headers=headers, media_type=asset.content_type)
 
 
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` as browsers write Origin: lower case, no default port."""
+    parts = urlsplit(url.strip().lower())
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if port is not None and port != default:
+        netloc += f":{port}"
+    return f"{parts.scheme}://{netloc}" if parts.scheme and parts.hostname else ""
+
+
 def _feed_links(config: Config) -> dict[str, str]:
     """The WebSub discovery Link header of each feed, when a hub is configured."""
     hub = config.feeds.websub_hub
@@ -183,11 +228,12 @@ async def _store_down(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: Config, store: Store, *, secret: bytes | None = None,
-               limiter: RateLimiter | None = None, now: Callable[[], int] | None = None) -> Starlette:
+               limiter: RateLimiter | None = None, now: Callable[[], int] | None = None,
+               cache_bytes: int = CACHE_BYTES) -> Starlette:
     """The ASGI app. Reads the token secret and SMTP password now, so a missing one fails at start."""
     signer = Signer(secret, list_id(config)) if secret is not None else Signer.for_config(config)
     site = Site(config, store, signer, config.smtp_password(), limiter or RateLimiter(),
-                now or (lambda: int(time.time())))
+                now or (lambda: int(time.time())), cache_bytes)
     routes = [
         Route("/healthz", site.health, methods=["GET"]),
         Route("/u/{token}", site.unsubscribe, methods=["GET", "POST"]),
@@ -198,7 +244,7 @@ def create_app(config: Config, store: Store, *, secret: bytes | None = None,
     ]
     # Files are gzipped above, each encoding with its own strong ETag. Starlette's GZipMiddleware
     # is not used: it keeps the identity ETag on the gzip body and ignores "gzip;q=0".
-    middleware = [Middleware(BodyLimit)]
+    middleware = [Middleware(ForwardedFor, trusted=config.serve.proxy_networks), Middleware(BodyLimit)]
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={StoreError: _store_down, jinja2.TemplateError: _template_error})
     app.state.site = site
@@ -252,8 +298,10 @@ def make_server(app: ASGIApp) -> uvicorn.Server:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from any local peer. ForwardedFor
+    # reads it, from serve.trusted_proxies only.
     config = uvicorn.Config(app, log_config=None, lifespan="off", server_header=False,
-                            proxy_headers=True, timeout_graceful_shutdown=5)
+                            proxy_headers=False, timeout_graceful_shutdown=5)
     return uvicorn.Server(config)
 
 

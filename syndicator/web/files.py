@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import mimetypes
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from syndicator.site.feeds import ATOM, JSON_FEED, RSS
 FEED_TYPES = {RSS: "application/rss+xml", ATOM: "application/atom+xml", JSON_FEED: "application/feed+json"}
 _TEXTUAL = ("text/", "application/rss+xml", "application/atom+xml", "application/feed+json",
             "application/json", "application/xml", "application/javascript", "image/svg+xml")
+CACHE_BYTES = 32 * 1024 * 1024  # the cache's bodies (gzip included) all together
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,34 @@ class Asset:
     kind: str  # "feed", "html" or "other"
     name: str
 
+    @property
+    def size(self) -> int:
+        """The bytes it holds in memory: the body and its gzip form."""
+        return len(self.body) + len(self.gzipped or b"")
+
 
 class Files:
-    """Files under one folder, found safely and cached by (inode, size, mtime)."""
+    """Files under one folder, found safely and cached by (inode, size, mtime).
 
-    def __init__(self, root: Path, max_cached: int = 1024) -> None:
+    The cache holds at most ``max_cached`` files and ``max_bytes`` bytes, the least recently
+    served going first; a file over a quarter of ``max_bytes`` is read each time instead, so
+    a few big files cannot push every small one out.
+    """
+
+    def __init__(self, root: Path, max_cached: int = 1024, max_bytes: int = CACHE_BYTES) -> None:
         self.root = root.resolve()
-        self.max_cached = max_cached
+        self.max_cached, self.max_bytes = max_cached, max_bytes
         self._cache: OrderedDict[Path, tuple[tuple[int, int, int], Asset]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()  # loads run in the threadpool, several at once
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def cached_files(self) -> int:
+        return len(self._cache)
 
     def locate(self, relative: str) -> Path | str | None:
         """The file for a URL path; a str is a redirect target (a folder without its slash)."""
@@ -63,16 +85,28 @@ class Files:
         try:
             stat = path.stat()
             key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            cached = self._cache.get(path)
-            if cached is not None and cached[0] == key:
-                return cached[1]
+            with self._lock:
+                cached = self._cache.get(path)
+                if cached is not None and cached[0] == key:
+                    self._cache.move_to_end(path)
+                    return cached[1]
             asset = _asset(path, path.read_bytes(), int(stat.st_mtime))
         except OSError:
             return None
-        self._cache[path] = (key, asset)
-        while len(self._cache) > self.max_cached:
-            self._cache.popitem(last=False)
+        self._keep(path, key, asset)
         return asset
+
+    def _keep(self, path: Path, key: tuple[int, int, int], asset: Asset) -> None:
+        with self._lock:
+            old = self._cache.pop(path, None)  # a stale version, or a concurrent load's copy
+            if old is not None:
+                self._bytes -= old[1].size
+            if asset.size > self.max_bytes // 4:
+                return
+            self._cache[path] = (key, asset)
+            self._bytes += asset.size
+            while len(self._cache) > self.max_cached or self._bytes > self.max_bytes:
+                self._bytes -= self._cache.popitem(last=False)[1][1].size
 
 
 def _safe_names(names: list[str]) -> bool:
