@@ -225,7 +225,8 @@ def test_utf16_file_is_not_utf8() -> None:
 def test_unknown_front_matter_key() -> None:
     exc = error("---\nid: a\nsubtitle: nope\n---\nT\n")
     assert (exc.line, exc.key) == (3, "subtitle")
-    assert str(exc) == f"{P}:3: subtitle: unknown front matter key (known: id, date, author, url, tags, correction)"
+    assert str(exc) == (f"{P}:3: subtitle: unknown front matter key "
+                        "(known: id, date, author, url, tags, correction)")
 
 
 def test_duplicate_front_matter_key() -> None:
@@ -295,7 +296,8 @@ def test_read_seeds_reports_every_bad_file_and_keeps_the_good_ones(tmp_path: Pat
     assert [f.path.name for f in files] == ["a.txt", "e.txt"]
     assert [str(e) for e in errors] == [
         f"{tmp_path / 'b.txt'}:1: empty file: a seed needs at least a title line",
-        f"{tmp_path / 'c.txt'}:2: who: unknown front matter key (known: id, date, author, url, tags, correction)",
+        f"{tmp_path / 'c.txt'}:2: who: unknown front matter key "
+        "(known: id, date, author, url, tags, correction)",
     ]
 
 

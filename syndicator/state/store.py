@@ -183,8 +183,8 @@ class Store:
         if not rows:
             return
         with self.begin() as conn:
-            conn.exec_driver_sql(f"UPDATE stories SET digest = {_mark(conn, 1)}, revised_at = {_mark(conn, 2)}"
-                                 f" WHERE id = {_mark(conn, 3)}", rows)
+            sets = f"digest = {_mark(conn, 1)}, revised_at = {_mark(conn, 2)}"
+            conn.exec_driver_sql(f"UPDATE stories SET {sets} WHERE id = {_mark(conn, 3)}", rows)
 
     def add_stories(
         self, new: Iterable[tuple[str, int, str, str]], aliases: Iterable[tuple[str, str]],
