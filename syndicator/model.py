@@ -148,3 +148,19 @@ def edition_page(slot: str, created: datetime) -> str:
     """
     digest = hashlib.sha256(slot.encode()).hexdigest()[:8]
     return f"digests/{created:%Y-%m-%d}-{digest}.html"
+
+
+def tag_slug(tag: str) -> str:
+    """A tag's folder name under tags/: its slug, or (no letters in it) a hash of it. Tags that
+    differ only in case, accents kept, or punctuation share one folder and one feed."""
+    ascii_text = unicodedata.normalize("NFKD", tag).encode("ascii", "ignore").decode()
+    slug = "-".join(_NON_WORD.sub(" ", ascii_text.lower()).split())[:80].rstrip("-")
+    if slug and slug.isascii() and len(ascii_text.strip()) * 2 >= len(tag.strip()):
+        return slug
+    # Mostly not Latin (日本, Ελλάδα): a readable ASCII name would be empty or misleading.
+    folded = unicodedata.normalize("NFC", tag.strip().casefold())
+    return "tag-" + hashlib.sha256(folded.encode()).hexdigest()[:10]
+
+
+def tag_page(tag: str) -> str:
+    return f"tags/{tag_slug(tag)}/index.html"

@@ -25,14 +25,14 @@ def test_forked_rendering_writes_the_same_pages(project: Project, monkeypatch: p
     monkeypatch.setattr(parallel, "_workers", lambda: 3)  # two children, each with a share
     result = runner.invoke(cli, ["build", "--out", "forked"])
     assert result.exit_code == 0, result.output
-    assert "11 files written" in result.output
+    assert "14 files written" in result.output
     plain, forked = files(project.root / "plain"), files(project.root / "forked")
-    assert len(plain) == 11 and plain == forked
+    assert len(plain) == 14 and plain == forked
     # Then nothing changes, and a page removed behind the build's back comes back.
     page = next((project.root / "forked" / "stories").iterdir())
     page.unlink()
     result = runner.invoke(cli, ["build", "--out", "forked"])
-    assert "1 files written, 10 unchanged" in result.output
+    assert "1 files written, 13 unchanged" in result.output
     assert files(project.root / "forked") == plain
 
 
@@ -63,7 +63,8 @@ def test_first_build_leaves_no_staging_folder_and_removes_stale_ones(project: Pr
     assert CliRunner().invoke(cli, ["build"]).exit_code == 0
     public = project.root / "public"
     assert sorted(p.name for p in public.iterdir()) == [
-        "atom.xml", "feed.json", "index.html", "rss.xml", "stories"]
+        "atom.xml", "feed.json", "index.html", "news-sitemap.xml", "robots.txt", "rss.xml", "sitemap.xml",
+        "stories"]
     assert len(list((public / "stories").iterdir())) == 7
 
 
@@ -105,7 +106,7 @@ def test_lost_or_corrupt_build_state_rebuilds_the_same_site(project: Project) ->
         shard.write_bytes(b"junk")
     result = runner.invoke(cli, ["build"])
     assert result.exit_code == 0, result.output
-    assert "0 files written, 11 unchanged" in result.output
+    assert "0 files written, 14 unchanged" in result.output
     assert {p: p.stat().st_mtime_ns for p in public.rglob("*") if p.is_file()} == before
     assert all(shard.read_bytes() != b"junk" for shard in shards)  # remembered again
 

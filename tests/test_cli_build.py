@@ -66,14 +66,14 @@ def test_build_ok_then_unchanged(project: Project) -> None:
     out = project.root.resolve() / "public"
     result = run("build")
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"built 7 stories into {out}: 11 files written, 0 unchanged\n"
+    assert result.stdout == f"built 7 stories into {out}: 14 files written, 0 unchanged\n"
     names = {"rss.xml", "atom.xml", "feed.json", "index.html"}
     assert names <= {p.name for p in out.iterdir()}
     assert len(list((out / "stories").glob("*.html"))) == 7
     before = snapshot(out)
     again = run("build")
     assert again.exit_code == 0
-    assert again.stdout == f"built 7 stories into {out}: 0 files written, 11 unchanged\n"
+    assert again.stdout == f"built 7 stories into {out}: 0 files written, 14 unchanged\n"
     assert snapshot(out) == before
 
 
@@ -83,10 +83,10 @@ def test_installed_command_builds_and_exits_cleanly(project: Project) -> None:
                           timeout=60)
     out = project.root.resolve() / "public"
     assert (proc.returncode, proc.stderr) == (0, "")
-    assert proc.stdout == f"built 7 stories into {out}: 11 files written, 0 unchanged\n"
+    assert proc.stdout == f"built 7 stories into {out}: 14 files written, 0 unchanged\n"
     again = subprocess.run([str(SYNDICATOR), "build"], cwd=project.root, capture_output=True, text=True,
                            timeout=60)
-    assert again.stdout == f"built 7 stories into {out}: 0 files written, 11 unchanged\n"
+    assert again.stdout == f"built 7 stories into {out}: 0 files written, 14 unchanged\n"
     assert run("status").exit_code == 0  # the store was closed cleanly
 
 
@@ -273,7 +273,7 @@ def test_process_happy_path(project: Project) -> None:
     done = subprocess_run(project, "build")
     assert done.returncode == 0, done.stderr
     out = project.root.resolve() / "public"
-    assert done.stdout == f"built 7 stories into {out}: 11 files written, 0 unchanged\n"
+    assert done.stdout == f"built 7 stories into {out}: 14 files written, 0 unchanged\n"
     assert done.stderr == ""
 
 

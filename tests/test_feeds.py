@@ -234,7 +234,8 @@ def test_a_later_rebuild_with_no_change_leaves_every_file_byte_identical(
     rich_seeds(project, 6)
     first = run_build(project, clock)
     files = sorted(p for p in first.out.rglob("*") if p.is_file())
-    assert len(files) == 4 + 7 + 6 * 3
+    # 4 top files, 7 + 18 story pages, 3 tags x (3 feeds + a page), sitemap, news sitemap, robots
+    assert len(files) == 4 + 7 + 6 * 3 + 3 * 4 + 3
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
     again = run_build(project, clock + timedelta(hours=3))
     assert again.result.written == () and again.result.unchanged == len(files)
@@ -246,7 +247,8 @@ def test_a_change_rewrites_only_what_changed(project: Project, clock: datetime) 
     run_build(project, clock)
     project.seed("001_new.txt", "A new story\n\nIts body.\n")
     again = run_build(project, clock + timedelta(hours=1))
-    assert set(again.result.written) == {"rss.xml", "atom.xml", "feed.json", "index.html",
+    assert set(again.result.written) == {"rss.xml", "atom.xml", "feed.json", "index.html", "sitemap.xml",
+                                         "news-sitemap.xml",
                                          next(n for n in again.result.written if n.startswith("stories/"))}
     assert again.parsed("rss.xml").entries[0].title == "A new story"
 

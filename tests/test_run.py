@@ -98,7 +98,7 @@ def test_run_logs_the_next_run_and_stops_on_sigterm(project: Project, faulty_smt
     proc = subprocess.Popen([sys.executable, "-m", "syndicator", "run"], cwd=project.root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    assert proc.stderr.readline() == "built 7 stories, 11 files written\n"
+    assert proc.stderr.readline() == "built 7 stories, 14 files written\n"
     first = proc.stderr.readline()
     assert first.startswith("next digest run at ")
     assert first.strip().endswith("07:00:00+00:00")

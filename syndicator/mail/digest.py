@@ -68,7 +68,8 @@ class Digest:
 
 
 def render_digest(config: Config, stories: Sequence[Story], date: datetime, *,
-                  marker: str | None = None, shown: int | None = None, web_url: str = "") -> Digest:
+                  marker: str | None = None, shown: int | None = None, web_url: str = "",
+                  corrections: Sequence[Story] = ()) -> Digest:
     """Render the edition of ``stories`` (the lead first, then newest first) dated ``date``.
 
     The message shows the first ``shown`` stories (default ``digest.max_stories``) and then
@@ -84,6 +85,7 @@ def render_digest(config: Config, stories: Sequence[Story], date: datetime, *,
     context["briefs"] = list(stories[1:count])  # the stories shown below the lead
     context["more"] = len(stories) - count
     context["web_url"] = web_url or config.site.url
+    context["corrections"] = list(corrections)
     subject = _subject(config, context)
     context["subject"] = subject
     html = _render(env, HTML_TEMPLATE, context)

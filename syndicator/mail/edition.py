@@ -35,6 +35,7 @@ class Plan:
     stories: tuple[Story, ...]
     max_seq: int
     slot: str
+    corrections: tuple[Story, ...] = ()  # mailed before, corrected since the last edition
 
 
 def plan(config: Config, store: Store, now: datetime, *, persist: bool = True) -> Plan | None:
@@ -48,12 +49,22 @@ def plan(config: Config, store: Store, now: datetime, *, persist: bool = True) -
     else:
         new = [s for s in stories if s.seq > mark]
     if len(new) >= config.digest.min_stories:
-        return Plan(tuple(new), top, f"stories:{top}")
+        return Plan(tuple(new), top, f"stories:{top}", _corrected(store, stories, mark))
     if new:
         return None  # too few yet (digest.min_stories): they wait for a later slot
     if config.digest.send_when_empty:
         return Plan((), top, f"empty:{now:%Y-%m-%d}")
     return None
+
+
+def _corrected(store: Store, stories: Sequence[Story], mark: int | None) -> tuple[Story, ...]:
+    """Stories an earlier edition carried whose text changed since the last edition opened:
+    listed in their own section, never mailed again as new."""
+    since = ledger.last_opened(store)
+    if mark is None or since is None:
+        return ()
+    return tuple(s for s in stories
+                 if s.seq <= mark and s.revised is not None and s.revised.timestamp() > since)
 
 
 def unsubscribe_url(config: Config, secret: bytes | None) -> Callable[[str], str]:
@@ -73,7 +84,8 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
         # Nothing new can also mean the slot's edition was committed while we planned.
         return ledger.edition_for_slot(store, slot) if slot is not None else None
     slot = slot or planned.slot
-    digest = fit_digest(config, planned.stories, now, web_url=web_url(config, slot, now))
+    digest = fit_digest(config, planned.stories, now, web_url=web_url(config, slot, now),
+                        corrections=planned.corrections)
     edition, created = ledger.create_edition(
         store, slot=slot, now=int(now.timestamp()), max_seq=planned.max_seq,
         story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
@@ -96,11 +108,12 @@ def web_url(config: Config, slot: str, now: datetime) -> str:
 
 
 def fit_digest(config: Config, stories: Sequence[Story], now: datetime, *, web_url: str = "",
-               marker: str | None = None) -> Digest:
+               marker: str | None = None, corrections: Sequence[Story] = ()) -> Digest:
     """The digest of ``stories`` showing ``digest.max_stories``, or fewer if one reader's
     message would pass ``digest.max_bytes`` (the rest are counted: "and N more stories")."""
     def render(shown: int) -> Digest:
-        return render_digest(config, stories, now, marker=marker, shown=shown, web_url=web_url)
+        return render_digest(config, stories, now, marker=marker, shown=shown, web_url=web_url,
+                             corrections=corrections)
 
     limit = config.digest.max_bytes
     digest = render(config.digest.max_stories)

@@ -31,7 +31,8 @@ def preview(config: Config, store: Store, now: datetime, folder: Path) -> Previe
     planned = plan(config, store, now, persist=False)
     if planned is None:
         return None
-    digest = fit_digest(config, planned.stories, now, web_url=web_url(config, planned.slot, now))
+    digest = fit_digest(config, planned.stories, now, web_url=web_url(config, planned.slot, now),
+                        corrections=planned.corrections)
     addresses = list(audience(config, store))
     # A preview is shared, pasted and forwarded: its unsubscribe link is an inert token, never
     # a live link that would unsubscribe the first real reader.

@@ -32,7 +32,7 @@ from syndicator.gcpause import paused_gc
 from syndicator.model import SeedFile, Story
 from syndicator.seeds.identity import load_files, resolve
 from syndicator.seeds.parse import SeedFiles
-from syndicator.site import editions
+from syndicator.site import editions, sitemaps, tags
 from syndicator.site.feeds import render_feeds
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
@@ -85,7 +85,9 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     stories = resolve(files, store, now)
     renderer = StoryPages(config, env)
     top = {**render_feeds(config, stories), "index.html": render_index(config, env, stories),
+           **tags.outputs(config, env, stories),
            **editions.outputs(config, env, store, folder, {s.id: s for s in stories})}
+    top.update(sitemaps.outputs(config, stories, tags.page_times(stories), now))
     staged: list[tuple[str, str]] = []
     fresh: Path | None = None
     committed = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from urllib.parse import urljoin
@@ -37,41 +38,158 @@ def feed_summary(story: Story) -> str:
 
 
 def feed_content(story: Story) -> str:
-    """The full content every feed carries; a one-line brief's content is its title."""
-    return content_html(story) or f"<p>{escape(one_line(story.title), quote=False)}</p>"
+    """The full content every feed carries; a one-line brief's content is its title. A
+    correction is said first, so a reader who sees the update sees why."""
+    body = content_html(story) or f"<p>{escape(one_line(story.title), quote=False)}</p>"
+    return correction_html(story) + body
+
+
+def correction_html(story: Story) -> str:
+    if not story.correction:
+        return ""
+    return f"<p><strong>Correction:</strong> {escape(one_line(story.correction), quote=False)}</p>"
 
 
 def updated(stories: Sequence[Story]) -> datetime:
-    """The feed's time comes from its newest story, never from the clock."""
-    return max((s.published for s in stories), default=EPOCH)
+    """The feed's time comes from its newest change, never from the clock."""
+    return max((s.updated for s in stories), default=EPOCH)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One set of feeds: the site's own (``prefix`` "") or a tag's (``tags/<slug>/``)."""
+
+    prefix: str
+    title: str
+    description: str
+    page: str  # the HTML page the feeds stand for, relative to the site
+
+    @classmethod
+    def site(cls, config: Config) -> Channel:
+        return cls("", config.site.title, config.site.description or config.site.title, "")
+
+    def url(self, config: Config, name: str) -> str:
+        return urljoin(config.site.url, self.prefix + name)
 
 
 def render_feeds(config: Config, stories: Sequence[Story]) -> dict[str, bytes]:
-    """The three feed files, byte-stable for the same stories."""
-    items = list(stories[: config.feeds.limit])
+    """The site's three feeds and, past ``feeds.limit`` stories, the RFC 5005 archive: every
+    file byte-stable for the same stories."""
+    current, pages = archive_pages(stories, config.feeds.limit, config.feeds.archive_size)
+    channel = Channel.site(config)
+    files = render_channel(config, channel, current, archive_links=_current_links(len(pages)))
+    for number, page in enumerate(pages, start=1):
+        links = _archive_links(number, len(pages))
+        for kind in (RSS, ATOM):
+            name = archive_name(kind, number)
+            files[name] = _xml(config, channel, _newest_first(page), kind, name, links, archive=True)
+    return files
+
+
+def render_channel(config: Config, channel: Channel, items: Sequence[Story], *,
+                   archive_links: Sequence[tuple[str, str]] = ()) -> dict[str, bytes]:
+    """RSS, Atom and JSON Feed of ``items`` (newest first), under the channel's prefix."""
+    items = list(items)
     return {
-        RSS: _rss(config, items),
-        ATOM: _atom(config, items),
-        JSON_FEED: _json(config, items),
+        channel.prefix + RSS: _xml(config, channel, items, RSS, RSS, archive_links),
+        channel.prefix + ATOM: _xml(config, channel, items, ATOM, ATOM, archive_links),
+        channel.prefix + JSON_FEED: _json(config, channel, items),
     }
 
 
-def _generator(config: Config, items: list[Story], self_name: str) -> FeedGenerator:
+# -- RFC 5005 archives -----------------------------------------------------------------------
+HISTORY_NS = "http://purl.org/syndication/history/1.0"
+ARCHIVE = "archive"
+
+
+def archive_pages(stories: Sequence[Story], limit: int, size: int) -> tuple[list[Story], list[list[Story]]]:
+    """The subscription feed's stories (newest first) and the archive pages (oldest first).
+
+    Both go by the time stories were first seen: every new story is seen after every story
+    before it (identity gives it a later ``first_seen``), so it enters the feed and pushes the
+    feed's earliest-seen story onto the newest archive page. A page that is full never changes
+    again (it can be cached for good), and every story is in exactly one place.
+    """
+    by_seq = sorted(stories, key=lambda s: (s.first_seen, s.seq))
+    cut = max(0, len(by_seq) - limit)
+    archived = by_seq[:cut]
+    pages = [archived[i:i + size] for i in range(0, len(archived), size)]
+    return _newest_first(by_seq[cut:]), pages
+
+
+def archive_name(kind: str, number: int) -> str:
+    return f"{ARCHIVE}/{'rss' if kind == RSS else 'atom'}-{number}.xml"
+
+
+def _newest_first(stories: Sequence[Story]) -> list[Story]:
+    return sorted(stories, key=lambda s: (-s.published.timestamp(), s.seq))
+
+
+def _current_links(pages: int) -> list[tuple[str, str]]:
+    return [("prev-archive", str(pages))] if pages else []
+
+
+def _archive_links(number: int, pages: int) -> list[tuple[str, str]]:
+    # (rel, archive page number, or "" for the subscription document itself)
+    links = [("current", "")]
+    if number > 1:
+        links.append(("prev-archive", str(number - 1)))
+    if number < pages:
+        links.append(("next-archive", str(number + 1)))
+    return links
+
+
+def _xml(config: Config, channel: Channel, items: list[Story], kind: str, self_name: str,
+         links: Sequence[tuple[str, str]], *, archive: bool = False) -> bytes:
+    own = self_name if archive else channel.prefix + self_name
+    fg = _generator(config, channel, items, own, kind)
+    root = etree.fromstring(fg.rss_str(pretty=False) if kind == RSS else fg.atom_str(pretty=False))
+    root = _rss_fixes(config, root, items) if kind == RSS else _atom_fixes(root)
+    if links or archive:
+        _history(config, channel, root, kind, links, archive)
+    return _serialise(root)
+
+
+def _history(config: Config, channel: Channel, root: etree._Element, kind: str,
+             links: Sequence[tuple[str, str]], archive: bool) -> None:
+    """RFC 5005 section 4: ``fh:archive`` on archive documents; prev/next/current links."""
+    parent = root.find("channel") if kind == RSS else root
+    assert parent is not None
+    link_tag = f"{{{ATOM_NS}}}link"
+    where = _index_after(parent, link_tag)
+    added = []
+    if archive:
+        mark = etree.Element(f"{{{HISTORY_NS}}}archive", nsmap={"fh": HISTORY_NS})
+        added.append(mark)
+    for rel, number in links:
+        name = archive_name(kind, int(number)) if number else channel.prefix + kind
+        link = etree.Element(link_tag, href=channel.url(config, name) if number == "" else
+                             urljoin(config.site.url, name), rel=rel,
+                             type="application/rss+xml" if kind == RSS else "application/atom+xml")
+        added.append(link)
+    for offset, element in enumerate(added):
+        parent.insert(where + offset, element)
+    etree.cleanup_namespaces(root, top_nsmap={"fh": HISTORY_NS} if archive else None,
+                             keep_ns_prefixes=["fh"] if archive else None)
+
+
+def _generator(config: Config, channel: Channel, items: list[Story], self_name: str,
+               kind: str) -> FeedGenerator:
     site = config.site
     fg = FeedGenerator()
-    fg.id(site.url)
-    fg.title(one_line(site.title))
-    fg.subtitle(one_line(site.description or site.title))
+    fg.id(urljoin(site.url, channel.page) if channel.prefix else site.url)
+    fg.title(one_line(channel.title))
+    fg.subtitle(one_line(channel.description))
     fg.language(site.language)
     fg.generator(GENERATOR, uri="https://pypi.org/project/syndicator/")
     if site.author_name:
         fg.author(name=one_line(site.author_name), email=site.author_email or None)
     # feedgen takes RSS <link> from the last link(): the site page must come last.
     fg.link(href=urljoin(site.url, self_name), rel="self",
-            type="application/rss+xml" if self_name == RSS else "application/atom+xml")
+            type="application/rss+xml" if kind == RSS else "application/atom+xml")
     if config.feeds.websub_hub:
         fg.link(href=config.feeds.websub_hub, rel="hub")
-    fg.link(href=site.url, rel="alternate", type="text/html")
+    fg.link(href=urljoin(site.url, channel.page), rel="alternate", type="text/html")
     fg.updated(updated(items))
     fg.lastBuildDate(updated(items))
     for story in items:
@@ -87,7 +205,7 @@ def _entry(fg: FeedGenerator, config: Config, story: Story) -> None:
     fe.title(one_line(story.title))
     fe.link(href=url, rel="alternate", type="text/html")
     fe.published(story.published)
-    fe.updated(story.published)
+    fe.updated(story.updated)
     fe.summary(feed_summary(story))
     fe.content(feed_content(story), type="html")
     if story.author:
@@ -97,9 +215,7 @@ def _entry(fg: FeedGenerator, config: Config, story: Story) -> None:
         fe.category(term=one_line(tag))
 
 
-def _rss(config: Config, items: list[Story]) -> bytes:
-    fg = _generator(config, items, RSS)
-    root = etree.fromstring(fg.rss_str(pretty=False))
+def _rss_fixes(config: Config, root: etree._Element, items: list[Story]) -> etree._Element:
     channel = root.find("channel")
     assert channel is not None
     if config.feeds.websub_hub:
@@ -126,17 +242,15 @@ def _rss(config: Config, items: list[Story]) -> bytes:
             creator.text = one_line(story.author)
             item.insert(_index_after(item, "link"), creator)
     etree.cleanup_namespaces(root, top_nsmap={"dc": DC_NS} if any(s.author for s in items) else None)
-    return _serialise(root)
+    return root
 
 
-def _atom(config: Config, items: list[Story]) -> bytes:
-    fg = _generator(config, items, ATOM)
-    root = etree.fromstring(fg.atom_str(pretty=False))
+def _atom_fixes(root: etree._Element) -> etree._Element:
     # feedgen drops rel and type from entry links; readers want the alternate page.
     for link in root.iterfind(f"{{{ATOM_NS}}}entry/{{{ATOM_NS}}}link"):
         link.set("rel", "alternate")
         link.set("type", "text/html")
-    return _serialise(root)
+    return root
 
 
 def _index_after(parent: etree._Element, tag: str) -> int:
@@ -153,14 +267,14 @@ def _serialise(root: etree._Element) -> bytes:
     return data
 
 
-def _json(config: Config, items: list[Story]) -> bytes:
+def _json(config: Config, channel: Channel, items: list[Story]) -> bytes:
     site = config.site
     feed: dict[str, object] = {
         "version": "https://jsonfeed.org/version/1.1",
-        "title": one_line(site.title),
-        "home_page_url": site.url,
-        "feed_url": urljoin(site.url, JSON_FEED),
-        "description": one_line(site.description),
+        "title": one_line(channel.title),
+        "home_page_url": urljoin(site.url, channel.page),
+        "feed_url": channel.url(config, JSON_FEED),
+        "description": one_line(channel.description if channel.prefix else site.description),
         "language": site.language,
     }
     if site.author_name:
@@ -179,7 +293,7 @@ def _json_item(config: Config, story: Story) -> dict[str, object]:
         "content_html": feed_content(story),
         "summary": feed_summary(story),
         "date_published": story.published.isoformat(),
-        "date_modified": story.published.isoformat(),
+        "date_modified": story.updated.isoformat(),
     }
     if story.url:
         item["external_url"] = story.url

@@ -12,11 +12,11 @@ from markupsafe import Markup
 
 from syndicator.config import Config
 from syndicator.errors import InputError
-from syndicator.model import Story
+from syndicator.model import Story, tag_page
 from syndicator.site.feeds import ATOM, JSON_FEED, RSS, content_html, story_url
 from syndicator.templating import template_error
 
-PAGE_TEMPLATES = ("base.html", "index.html", "story.html", "edition.html", "editions.html")
+PAGE_TEMPLATES = ("base.html", "index.html", "story.html", "tag.html", "edition.html", "editions.html")
 
 
 def check_templates(env: jinja2.Environment) -> list[InputError]:
@@ -83,7 +83,8 @@ class StoryPages:
 
     def render(self, story: Story) -> bytes:
         context = {**self.common, "story": story, "url": self.url(story),
-                   "body": Markup(content_html(story))}
+                   "body": Markup(content_html(story)),
+                   "tag_links": [(tag, f"../{tag_page(tag)}") for tag in story.tags]}
         try:
             return self.template.render(context).encode("utf-8")
         except jinja2.TemplateError as exc:
@@ -93,7 +94,8 @@ class StoryPages:
 def page_key(story: Story) -> str:
     """A digest of everything of a story its page shows (with the same templates and site)."""
     fields = (story.id, story.slug, story.title, story.paragraphs, story.published.isoformat(),
-              story.author, story.url, story.tags, story.is_lead)
+              story.author, story.url, story.tags, story.is_lead, story.updated.isoformat(),
+              story.correction)
     # marshal: half the cost of repr here. Format 2 writes no back-references, so equal values
     # give equal bytes however they are shared; the manifest's signature names Python's version.
     return hashlib.blake2b(marshal.dumps(fields, 2), digest_size=12).hexdigest()

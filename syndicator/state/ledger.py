@@ -93,6 +93,15 @@ def watermark(store: Store) -> int | None:
     return None if value is None else int(value)
 
 
+def last_opened(store: Store) -> int | None:
+    """When the newest edition that went out (or is going out) was opened."""
+    with store.read() as conn:
+        value = conn.execute(
+            select(func.max(edition_table.c.created_at)).where(edition_table.c.status != REJECTED)
+        ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
 def open_editions(store: Store) -> list[Edition]:
     with store.read() as conn:
         return [
