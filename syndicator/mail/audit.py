@@ -329,19 +329,20 @@ def link_findings(config: Config, output: Path, links: Iterable[str],
             inert = " (the preview's inert token)" if relative == f"u/{PREVIEW_TOKEN}" else ""
             found.append(Finding(OK, f"link {url}: {route}, served by `syndicator serve`{inert}"))
             continue
-        if files is None:
-            unchecked += 1
-            continue
-        if files.locate(relative) is not None:
-            good += 1
-        elif url.split("#", 1)[0].split("?", 1)[0] in pending:
+        exists = files is not None and files.locate(relative) is not None
+        if not exists and url.split("#", 1)[0].split("?", 1)[0] in pending:
             found.append(Finding(OK, f"link {url}: the edition's page, written when the edition opens"))
+        elif files is None:
+            unchecked += 1
+        elif exists:
+            good += 1
         else:
             target = relative if relative and not relative.endswith("/") else relative + "index.html"
             found.append(Finding(WARNING, f"link {url}: broken, no file {target} in {shown}"))
     if files is None:
-        found.insert(0, Finding(WARNING, f"links: {shown} does not exist, so {unchecked} links under "
-                                         f"{config.site.url} are unchecked (run `syndicator build` first)"))
+        found.insert(0, Finding(WARNING, f"links: {shown} does not exist, so {plural(unchecked, 'link')} "
+                                         f"under {config.site.url} went unchecked (run `syndicator build` "
+                                         "first)"))
     else:
         found.insert(0, Finding(OK, f"links: {plural(good, 'link')} under {config.site.url}, "
                                     f"each a file of the built site in {shown}"))
