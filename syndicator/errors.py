@@ -117,3 +117,7 @@ class SenderRefused(SmtpSetupError):
 
 class ServeError(SyndicatorError):
     """The server cannot start (for example the port is taken)."""
+
+
+class StrictWarnings(SyndicatorError):
+    """``send --dry-run --strict``: the deliverability report has warnings (exit 1)."""

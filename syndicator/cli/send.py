@@ -16,8 +16,9 @@ import click
 
 from syndicator.cli import State, address_argument, cli, clock, handled
 from syndicator.config import Config
-from syndicator.errors import DeliveryError
+from syndicator.errors import DeliveryError, StrictWarnings
 from syndicator.state import inbound, ledger
+from syndicator.text import plural
 
 if TYPE_CHECKING:
     from syndicator.mail.delivery import Stop, Tally
@@ -33,14 +34,19 @@ log = logging.getLogger("syndicator.send")
 @click.option("--to", "to", metavar="ADDRESS", help="Send one test copy to ADDRESS; mark nothing sent.")
 @click.option("--retry-failed", is_flag=True, help="Retry permanent failures of earlier editions too.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; errors only.")
+@click.option("--strict", is_flag=True,
+              help="With --dry-run: exit 1 when the deliverability report has a warning (for CI).")
 @click.pass_obj
 @handled
 def send(state: State, dry_run: bool, preview_dir: Path | None, to: str | None,
-         retry_failed: bool, quiet: bool) -> None:
+         retry_failed: bool, quiet: bool, strict: bool) -> None:
     """Render the digest and mail it to every recipient."""
+    if strict and not dry_run:
+        raise click.UsageError("--strict goes with --dry-run (it makes the deliverability report's "
+                               "warnings fail the run)")
     config = state.config
     if dry_run:
-        _dry_run(config, clock(), preview_dir or config.root / "preview")
+        _dry_run(config, clock(), preview_dir or config.root / "preview", strict=strict)
     elif to is not None:
         _test_copy(config, clock(), address_argument(to, "--to"))
     else:
@@ -55,7 +61,8 @@ def status(state: State) -> None:
     _status(state.config)
 
 
-def _dry_run(config: Config, now: datetime, folder: Path) -> None:
+def _dry_run(config: Config, now: datetime, folder: Path, *, strict: bool = False) -> None:
+    from syndicator.mail.audit import audit
     from syndicator.mail.preview import preview
     from syndicator.state.store import open_readonly
 
@@ -72,6 +79,12 @@ def _dry_run(config: Config, now: datetime, folder: Path) -> None:
                f"stories: {result.stories}\n"
                f"recipients: {result.recipients}\n"
                f"preview: {', '.join(str(p) for p in result.files)}")
+    report = audit(config, result.message, config.output_dir, pending=(result.web_url,))
+    for finding in report.findings:
+        click.echo(str(finding))
+    click.echo(report.summary)
+    if strict and report.warnings:
+        raise StrictWarnings(f"{plural(len(report.warnings), 'deliverability warning')} (--strict)")
 
 
 def _test_copy(config: Config, now: datetime, address: str) -> None:

@@ -24,6 +24,8 @@ class Preview:
     stories: int
     recipients: int
     files: tuple[Path, ...]
+    message: bytes  # digest.eml: the message as the first recipient would get it
+    web_url: str  # the edition's page, which opening the edition writes
 
 
 def preview(config: Config, store: Store, now: datetime, folder: Path) -> Preview | None:
@@ -31,8 +33,8 @@ def preview(config: Config, store: Store, now: datetime, folder: Path) -> Previe
     planned = plan(config, store, now, persist=False)
     if planned is None:
         return None
-    digest = fit_digest(config, planned.stories, now, web_url=web_url(config, planned.slot, now),
-                        corrections=planned.corrections)
+    page_url = web_url(config, planned.slot, now)
+    digest = fit_digest(config, planned.stories, now, web_url=page_url, corrections=planned.corrections)
     addresses = list(audience(config, store))
     # A preview is shared, pasted and forwarded: its unsubscribe link is an inert token, never
     # a live link that would unsubscribe the first real reader.
@@ -49,7 +51,7 @@ def preview(config: Config, store: Store, now: datetime, folder: Path) -> Previe
     for name, data in files.items():
         write_atomic(folder / name, data)
     return Preview(digest.subject, len(planned.stories), len(addresses),
-                   tuple(folder / n for n in files))
+                   tuple(folder / n for n in files), files["digest.eml"], page_url)
 
 
 async def send_test_copy(config: Config, store: Store, now: datetime, address: str, *,
