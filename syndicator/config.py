@@ -118,7 +118,7 @@ class PathsConfig(_Section):
 
 class FeedsConfig(_Section):
     limit: int = Field(default=50, ge=1, le=10_000)
-    archive_size: int = Field(default=100, ge=10, le=10_000)  # stories per RFC 5005 archive page
+    archive_size: int = Field(default=100, ge=1, le=10_000)  # stories per RFC 5005 archive page
     websub_hub: str = ""
     schedule: str = ""  # a 5-field cron: `run` also rebuilds the feeds on it (digest.timezone)
 

@@ -33,8 +33,13 @@ def _html_shows(html: str) -> tuple[str, list[str]]:
 def test_every_feed_field_shows_the_seed_text_as_text(project: Project, clock: datetime) -> None:
     for path in project.seeds.iterdir():
         path.unlink()
-    seed = f"{HOSTILE_TITLE}\n\n{HOSTILE_TEXT}\n\nA brief <i>x</i>\n{HOSTILE_TEXT}\n"
+    seed = (f"---\ntags: <b>bold</b> & news\n---\n{HOSTILE_TITLE}\n\n{HOSTILE_TEXT}\n\n"
+            f"A brief <i>x</i>\n{HOSTILE_TEXT}\n")
     project.seed("001_hostile.txt", seed)
+    # One story per subscription feed: the other goes to the archive, so every kind of feed
+    # (the site's, its archive, the tag's) holds a hostile entry.
+    text = project.config.read_text().replace("limit = 50", "limit = 1\narchive_size = 10")
+    project.config.write_text(text)
     config = load_config(project.config)
     store = Store.open(config.store_url)
     try:
@@ -43,13 +48,18 @@ def test_every_feed_field_shows_the_seed_text_as_text(project: Project, clock: d
         store.close()
     out = result.output
 
-    for name in ("rss.xml", "atom.xml"):
+    feeds = sorted(str(p.relative_to(out)) for p in out.rglob("*.xml") if "sitemap" not in p.name)
+    assert {"rss.xml", "atom.xml", "archive/rss-1.xml", "archive/atom-1.xml"} <= set(feeds)
+    assert any(f.startswith("tags/") and f.endswith("atom.xml") for f in feeds)
+    leads = 0
+    for name in feeds:
+        kind = "rss.xml" if "rss" in name.rsplit("/", 1)[-1] else "atom.xml"
         parsed = feedparser.parse((out / name).read_bytes(), sanitize_html=False)
         assert not parsed.bozo, parsed.get("bozo_exception")
         for entry in parsed.entries:
             # RSS 2.0 titles are plain text by the spec (newsboat shows them literally, see
             # below), though feedparser guesses HTML; Atom says type="text" unambiguously.
-            fields = ("summary_detail",) if name == "rss.xml" else ("summary_detail", "title_detail")
+            fields = ("summary_detail",) if kind == "rss.xml" else ("summary_detail", "title_detail")
             for field in fields:
                 detail = entry[field]
                 if detail.type == "text/plain":
@@ -58,13 +68,19 @@ def test_every_feed_field_shows_the_seed_text_as_text(project: Project, clock: d
                     shown, made = _html_shows(detail.value)
                 assert made == [], (name, field, detail.value)
                 assert "<b>" in shown or "<i>" in shown, (name, field, shown)  # the text, literally
-        lead = next(e for e in parsed.entries if "Markets" in e.title)
+        lead = next((e for e in parsed.entries if "Markets" in e.title), None)
+        if lead is None:
+            continue
+        leads += 1
+        for tag in lead.get("tags", []):
+            assert tag.term == "<b>bold</b> & news"
         summary = lead.summary_detail
         shown = summary.value if summary.type == "text/plain" else _html_shows(summary.value)[0]
         assert shown == HOSTILE_TEXT
         content = lead.content[0]
         assert _html_shows(content.value) == (HOSTILE_TEXT, [])
 
+    assert leads >= 3  # the site's feeds or their archive, and the tag's
     feed = json.loads((out / "feed.json").read_bytes())
     lead_item = next(i for i in feed["items"] if i["title"].startswith("Markets"))
     assert lead_item["title"] == HOSTILE_TITLE

@@ -35,6 +35,7 @@ def common_context(config: Config) -> dict[str, object]:
     return {
         "site": site,
         "feeds": {
+            "title": site.title,
             "rss": urljoin(site.url, RSS),
             "atom": urljoin(site.url, ATOM),
             "json": urljoin(site.url, JSON_FEED),

@@ -55,7 +55,7 @@ def outputs(config: Config, env: jinja2.Environment, stories: Sequence[Story]) -
 
 def _page(config: Config, env: jinja2.Environment, chan: Channel, name: str, listed: list[Story]) -> bytes:
     common = common_context(config)
-    common["feeds"] = {"rss": chan.url(config, RSS), "atom": chan.url(config, ATOM),
+    common["feeds"] = {"title": chan.title, "rss": chan.url(config, RSS), "atom": chan.url(config, ATOM),
                        "json": chan.url(config, JSON_FEED)}
     try:
         page = env.get_template("tag.html").render(

@@ -1,0 +1,277 @@
+"""Feeds for the whole archive: RFC 5005 archive documents, per-tag feeds, sitemaps and
+corrections, read back as readers and crawlers do, and validated by the W3C validator."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import feedparser
+from lxml import etree
+
+from syndicator.config import load_config
+from syndicator.mail.edition import plan
+from syndicator.site import sitemaps
+from syndicator.site.build import BuildResult, build
+from syndicator.state.store import Store
+from tests import w3c
+from tests.conftest import Project, assert_golden
+
+SITE = "https://example.org/"
+HISTORY = "{http://purl.org/syndication/history/1.0}archive"
+SM = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
+
+
+def _config(project: Project, limit: int, size: int) -> None:
+    text = project.config.read_text().replace("limit = 50", f"limit = {limit}\narchive_size = {size}")
+    project.config.write_text(text)
+
+
+def _stories(project: Project, count: int, start: int = 0, tags: str = "") -> None:
+    """``count`` one-story seed files (a new file per story, as a newsroom adds them)."""
+    for n in range(start, start + count):
+        front = f"---\nid: story-{n}\ntags: {tags}\n---\n" if tags else f"---\nid: story-{n}\n---\n"
+        project.seed(f"{n:04d}_s.txt", f"{front}Story number {n}\n\nThe text of story {n}.\n")
+
+
+def _only(project: Project) -> None:
+    for path in project.seeds.iterdir():
+        path.unlink()
+
+
+def _build(project: Project, now: datetime) -> BuildResult:
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        return build(config, store, now)
+    finally:
+        store.close()
+
+
+def _walk(out: Path, name: str) -> tuple[list[str], list[str]]:
+    """Follow prev-archive from the subscription feed as a reader does: ids and documents."""
+    ids: list[str] = []
+    seen: list[str] = []
+    url: str | None = SITE + name
+    while url is not None:
+        doc = url.removeprefix(SITE)
+        assert doc not in seen, f"{doc} links back into the chain"
+        seen.append(doc)
+        parsed: Any = feedparser.parse((out / doc).read_bytes())
+        assert not parsed.bozo, parsed.get("bozo_exception")
+        ids += [e.id for e in parsed.entries]
+        prev = [link.href for link in parsed.feed.get("links", []) if link.rel == "prev-archive"]
+        url = prev[0] if prev else None
+    return ids, seen
+
+
+def _root(path: Path) -> Any:
+    return etree.fromstring(path.read_bytes())
+
+
+def _links(path: Path) -> dict[str, str]:
+    root = _root(path)
+    return {
+        el.get("rel"): el.get("href").removeprefix(SITE)
+        for el in root.iter("{http://www.w3.org/2005/Atom}link")
+        if el.get("rel") != "alternate"
+    }
+
+
+def test_a_reader_walking_prev_archive_gets_every_story_once(project: Project, clock: datetime) -> None:
+    _only(project)
+    _stories(project, 57)
+    _config(project, limit=10, size=20)
+    result = _build(project, clock)
+    out = result.output
+    for name in ("atom.xml", "rss.xml"):
+        ids, docs = _walk(out, name)
+        assert len(ids) == len(set(ids)) == 57
+        kind = name.split(".")[0]
+        assert docs == [name, f"archive/{kind}-3.xml", f"archive/{kind}-2.xml", f"archive/{kind}-1.xml"]
+    # Both ways: each archive names the current feed, its older and its newer neighbour.
+    assert _links(out / "archive/atom-2.xml") == {
+        "self": "archive/atom-2.xml",
+        "current": "atom.xml",
+        "prev-archive": "archive/atom-1.xml",
+        "next-archive": "archive/atom-3.xml",
+    }
+    assert "next-archive" not in _links(out / "archive/atom-3.xml")
+    assert "prev-archive" not in _links(out / "archive/atom-1.xml")
+    assert _links(out / "atom.xml")["prev-archive"] == "archive/atom-3.xml"
+    for doc in [f"archive/{k}-{n}.xml" for k in ("atom", "rss") for n in (1, 2, 3)]:
+        assert _root(out / doc).find(f".//{HISTORY}") is not None, doc
+    assert _root(out / "atom.xml").find(f".//{HISTORY}") is None
+    # Pages are counted from the oldest: 20, 20, then the 7 the feed let go most recently.
+    counts = [len(feedparser.parse((out / f"archive/atom-{n}.xml").read_bytes()).entries) for n in (1, 2, 3)]
+    assert counts == [20, 20, 7]
+    docs = ["atom.xml", "rss.xml", *(f"archive/{k}-{n}.xml" for k in ("atom", "rss") for n in (1, 2, 3))]
+    w3c.assert_valid(out, SITE, *docs)
+
+
+def test_a_full_archive_page_never_changes_again(project: Project, clock: datetime) -> None:
+    _only(project)
+    _stories(project, 50)
+    _config(project, limit=10, size=20)
+    out = _build(project, clock).output
+    full = {n: (out / f"archive/{k}-{n}.xml").read_bytes() for n in (1,) for k in ("atom",)}
+    before = {
+        f"archive/{k}-{n}.xml": (out / f"archive/{k}-{n}.xml").read_bytes()
+        for k in ("atom", "rss")
+        for n in (1, 2)
+    }
+    assert full
+    for step in range(1, 13):  # one new story at a time, past the end of page 2 and into page 3
+        _stories(project, 1, start=100 + step)
+        result = _build(project, clock + timedelta(hours=step))
+        changed = {name for name in result.written if name.startswith("archive/")}
+        assert changed <= {f"archive/{k}-{n}.xml" for k in ("atom", "rss") for n in (2, 3)}, changed
+    for name in ("archive/atom-1.xml", "archive/rss-1.xml"):
+        assert (out / name).read_bytes() == before[name]
+    ids, _ = _walk(out, "atom.xml")
+    assert len(ids) == len(set(ids)) == 62
+
+
+def test_golden_archive_chain(project: Project, clock: datetime) -> None:
+    _only(project)
+    _stories(project, 7)
+    _config(project, limit=3, size=2)
+    out = _build(project, clock).output
+    for name in ("atom.xml", "archive/atom-1.xml", "archive/atom-2.xml", "archive/rss-1.xml"):
+        assert_golden(f"archive/{name.replace('/', '_')}", (out / name).read_bytes())
+
+
+def test_every_tag_has_its_own_feeds_and_page(project: Project, clock: datetime) -> None:
+    _only(project)
+    _stories(project, 4, tags="Politics, Économie")
+    _stories(project, 3, start=10, tags="Sport")
+    _stories(project, 2, start=20, tags="日本")
+    out = _build(project, clock).output
+    folders = sorted(p.name for p in (out / "tags").iterdir())
+    assert folders[:3] == ["economie", "politics", "sport"] and folders[3].startswith("tag-")
+    sport = out / "tags" / "sport"
+    for name in ("atom.xml", "rss.xml"):
+        parsed: Any = feedparser.parse((sport / name).read_bytes())
+        assert [e.title for e in parsed.entries] == [f"Story number {n}" for n in (10, 11, 12)]  # file order
+        assert parsed.feed.title == "The Test Dispatch: Sport"
+    feed = json.loads((sport / "feed.json").read_bytes())
+    assert feed["feed_url"] == SITE + "tags/sport/feed.json" and len(feed["items"]) == 3
+    assert all(i["tags"] == ["Sport"] for i in feed["items"])
+    page = (sport / "index.html").read_text()
+    for kind, name in (
+        ("application/rss+xml", "rss.xml"),
+        ("application/atom+xml", "atom.xml"),
+        ("application/feed+json", "feed.json"),
+    ):
+        assert (
+            f'type="{kind}" title="The Test Dispatch: Sport' in page
+            and f'href="{SITE}tags/sport/{name}"' in page
+        )
+    story = next((out / "stories").glob("story-number-10-*.html")).read_text()
+    assert '<a href="../tags/sport/index.html" rel="tag">Sport</a>' in story
+    w3c.assert_valid(out, SITE, *(f"tags/{f}/{k}" for f in folders for k in ("atom.xml", "rss.xml")))
+
+
+def test_sitemaps_name_every_page_and_robots_names_them(project: Project, clock: datetime) -> None:
+    _only(project)
+    _stories(project, 5, tags="Sport")
+    out = _build(project, clock).output
+    urls = {u.findtext(f"{SM}loc"): u.findtext(f"{SM}lastmod") for u in _root(out / "sitemap.xml")}
+    stories = sorted(p.name for p in (out / "stories").iterdir())
+    assert set(urls) == {SITE, SITE + "tags/sport/index.html", *(SITE + "stories/" + s for s in stories)}
+    assert all(datetime.fromisoformat(v) <= clock + timedelta(minutes=1) for v in urls.values())
+    news = _root(out / "news-sitemap.xml")
+    news_ns = "{http://www.google.com/schemas/sitemap-news/0.9}"
+    titles = [u.findtext(f"{news_ns}news/{news_ns}title") for u in news]
+    assert sorted(titles) == sorted(f"Story number {n}" for n in range(5))
+    assert news[0].findtext(f"{news_ns}news/{news_ns}publication/{news_ns}name") == "The Test Dispatch"
+    assert news[0].findtext(f"{news_ns}news/{news_ns}publication/{news_ns}language") == "en"
+    assert (out / "robots.txt").read_text() == (
+        "User-agent: *\nAllow: /\n\nSitemap: https://example.org/sitemap.xml\n"
+        "Sitemap: https://example.org/news-sitemap.xml\n"
+    )
+    # Two days later the news sitemap has let them go; the sitemap keeps them.
+    later = _build(project, clock + timedelta(days=3)).output
+    assert len(_root(later / "news-sitemap.xml")) == 0
+    assert len(_root(later / "sitemap.xml")) == 7
+
+
+def test_past_50000_urls_the_sitemap_becomes_an_index(
+    project: Project, clock: datetime, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(sitemaps, "MAX_URLS", 3)
+    _only(project)
+    _stories(project, 5)
+    out = _build(project, clock).output
+    root = _root(out / "sitemap.xml")
+    assert root.tag == f"{SM}sitemapindex"
+    parts = [s.findtext(f"{SM}loc") for s in root]
+    assert parts == [SITE + "sitemap-1.xml", SITE + "sitemap-2.xml"]
+    assert sum(len(_root(out / p.removeprefix(SITE))) for p in parts) == 6  # the index page + 5
+
+
+def test_a_correction_is_an_update_never_a_new_story(project: Project, clock: datetime) -> None:
+    _only(project)
+    project.seed("001_a.txt", "---\nid: budget\n---\nThe budget passes\n\nIt passed by 12 votes.\n")
+    first = _build(project, clock).output
+    atom = feedparser.parse((first / "atom.xml").read_bytes()).entries[0]
+    page = next((first / "stories").iterdir())
+    # The desk corrects the story: same id, new text, a correction note.
+    project.seed(
+        "001_a.txt",
+        "---\nid: budget\ncorrection: An earlier version gave the margin as 12 votes.\n"
+        "---\nThe budget passes\n\nIt passed by 21 votes.\n",
+    )
+    later = clock + timedelta(hours=5)
+    out = _build(project, later).output
+    (entry,) = feedparser.parse((out / "atom.xml").read_bytes()).entries
+    assert (entry.id, entry.published) == (atom.id, atom.published)
+    assert datetime(*entry.updated_parsed[:6]) > datetime(*atom.updated_parsed[:6])
+    assert "Correction:" in entry.content[0].value and "21 votes" in entry.content[0].value
+    (item,) = json.loads((out / "feed.json").read_bytes())["items"]
+    assert item["date_modified"] > item["date_published"]
+    text = next((out / "stories").iterdir()).read_text()
+    assert next((out / "stories").iterdir()) == page  # the same page, same name
+    assert "Updated <time" in text and "An earlier version gave the margin as 12 votes." in text
+    lastmod = {u.findtext(f"{SM}loc"): u.findtext(f"{SM}lastmod") for u in _root(out / "sitemap.xml")}
+    assert lastmod[entry.link] == datetime.fromisoformat(item["date_modified"]).isoformat()
+    w3c.assert_valid(out, SITE, "atom.xml", "rss.xml")
+    # Unchanged since: a rebuild is byte-identical.
+    again = _build(project, later + timedelta(hours=1))
+    assert [n for n in again.written if n != "news-sitemap.xml"] == []
+
+
+def test_the_next_digest_lists_corrections_apart_and_does_not_mail_them_as_new(
+    project: Project, clock: datetime
+) -> None:
+    from syndicator.mail.edition import open_edition
+
+    _only(project)
+    project.seed("001_a.txt", "---\nid: budget\n---\nThe budget passes\n\nIt passed by 12 votes.\n")
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        assert open_edition(config, store, clock) is not None
+        project.seed(
+            "001_a.txt",
+            "---\nid: budget\ncorrection: The margin was 21 votes, not 12.\n---\n"
+            "The budget passes\n\nIt passed by 21 votes.\n",
+        )
+        project.seed("002_b.txt", "A new story\n\nIts text.\n")
+        planned = plan(config, store, clock + timedelta(days=1))
+        assert planned is not None
+        assert [s.title for s in planned.stories] == ["A new story"]
+        assert [s.title for s in planned.corrections] == ["The budget passes"]
+        edition = open_edition(config, store, clock + timedelta(days=1))
+        assert edition is not None
+        assert "CORRECTIONS\n\nThe budget passes\n" in edition.text
+        assert "The margin was 21 votes, not 12." in edition.text
+        assert ">Corrections</h2>" in edition.html
+        # Listed once: the edition after does not list it again.
+        project.seed("003_c.txt", "Another story\n\nMore.\n")
+        third = plan(config, store, clock + timedelta(days=2))
+        assert third is not None and third.corrections == ()
+    finally:
+        store.close()
