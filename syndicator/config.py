@@ -17,7 +17,15 @@ import idna
 import jinja2
 from apscheduler.triggers.cron import CronTrigger
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from syndicator.errors import ConfigError, ConfigErrors, InputError, SecretMissingError
 
@@ -39,13 +47,40 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def check_address(value: str) -> str:
-    """Return the normalised address, or raise ValueError naming it."""
+_LOCAL_DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+LOCAL_HINT = "set digest.allow_local_addresses = true to mail localhost and special-use domains"
+
+
+def check_address(value: str, *, allow_local: bool = False) -> str:
+    """Return the normalised address, or raise ValueError naming it.
+
+    ``allow_local`` (``digest.allow_local_addresses``): also localhost and special-use domains
+    (.test, .local, .invalid...), for trying syndicator against a mail server of one's own.
+    """
     try:
         info = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
-        raise ValueError(f"invalid email address {value!r}: {exc}") from None
+        reason = str(exc)
+        local_only = "special-use or reserved" in reason or "should have a period" in reason
+        if local_only and allow_local:
+            return _local_address(value)
+        hint = f" ({LOCAL_HINT})" if local_only else ""
+        raise ValueError(f"invalid email address {value!r}: {reason}{hint}") from None
     return info.normalized.lower()
+
+
+def _local_address(value: str) -> str:
+    """An address at a local or special-use domain: email-validator checks the local part
+    (against a stand-in domain), the domain must be plain labels."""
+    local, _, domain = value.strip().rpartition("@")
+    try:
+        checked = validate_email(f"{local}@example.com", check_deliverability=False, allow_smtputf8=False)
+        domain = ascii_domain(domain)
+    except (EmailNotValidError, ValueError) as exc:
+        raise ValueError(f"invalid email address {value!r}: {exc}") from None
+    if not _LOCAL_DOMAIN.fullmatch(domain) or len(domain) > 253:
+        raise ValueError(f"invalid email address {value!r}: not a valid domain {domain!r}")
+    return f"{checked.local_part}@{domain}".lower()
 
 
 def ascii_domain(domain: str) -> str:
@@ -136,6 +171,8 @@ class FeedsConfig(_Section):
 
 
 class DigestConfig(_Section):
+    # Declared first: the address checks below read it (pydantic validates in this order).
+    allow_local_addresses: bool = False  # localhost and special-use domains (.test, .local)
     from_: str = Field(alias="from")
     subject: str = "{{ lead.title }} and more: {{ site.title }} for {{ date }}"
     schedule: str = "0 7 * * *"
@@ -156,11 +193,11 @@ class DigestConfig(_Section):
 
     @field_validator("from_")
     @classmethod
-    def _from(cls, value: str) -> str:
+    def _from(cls, value: str, info: ValidationInfo) -> str:
         match = _FROM.fullmatch(value)
         if match is None or any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ValueError(f"expected 'Name <address>' or 'address', got {value!r}")
-        check_address(match.group(2) or match.group(3))
+        check_address(match.group(2) or match.group(3), allow_local=_local(info))
         return value
 
     @field_validator("subject")
@@ -195,8 +232,8 @@ class DigestConfig(_Section):
 
     @field_validator("recipients")
     @classmethod
-    def _recipients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(check_address(a) for a in value)
+    def _recipients(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return tuple(check_address(a, allow_local=_local(info)) for a in value)
 
     @property
     def lookback_delta(self) -> timedelta | None:
@@ -217,6 +254,10 @@ class DigestConfig(_Section):
     def from_name(self) -> str:
         match = _FROM.fullmatch(self.from_)
         return (match.group(1) or "").strip() if match else ""
+
+
+def _local(info: ValidationInfo) -> bool:
+    return bool(info.data.get("allow_local_addresses", False))
 
 
 class SmtpConfig(_Section):
@@ -516,7 +557,7 @@ _PLAIN = re.compile(
 _SPECIAL = tuple(SPECIAL_USE_DOMAIN_NAMES)
 
 
-def read_recipients_file(path: Path) -> Iterator[str]:
+def read_recipients_file(path: Path, *, allow_local: bool = False) -> Iterator[str]:
     """The addresses of a recipients file (one a line, # comments), normalised, read line by
     line (never all in memory); a bad line is a ConfigError naming the file and line."""
     try:
@@ -531,12 +572,12 @@ def read_recipients_file(path: Path) -> Iterator[str]:
                 line = raw.split("#", 1)[0].strip()
                 if not line:
                     continue
-                yield _normalise(line, path, number)
+                yield _normalise(line, path, number, allow_local)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read recipients file: {exc}", path=path) from None
 
 
-def recipients_file_problems(path: Path) -> list[ConfigError]:
+def recipients_file_problems(path: Path, *, allow_local: bool = False) -> list[ConfigError]:
     """Every bad line of a recipients file (``check`` reports them all, not only the first)."""
     problems: list[ConfigError] = []
     try:
@@ -545,7 +586,7 @@ def recipients_file_problems(path: Path) -> list[ConfigError]:
                 line = raw.split("#", 1)[0].strip()
                 if line:
                     try:
-                        _normalise(line, path, number)
+                        _normalise(line, path, number, allow_local)
                     except ConfigError as exc:
                         problems.append(exc)
     except FileNotFoundError:
@@ -561,7 +602,7 @@ def _within_limits(address: str) -> bool:
     return len(address) <= 254 and len(local) <= 64 and all(len(label) <= 63 for label in domain.split("."))
 
 
-def _normalise(line: str, path: Path, number: int) -> str:
+def _normalise(line: str, path: Path, number: int, allow_local: bool = False) -> str:
     low = line.lower()
     if _PLAIN.fullmatch(low) and _within_limits(low):
         domain = low.rsplit("@", 1)[1]
@@ -569,6 +610,6 @@ def _normalise(line: str, path: Path, number: int) -> str:
         if "xn--" not in domain and not any(domain == s or domain.endswith("." + s) for s in _SPECIAL):
             return low
     try:
-        return check_address(line)
+        return check_address(line, allow_local=allow_local)
     except ValueError as exc:
         raise ConfigError(str(exc), path=path, line=number) from None

@@ -131,14 +131,6 @@ def test_subscribe_refused_by_the_relay(listed: Project, smtp_server: SmtpServer
         "error: the confirmation mail to carol@example.com was not accepted: 550 5.1.1 no such user\n")
 
 
-def test_serve_without_the_secret(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SYNDICATOR_TEST_SECRET")
-    result = run("serve", "--port", "0")
-    assert result.exit_code == 2
-    assert result.stdout == ""
-    assert "SYNDICATOR_TEST_SECRET" in result.stderr
-
-
 def test_serve_on_a_taken_port(project: Project) -> None:
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

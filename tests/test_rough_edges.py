@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import re
 import subprocess
 import sys
 from email.message import EmailMessage
@@ -20,7 +21,7 @@ from syndicator.seeds.identity import load_stories
 from syndicator.state import lists
 from syndicator.state.store import Store
 from syndicator.text import plural
-from tests.conftest import CLOCK, FaultyServer, Project
+from tests.conftest import CLOCK, FaultyServer, Project, SmtpServer
 from tests.test_send import configure, ledger_counts, send
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "syndicator.toml"
@@ -84,3 +85,32 @@ def test_an_edition_counts_the_readers_it_skipped(project: Project, faulty_smtp:
     assert status.exit_code == 0
     row = status.output.splitlines()[1].split()
     assert row[4:9] == ["1", "0", "0", "0", "1"]  # sent, pending, deferred, failed, suppressed
+
+
+def test_a_test_copys_message_id_starts_with_no_hyphen(project: Project, smtp_server: SmtpServer) -> None:
+    project.port = smtp_server.port
+    project.write_config()
+    result = CliRunner().invoke(cli, ["send", "--to", "editor@example.com"])
+    assert result.exit_code == 0, result.output
+    (received,) = smtp_server.received
+    mid = str(received.message["Message-ID"])
+    assert re.fullmatch(r"<test\.\d+\.[0-9a-f]{24}@example\.org>", mid), mid
+
+
+def test_local_addresses_are_refused_with_a_hint_and_allowed_when_asked(project: Project) -> None:
+    text = project.write_config().read_text()
+    project.write_config(text.replace('recipients = ["alice@example.com", "bob@example.net"]',
+                                      'recipients = ["me@localhost", "bob@news.test"]'))
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 2
+    hint = "set digest.allow_local_addresses = true to mail localhost and special-use domains"
+    assert hint in result.output
+    anchor = 'secret_env = "SYNDICATOR_TEST_SECRET"'
+    allowed = project.config.read_text().replace(anchor, anchor + "\nallow_local_addresses = true")
+    project.write_config(allowed)
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 0, result.output
+    listed = CliRunner().invoke(cli, ["subscribers"]).output
+    assert "recipient   me@localhost  (config)" in listed and "recipient   bob@news.test  (config)" in listed
+    refused = CliRunner().invoke(cli, ["subscribe", "not an address@localhost"])
+    assert refused.exit_code == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import re
 import shutil
 import socket
@@ -21,7 +22,7 @@ import pytest
 from starlette.applications import Starlette
 
 from syndicator.config import Config, load_config
-from syndicator.errors import SecretMissingError, ServeError
+from syndicator.errors import ServeError
 from syndicator.mail import subscriptions
 from syndicator.mail.audience import audience
 from syndicator.mail.message import list_id
@@ -553,15 +554,52 @@ def test_request_bodies_are_size_limited(lite_site: Site) -> None:
 # -- failures never leak ---------------------------------------------------------------------
 
 
-def test_missing_secret_fails_at_start(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SYNDICATOR_TEST_SECRET")
+@pytest.mark.parametrize("secret", [None, "short"])
+def test_without_a_usable_secret_the_site_is_served_and_subscriptions_answer_503(
+        project: Project, clock: datetime, monkeypatch: pytest.MonkeyPatch, secret: str | None) -> None:
+    if secret is None:
+        monkeypatch.delenv("SYNDICATOR_TEST_SECRET")
+    else:
+        monkeypatch.setenv("SYNDICATOR_TEST_SECRET", secret)
     config = configure(project)
     store = Store.open(config.store_url)
     try:
-        with pytest.raises(SecretMissingError, match="SYNDICATOR_TEST_SECRET"):
-            web.create_app(config, store)
+        build(config, store, clock)
+        with serving(web.create_app(config, store)) as served, httpx.Client(base_url=served.base) as client:
+            assert client.get("/rss.xml").status_code == 200
+            assert client.get("/").status_code == 200
+            for method, path in (("GET", "/subscribe"), ("POST", "/subscribe"), ("GET", "/u/abc"),
+                                 ("POST", "/u/abc"), ("GET", "/confirm/abc")):
+                form = {"email": "a@example.com"} if method == "POST" else None
+                response = client.request(method, path, data=form)
+                assert response.status_code == 503, (method, path)
+                assert "Subscriptions are unavailable right now" in response.text
+                assert response.headers["retry-after"] == "300"
     finally:
         store.close()
+
+
+def test_serve_without_the_secret_says_what_it_serves(project: Project,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("SYNDICATOR_TEST_SECRET")
+    configure(project)
+    env = {k: v for k, v in os.environ.items() if k != "SYNDICATOR_TEST_SECRET"}
+    env["SYNDICATOR_CONFIG"] = str(project.config)
+    proc = subprocess.Popen([sys.executable, "-m", "syndicator", "serve", "--port", "0"], cwd=project.root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        warning = proc.stderr.readline()
+        assert warning == ("serving the site without subscriptions (they answer 503): the environment "
+                           "variable SYNDICATOR_TEST_SECRET (digest.secret_env) must hold the secret that "
+                           "signs unsubscribe links\n")
+        assert proc.stdout.readline().startswith("serving ")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_errors_reach_the_client_without_detail(lite_site: Site, monkeypatch: pytest.MonkeyPatch) -> None:

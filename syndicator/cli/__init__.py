@@ -87,12 +87,12 @@ def _report(exc: SyndicatorError) -> None:
         click.echo(f"error: {error}", err=True)
 
 
-def address_argument(address: str, key: str = "ADDRESS") -> str:
+def address_argument(address: str, key: str = "ADDRESS", *, allow_local: bool = False) -> str:
     """A command-line address, normalised; an invalid one is an input error naming the argument."""
     from syndicator.config import check_address
 
     try:
-        return check_address(address.strip())
+        return check_address(address.strip(), allow_local=allow_local)
     except ValueError as exc:
         raise InputError(str(exc), key=key) from None
 

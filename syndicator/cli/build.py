@@ -49,7 +49,8 @@ def check(state: State) -> None:
     config = state.config
     problems: list[InputError] = []
     if config.recipients_path is not None:
-        problems.extend(recipients_file_problems(config.recipients_path))
+        problems.extend(recipients_file_problems(config.recipients_path,
+                                                 allow_local=config.digest.allow_local_addresses))
     files, errors = read_all(config)
     problems.extend(errors)
     problems.extend(check_templates(environment(config.templates_dir)))

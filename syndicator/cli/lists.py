@@ -20,7 +20,8 @@ def subscribe(state: State, address: str) -> None:
     """Mail ADDRESS a confirmation link; it joins the list once confirmed."""
     from syndicator.mail import subscriptions
 
-    address = address_argument(address)  # before the store is created or opened
+    # Checked before the store is created or opened.
+    address = address_argument(address, allow_local=state.config.digest.allow_local_addresses)
     store = state.store()
     try:
         source = subscriptions.invite(state.config, store, address, int(clock().timestamp()))
@@ -40,7 +41,7 @@ def unsubscribe(state: State, address: str) -> None:
     """Put ADDRESS on the suppression list: no further digest goes to it."""
     from syndicator.mail import subscriptions
 
-    address = address_argument(address)
+    address = address_argument(address, allow_local=state.config.digest.allow_local_addresses)
     store = state.store()
     try:
         now = int(clock().timestamp())

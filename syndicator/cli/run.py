@@ -38,7 +38,7 @@ def serve(state: State, host: str, port: int) -> None:
     config = state.config
     store = state.store()
     try:
-        site = web.create_app(config, store)  # a missing secret fails here, before listening
+        site = web.create_app(config, store)  # without the secret: a warning, subscriptions 503
         sock = web.listen(host, port)
         shown = f"[{host}]" if ":" in host else host
         click.echo(f"serving {config.output_dir} at http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C stops)")

@@ -48,7 +48,8 @@ def send(state: State, dry_run: bool, preview_dir: Path | None, to: str | None,
     if dry_run:
         _dry_run(config, clock(), preview_dir or config.root / "preview", strict=strict)
     elif to is not None:
-        _test_copy(config, clock(), address_argument(to, "--to"))
+        local = config.digest.allow_local_addresses
+        _test_copy(config, clock(), address_argument(to, "--to", allow_local=local))
     else:
         _send(config, clock(), retry_failed=retry_failed, quiet=quiet)
 

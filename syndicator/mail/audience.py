@@ -49,7 +49,8 @@ def _sources(config: Config, store: Store) -> Iterator[tuple[str, str]]:
     for address in config.digest.recipients:
         yield address, CONFIG
     if config.recipients_path is not None:
-        for address in read_recipients_file(config.recipients_path):
+        for address in read_recipients_file(config.recipients_path,
+                                            allow_local=config.digest.allow_local_addresses):
             yield address, FILE
     for address in lists.confirmed_subscribers(store):
         yield address, SUBSCRIBER

@@ -73,6 +73,14 @@ def message_id(edition_id: int, address: str, config: Config) -> str:
     return f"<{edition_id}.{hashlib.sha256(seed).hexdigest()[:32]}@{domain}>"
 
 
+def copy_message_id(address: str, config: Config, now: datetime) -> str:
+    """The Message-ID of a ``send --to`` test copy: it names no edition (and starts with no
+    hyphen, which some clients and archives mangle)."""
+    prefix, domain = _id_context(config.site.url, config.digest.from_address)
+    seed = f"{prefix}test\x00{int(now.timestamp())}\x00{address.lower()}".encode()
+    return f"<test.{int(now.timestamp())}.{hashlib.sha256(seed).hexdigest()[:24]}@{domain}>"
+
+
 @functools.lru_cache(maxsize=16)
 def _id_context(site_url: str, from_address: str) -> tuple[str, str]:
     """The hash prefix (the list) and the (ASCII) domain of the sender's address."""

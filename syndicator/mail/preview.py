@@ -10,7 +10,7 @@ from syndicator.config import Config
 from syndicator.errors import DeliveryError
 from syndicator.mail.audience import audience
 from syndicator.mail.edition import fit_digest, plan, return_paths, unsubscribe_url, web_url
-from syndicator.mail.message import MessageFactory, message_id
+from syndicator.mail.message import MessageFactory, message_id, copy_message_id
 from syndicator.mail.policy import Kind, Outcome
 from syndicator.mail.smtp import Connection
 from syndicator.seeds.identity import load_stories
@@ -65,7 +65,7 @@ async def send_test_copy(config: Config, store: Store, now: datetime, address: s
     digest = fit_digest(config, stories, now)
     # No VERP: a test copy belongs to no edition, and its bounce is the publisher's to read.
     factory = MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret), date=now)
-    data = factory.build(address, message_id(-int(now.timestamp()), address, config))
+    data = factory.build(address, copy_message_id(address, config, now))
     connection = Connection(config, password)
     try:
         outcome = await connection.send(config.digest.from_address, address, data)

@@ -143,7 +143,8 @@ def listing(config: Config, store: Store) -> Listing:
     return Listing(
         recipients=tuple(recipients(config, store)),
         configured=tuple(a.lower() for a in config.digest.recipients),
-        from_file=tuple(read_recipients_file(path)) if path is not None else (),
+        from_file=tuple(read_recipients_file(path, allow_local=config.digest.allow_local_addresses))
+        if path is not None else (),
         confirmed=tuple(s.address for s in everyone if s.confirmed),
         pending=tuple(s.address for s in everyone if not s.confirmed),
         suppressed=tuple(lists.suppressions(store)),

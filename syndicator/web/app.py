@@ -13,7 +13,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,7 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from syndicator.config import Config, check_address
-from syndicator.errors import BadToken, ServeError, StoreError, SyndicatorError
+from syndicator.errors import BadToken, SecretMissingError, ServeError, StoreError, SyndicatorError
 from syndicator.mail import subscriptions
 from syndicator.mail.message import list_id
 from syndicator.mail.subscriptions import Signer
@@ -56,10 +56,13 @@ _PAGE_HEADERS = {
 # -- the app -----------------------------------------------------------------------------
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
 class Site:
     """The routes' shared state: config, store, signer, files, templates, limits."""
 
-    def __init__(self, config: Config, store: Store, signer: Signer, password: str | None,
+    def __init__(self, config: Config, store: Store, signer: Signer | None, password: str | None,
                  limiter: RateLimiter, now: Callable[[], int], cache_bytes: int = CACHE_BYTES) -> None:
         self.config, self.store, self.signer, self.password = config, store, signer, password
         self.limiter, self.now = limiter, now
@@ -73,6 +76,22 @@ class Site:
              headers: Mapping[str, str] | None = None, **context: Any) -> HTMLResponse:
         html = self.env.get_template(name).render(site=self.config.site, **context)
         return HTMLResponse(html, status, headers={**_PAGE_HEADERS, **(headers or {})}, background=background)
+
+    @property
+    def keys(self) -> Signer:
+        """The signer, in a route that ``needs_secret`` guards."""
+        assert self.signer is not None
+        return self.signer
+
+    def needs_secret(self, handler: Handler) -> Handler:
+        """A subscription route: without the signing secret it cannot check or sign a token,
+        so it answers 503 (the feeds and pages are served all the same)."""
+        async def guarded(request: Request) -> Response:
+            if self.signer is None:
+                return self.page("web_unavailable.html", 503, headers={"Retry-After": "300"})
+            return await handler(request)
+
+        return guarded
 
     def bad_token(self) -> HTMLResponse:
         return self.page("web_bad_token.html", 400)
@@ -115,10 +134,10 @@ class Site:
                 # whatever encoding the body uses.
                 await request.body()
                 address = await run_in_threadpool(
-                    subscriptions.unsubscribe_token_owner, self.store, self.signer, token, self.now())
+                    subscriptions.unsubscribe_token_owner, self.store, self.keys, token, self.now())
                 log.info("unsubscribed one address through the web")
                 return self.page("web_unsubscribed.html", address=address)
-            address = subscriptions.check_unsubscribe(self.signer, token)
+            address = subscriptions.check_unsubscribe(self.keys, token)
         except BadToken:
             return self.bad_token()
         return self.page("web_unsubscribe.html", address=address)
@@ -135,11 +154,12 @@ class Site:
                              email="")
         raw = (await self.form(request)).get("email", "")
         try:
-            address = check_address(raw.strip() if isinstance(raw, str) else "")
+            address = check_address(raw.strip() if isinstance(raw, str) else "",
+                                    allow_local=self.config.digest.allow_local_addresses)
         except ValueError:
             return self.page("web_subscribe.html", 400, error="Please enter a valid email address.",
                              email=raw if isinstance(raw, str) else "")
-        token = await run_in_threadpool(subscriptions.request, self.store, self.signer, address, self.now(),
+        token = await run_in_threadpool(subscriptions.request, self.store, self.keys, address, self.now(),
                                         self.config.serve.confirmations_per_hour)
         # The mail goes out after the response, so known, new, cooling-down and over-the-cap
         # addresses all get the same page, status and timing.
@@ -159,11 +179,11 @@ class Site:
         try:
             if request.method == "POST":
                 await request.body()
-                address = await run_in_threadpool(subscriptions.confirm, self.store, self.signer, token,
+                address = await run_in_threadpool(subscriptions.confirm, self.store, self.keys, token,
                                                   self.now())
                 log.info("confirmed one subscription through the web")
                 return self.page("web_confirmed.html", address=address)
-            address = await run_in_threadpool(subscriptions.check_confirm, self.store, self.signer, token,
+            address = await run_in_threadpool(subscriptions.check_confirm, self.store, self.keys, token,
                                               self.now())
         except BadToken:
             return self.bad_token()
@@ -231,15 +251,15 @@ def create_app(config: Config, store: Store, *, secret: bytes | None = None,
                limiter: RateLimiter | None = None, now: Callable[[], int] | None = None,
                cache_bytes: int = CACHE_BYTES) -> Starlette:
     """The ASGI app. Reads the token secret and SMTP password now, so a missing one fails at start."""
-    signer = Signer(secret, list_id(config)) if secret is not None else Signer.for_config(config)
-    site = Site(config, store, signer, config.smtp_password(), limiter or RateLimiter(),
+    site = Site(config, store, _signer(config, secret), config.smtp_password(), limiter or RateLimiter(),
                 now or (lambda: int(time.time())), cache_bytes)
+    guard = site.needs_secret
     routes = [
         Route("/healthz", site.health, methods=["GET"]),
-        Route("/u/{token}", site.unsubscribe, methods=["GET", "POST"]),
-        Route("/subscribe", site.subscribe_form, methods=["GET"]),
-        Route("/subscribe", site.subscribe, methods=["POST"]),
-        Route("/confirm/{token}", site.confirm, methods=["GET", "POST"]),
+        Route("/u/{token}", guard(site.unsubscribe), methods=["GET", "POST"]),
+        Route("/subscribe", guard(site.subscribe_form), methods=["GET"]),
+        Route("/subscribe", guard(site.subscribe), methods=["POST"]),
+        Route("/confirm/{token}", guard(site.confirm), methods=["GET", "POST"]),
         Route("/{path:path}", site.file, methods=["GET"]),
     ]
     # Files are gzipped above, each encoding with its own strong ETag. Starlette's GZipMiddleware
@@ -249,6 +269,16 @@ def create_app(config: Config, store: Store, *, secret: bytes | None = None,
                     exception_handlers={StoreError: _store_down, jinja2.TemplateError: _template_error})
     app.state.site = site
     return app
+
+
+def _signer(config: Config, secret: bytes | None) -> Signer | None:
+    if secret is not None:
+        return Signer(secret, list_id(config))
+    try:
+        return Signer.for_config(config)
+    except SecretMissingError as exc:
+        log.warning("serving the site without subscriptions (they answer 503): %s", exc)
+        return None
 
 
 async def _template_error(request: Request, exc: Exception) -> Response:
