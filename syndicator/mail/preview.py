@@ -10,7 +10,7 @@ from syndicator.config import Config
 from syndicator.errors import DeliveryError
 from syndicator.mail.audience import audience
 from syndicator.mail.edition import fit_digest, plan, return_paths, unsubscribe_url, web_url
-from syndicator.mail.message import MessageFactory, message_id, copy_message_id
+from syndicator.mail.message import MessageFactory, copy_message_id, message_id
 from syndicator.mail.policy import Kind, Outcome
 from syndicator.mail.smtp import Connection
 from syndicator.seeds.identity import load_stories
