@@ -179,6 +179,7 @@ class DigestConfig(_Section):
     timezone: str = "UTC"
     lookback: str = "1d"
     send_when_empty: bool = False
+    report_to: tuple[str, ...] = Field(default=(), strict=False)  # who gets each edition's run report
     recipients: tuple[str, ...] = Field(default=(), strict=False)
     recipients_file: str = ""
     secret_env: str = "SYNDICATOR_SECRET"
@@ -229,6 +230,16 @@ class DigestConfig(_Section):
         if value != "all" and not _DURATION.match(value):
             raise ValueError(f"expected a duration like '1d', '12h' or 'all', got {value!r}")
         return value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return tuple(check_address(a, allow_local=_local(info)) for a in value)
 
     @field_validator("recipients")
     @classmethod

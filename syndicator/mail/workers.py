@@ -170,7 +170,10 @@ def send(config: Config, store: Store, now: datetime, *, slot: str | None = None
             continue
         if part.errors:
             ledger.set_error(store, edition.id, part.errors[-1])
-        ledger.finish(store, edition.id, int(time.time()))
+        if ledger.finish(store, edition.id, int(time.time())) and config.digest.report_to:
+            from syndicator.mail.report import mail_report  # only for a finished edition
+
+            mail_report(config, store, edition.id, password, int(time.time()))
         counts = ledger.counts(store, edition.id)
         part.deferred = counts[ledger.DEFERRED] + counts[ledger.PENDING] + counts[ledger.SENDING]
         part.suppressed = counts[ledger.SUPPRESSED]

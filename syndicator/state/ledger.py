@@ -45,6 +45,7 @@ class Edition:
     status: str
     last_error: str | None = None
     marker: str = ""
+    finished_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def _edition(row: object) -> Edition:
         m["status"],
         m["last_error"],
         m["marker"],
+        m["finished_at"],
     )
 
 
@@ -389,7 +391,8 @@ def next_due(store: Store, edition_id: int) -> int | None:
 
 
 def finish(store: Store, edition_id: int, now: int) -> bool:
-    """Close the edition when every row is settled (sent, failed or suppressed)."""
+    """Close the edition when every row is settled (sent, failed or suppressed); True only
+    for the one call that closed it (so its run report goes out once, from one process)."""
     with store.begin() as conn:
         unsettled = conn.execute(
             select(func.count()).where(
@@ -398,12 +401,32 @@ def finish(store: Store, edition_id: int, now: int) -> bool:
         ).scalar_one()
         if unsettled:
             return False
-        conn.execute(
+        closed = conn.execute(
             update(edition_table)
             .where(edition_table.c.id == edition_id, edition_table.c.status == OPEN)
             .values(status=DONE, finished_at=now)
         )
-    return True
+    return closed.rowcount == 1
+
+
+def refusal_reasons(store: Store, edition_id: int, limit: int = 5) -> list[tuple[str, int]]:
+    """The commonest replies of deliveries that did not go out (failed or still deferred)."""
+    with store.read() as conn:
+        rows = conn.execute(
+            select(deliveries.c.reply, func.count().label("n"))
+            .where(deliveries.c.edition_id == edition_id, deliveries.c.state.in_((FAILED, DEFERRED)),
+                   deliveries.c.reply.is_not(None))
+            .group_by(deliveries.c.reply)
+            .order_by(func.count().desc(), deliveries.c.reply)
+            .limit(limit)
+        )
+        return [(str(reply), int(n)) for reply, n in rows]
+
+
+def edition(store: Store, edition_id: int) -> Edition | None:
+    with store.read() as conn:
+        row = conn.execute(select(edition_table).where(edition_table.c.id == edition_id)).one_or_none()
+    return None if row is None else _edition(row)
 
 
 def reject(store: Store, edition_id: int, message: str, now: int) -> None:
