@@ -33,7 +33,7 @@ from syndicator.model import SeedFile, Story
 from syndicator.seeds.identity import load_files, resolve
 from syndicator.seeds.parse import SeedFiles
 from syndicator.site import editions, sitemaps, tags
-from syndicator.site.feeds import render_feeds
+from syndicator.site.feeds import ArchiveDoc, site_feeds
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
 from syndicator.site.parallel import Todo, discard, render_all
@@ -84,7 +84,8 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     folder, files, env = ready.folder, ready.files, ready.env
     stories = resolve(files, store, now)
     renderer = StoryPages(config, env)
-    top = {**render_feeds(config, stories), "index.html": render_index(config, env, stories),
+    feeds, archive = site_feeds(config, stories)
+    top = {**feeds, "index.html": render_index(config, env, stories),
            **tags.outputs(config, env, stories),
            **editions.outputs(config, env, store, folder, {s.id: s for s in stories})}
     top.update(sitemaps.outputs(config, stories, tags.page_times(stories), now))
@@ -103,18 +104,45 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
             committed += 1
         if staged:
             sync_folder(folder / STORIES)
+        skipped = _remembered_archive(folder, archive, manifest)
+        top.update({doc.name: doc.render() for doc in archive if doc.name not in skipped})
         written = [name for name, data in top.items() if write_atomic(folder / name, data)]
+        _remember_archive(folder, archive, skipped, manifest)
     except BaseException:
         discard([(name, tmp, "", 0, 0) for name, tmp in staged[committed:]])
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
         raise
-    unchanged += len(top) - len(written)
+    unchanged += len(top) - len(written) + len(skipped)
     manifest.save()
     if isinstance(files, SeedFiles):
         files.save_cache()
     written = [name for name, _ in staged] + written
     return BuildResult(folder, len(stories), tuple(written), unchanged)
+
+
+def _remembered_archive(folder: Path, archive: list[ArchiveDoc], manifest: Manifest) -> set[str]:
+    """Archive documents the manifest says are on disk as they would be rendered now."""
+    skipped: set[str] = set()
+    for doc in archive:
+        known = manifest.remembered.get(doc.name)
+        if known is None or known[0] != doc.key:
+            continue
+        try:
+            st = os.stat(folder / doc.name)
+        except OSError:
+            continue
+        if (st.st_size, st.st_mtime_ns) == (known[1], known[2]):
+            skipped.add(doc.name)
+            manifest.pages[doc.name] = known
+    return skipped
+
+
+def _remember_archive(folder: Path, archive: list[ArchiveDoc], skipped: set[str], manifest: Manifest) -> None:
+    for doc in archive:
+        if doc.name not in skipped:
+            st = os.stat(folder / doc.name)
+            manifest.pages[doc.name] = (doc.key, st.st_size, st.st_mtime_ns)
 
 
 def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, config: Config,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -24,7 +26,15 @@ EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def story_url(config: Config, story: Story) -> str:
+    slug = story.slug
+    if slug.isascii() and slug.replace("-", "").isalnum():
+        return _stories_url(config.site.url) + slug + ".html"  # urljoin per story: a tenth of a feed
     return urljoin(config.site.url, story.page)
+
+
+@functools.lru_cache(maxsize=8)
+def _stories_url(site_url: str) -> str:
+    return urljoin(site_url, "stories/")
 
 
 def content_html(story: Story) -> str:
@@ -75,15 +85,45 @@ class Channel:
 def render_feeds(config: Config, stories: Sequence[Story]) -> dict[str, bytes]:
     """The site's three feeds and, past ``feeds.limit`` stories, the RFC 5005 archive: every
     file byte-stable for the same stories."""
+    files, archive = site_feeds(config, stories)
+    files.update({doc.name: doc.render() for doc in archive})
+    return files
+
+
+@dataclass(frozen=True)
+class ArchiveDoc:
+    """One archive document, rendered only when needed: a full page is the same for good, so
+    a build whose manifest remembers its ``key`` (and finds the file untouched) skips it."""
+
+    name: str
+    key: str
+    render: Callable[[], bytes]
+
+
+def site_feeds(config: Config, stories: Sequence[Story]) -> tuple[dict[str, bytes], list[ArchiveDoc]]:
+    """The subscription feeds (rendered) and the archive documents (rendered on demand)."""
     current, pages = archive_pages(stories, config.feeds.limit, config.feeds.archive_size)
     channel = Channel.site(config)
     files = render_channel(config, channel, current, archive_links=_current_links(len(pages)))
+    docs: list[ArchiveDoc] = []
     for number, page in enumerate(pages, start=1):
         links = _archive_links(number, len(pages))
+        shown = _newest_first(page)
+        key = _archive_key(number, links, shown)
         for kind in (RSS, ATOM):
             name = archive_name(kind, number)
-            files[name] = _xml(config, channel, _newest_first(page), kind, name, links, archive=True)
-    return files
+            docs.append(ArchiveDoc(name, key, functools.partial(
+                _xml, config, channel, shown, kind, name, links, archive=True)))
+    return files, docs
+
+
+def _archive_key(number: int, links: list[tuple[str, str]], shown: list[Story]) -> str:
+    digest = hashlib.blake2b(repr((number, links)).encode(), digest_size=12)
+    for story in shown:
+        digest.update(repr((story.id, story.slug, story.title, story.paragraphs, story.published,
+                            story.updated, story.author, story.url, story.tags,
+                            story.correction)).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def render_channel(config: Config, channel: Channel, items: Sequence[Story], *,
