@@ -62,13 +62,16 @@ class EditionReport:
     came_back: dict[str, int] = field(default_factory=dict)  # addresses by inbound kind
 
 
+CURVE_STEP = 10  # seconds: the delivery chart's finest resolution
+
+
 @dataclass(frozen=True)
 class Curve:
-    """One edition's delivery over time: how many were sent in each minute after ``start``."""
+    """One edition's delivery over time: how many were sent in each CURVE_STEP seconds after ``start``."""
 
     edition_id: int
     start: int  # when the edition opened (or its first send, if that is earlier)
-    per_minute: tuple[tuple[int, int], ...]  # (minutes after start, sent in that minute), ascending
+    sent: tuple[tuple[int, int], ...]  # (seconds after start, a multiple of CURVE_STEP; sent then), ascending
 
 
 @dataclass(frozen=True)
@@ -166,26 +169,29 @@ def _editions(conn: Connection, limit: int) -> list[EditionReport]:
 
 
 def _curves(conn: Connection, created: dict[int, int]) -> list[Curve]:
-    """Sent deliveries per edition and minute, from each row's ``updated_at``: a sent row is
-    settled and never changes again, so that is when the relay accepted it."""
+    """Sent deliveries per edition and CURVE_STEP seconds after it opened, from each row's
+    ``updated_at``: a sent row is settled and never changes again, so that is when the relay
+    accepted it."""
     if not created:
         return []
-    minute = (deliveries.c.updated_at // 60).label("minute")
+    step = (deliveries.c.updated_at - editions_t.c.created_at) // CURVE_STEP
     rows = conn.execute(
-        select(deliveries.c.edition_id, minute, func.count())
+        select(deliveries.c.edition_id, step.label("step"), func.count())
+        .select_from(deliveries.join(editions_t, editions_t.c.id == deliveries.c.edition_id))
         .where(deliveries.c.edition_id.in_(list(created)), deliveries.c.state == ledger.SENT)
-        .group_by(deliveries.c.edition_id, "minute")
+        .group_by(deliveries.c.edition_id, "step")
     )
     buckets: dict[int, dict[int, int]] = defaultdict(dict)
-    for edition_id, at_minute, n in rows:
-        buckets[int(edition_id)][int(at_minute)] = int(n)
+    for edition_id, at, n in rows:
+        buckets[int(edition_id)][int(at)] = int(n)
     curves = []
     for edition_id in sorted(buckets):
         sent = buckets[edition_id]
-        # An edition's moment is its slot, which a send may precede (a slot given by hand).
-        start = min(created[edition_id], min(sent) * 60)
-        per_minute = tuple(sorted((at - start // 60, n) for at, n in sent.items()))
-        curves.append(Curve(edition_id, start, per_minute))
+        # An edition's moment is its slot, which its sends may precede (a slot set by hand):
+        # then the curve starts at its first send.
+        first = min(0, min(sent))
+        curves.append(Curve(edition_id, created[edition_id] + first * CURVE_STEP,
+                            tuple(sorted(((at - first) * CURVE_STEP, n) for at, n in sent.items()))))
     return curves
 
 

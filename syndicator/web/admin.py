@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from syndicator.state import reports
-from syndicator.state.reports import Curve
+from syndicator.state.reports import CURVE_STEP, Curve
 from syndicator.state.store import Store
 from syndicator.web.limits import RateLimiter, client_key
 
@@ -85,7 +85,8 @@ def _utc(timestamp: float | None) -> str:
 def delivery_chart(curves: Sequence[Curve], subjects: dict[int, str], width: int = 960,
                    plot_height: int = 300) -> Markup:
     """An inline SVG: one line per edition, how many of its messages were sent (y) by each
-    minute after it opened (x). Subjects are escaped; everything else is numbers."""
+    moment after it opened (x, in minutes, or hours or days for long runs). Subjects are
+    escaped; everything else is numbers."""
     if not curves:
         return Markup('<p class="meta">No edition has sent anything yet.</p>')
     left, right, top, bottom = 64, 16, 12, 44
@@ -144,16 +145,22 @@ def delivery_chart(curves: Sequence[Curve], subjects: dict[int, str], width: int
     return Markup("".join(out))
 
 
-def _cumulative(curve: Curve) -> list[tuple[int, int]]:
-    """(minute, sent by then) from (minute, sent in it): flat between minutes with sends,
-    rising across each minute that had some."""
-    points = [(0, 0)]
+def _cumulative(curve: Curve, most: int = 400) -> list[tuple[float, int]]:
+    """(minutes after start, sent by then) from the counts per CURVE_STEP seconds: flat where
+    nothing was sent, rising across each step that sent some. A long run is drawn in wider
+    steps, so that no line has more than about ``most`` points."""
+    span = curve.sent[-1][0] + CURVE_STEP if curve.sent else CURVE_STEP
+    width = CURVE_STEP * max(1, math.ceil(span / (CURVE_STEP * most / 2)))
+    merged: dict[int, int] = {}
+    for at, sent in curve.sent:
+        merged[at // width * width] = merged.get(at // width * width, 0) + sent
+    points: list[tuple[float, int]] = [(0.0, 0)]
     total = 0
-    for minute, sent in curve.per_minute:
-        if minute > points[-1][0]:
-            points.append((minute, total))
+    for at, sent in sorted(merged.items()):
+        if at / 60 > points[-1][0]:
+            points.append((at / 60, total))
         total += sent
-        points.append((minute + 1, total))
+        points.append(((at + width) / 60, total))
     return points
 
 
