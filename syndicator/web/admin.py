@@ -31,8 +31,9 @@ log = logging.getLogger("syndicator.web.admin")
 
 USER = "admin"
 _REALM = 'Basic realm="syndicator admin", charset="UTF-8"'
-# Okabe and Ito's colours, told apart with any colour vision (their yellow is too pale on white).
-PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000")
+# Okabe and Ito's colours, told apart with any colour vision (their yellow is too pale on white;
+# their black is the text's colour, so that it shows in dark mode too).
+PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "currentColor")
 
 
 class Admin:
@@ -67,7 +68,7 @@ class Admin:
         view = await run_in_threadpool(reports.overview, self.store)
         subjects = {e.id: e.subject for e in view.editions}
         return self.render("web_admin.html", view=view, chart=delivery_chart(view.curves, subjects),
-                           utc=_utc, now=_utc(self.now()), states=_DELIVERY_COLUMNS)
+                           utc=_utc, duration=_duration, now=_utc(self.now()), states=_DELIVERY_COLUMNS)
 
 
 _DELIVERY_COLUMNS = ("sent", "pending", "sending", "deferred", "failed", "suppressed")
@@ -79,11 +80,20 @@ def _utc(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
 # -- the chart ---------------------------------------------------------------------------
 
 
 def delivery_chart(curves: Sequence[Curve], subjects: dict[int, str], width: int = 960,
-                   plot_height: int = 300) -> Markup:
+                   plot_height: int = 260) -> Markup:
     """An inline SVG: one line per edition, how many of its messages were sent (y) by each
     moment after it opened (x, in minutes, or hours or days for long runs). Subjects are
     escaped; everything else is numbers."""
@@ -94,7 +104,8 @@ def delivery_chart(curves: Sequence[Curve], subjects: dict[int, str], width: int
     lines = [(c, _cumulative(c)) for c in curves]
     x_max = max(1, max(points[-1][0] for _, points in lines))
     y_max = max(1, max(points[-1][1] for _, points in lines))
-    unit, unit_name = (1, "min") if x_max <= 180 else (60, "h") if x_max <= 72 * 60 else (1440, "d")
+    unit, unit_name = ((1, "minutes") if x_max <= 180 else (60, "hours") if x_max <= 72 * 60
+                       else (1440, "days"))
     x_ticks = [t * unit for t in _ticks(x_max / unit)]
     y_ticks = _ticks(y_max)
     x_top, y_top = max(x_max, x_ticks[-1]), max(y_max, y_ticks[-1])
@@ -105,7 +116,8 @@ def delivery_chart(curves: Sequence[Curve], subjects: dict[int, str], width: int
     def y(count: float) -> str:
         return f"{top + inner_h * (1 - count / y_top):.1f}"
 
-    rows = math.ceil(len(curves) / 2)
+    columns = 3
+    rows = math.ceil(len(curves) / columns)
     height = plot_height + 8 + rows * 20
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" class="chart" '
            f'role="img" aria-labelledby="chart-title"><title id="chart-title">Messages sent per edition, '
@@ -120,8 +132,7 @@ def delivery_chart(curves: Sequence[Curve], subjects: dict[int, str], width: int
     out += [f'<text x="{x(t)}" y="{top + inner_h + 16}" text-anchor="middle">{_number(t / unit)}</text>'
             for t in x_ticks]
     out.append(f'<text x="{left + inner_w / 2:.1f}" y="{top + inner_h + 34}" text-anchor="middle">'
-               f'{"minutes" if unit == 1 else "hours" if unit == 60 else "days"} since the edition opened '
-               f'({unit_name})</text>')
+               f'{unit_name} since the edition opened</text>')
     out.append(f'<text x="14" y="{top + inner_h / 2:.1f}" text-anchor="middle" '
                f'transform="rotate(-90 14 {top + inner_h / 2:.1f})">sent</text>')
     out.append("</g>")
@@ -134,11 +145,11 @@ def delivery_chart(curves: Sequence[Curve], subjects: dict[int, str], width: int
                    f'points="{drawn}"><title>{label}</title></polyline>')
     out.append('<g class="legend" font-size="12" fill="currentColor">')
     for n, (curve, points) in enumerate(lines):
-        column, row = n % 2, n // 2
-        lx, ly = left + column * (inner_w // 2), plot_height + 8 + row * 20
+        column, row = n % columns, n // columns
+        lx, ly = left + column * (inner_w // columns), plot_height + 8 + row * 20
         subject = subjects.get(curve.edition_id, "")
-        short = subject if len(subject) <= 48 else subject[:47] + "…"
-        out.append(f'<rect x="{lx}" y="{ly}" width="14" height="4" fill="{PALETTE[n % len(PALETTE)]}"/>'
+        short = subject if len(subject) <= 36 else subject[:35] + "…"
+        out.append(f'<rect x="{lx}" y="{ly}" width="14" height="5" fill="{PALETTE[n % len(PALETTE)]}"/>'
                    f'<text x="{lx + 20}" y="{ly + 5}">#{curve.edition_id} {escape(short)} '
                    f'({points[-1][1]:,})</text>')
     out.append("</g></svg>")
