@@ -500,9 +500,11 @@ def _one_config_error(err: Any, path: Path, text: str) -> ConfigError:
     key = ".".join(p.rstrip("_") for p in loc if not p.isdigit())
     if err["type"] == "extra_forbidden":
         message = "unknown key"
-        if key == "smtp.password":
-            message += (": the password never lives in the file; put it in the environment "
-                        "variable that smtp.password_env names")
+        secret = {"smtp.password": "password", "admin.password": "password",
+                  "serve.metrics_token": "token"}.get(key)
+        if secret:
+            message += (f": the {secret} never lives in the file; put it in the environment "
+                        f"variable that {key}_env names")
     elif err["type"] == "missing":
         message = "required key is missing"
     else:

@@ -19,8 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import inspect
 
-from syndicator.config import Config
-from syndicator.errors import StoreError
+from syndicator.config import Config, load_config
+from syndicator.errors import ConfigError, StoreError
 from syndicator.mail import workers
 from syndicator.site.build import build
 from syndicator.state import inbound, ledger, lists, runs
@@ -243,6 +243,10 @@ def test_the_token_variable_is_configurable(project: Project, clock: datetime,
     project.extra = '\n[serve]\nmetrics_token_env = "NEWSROOM_SCRAPE"\n'
     config = configure(project)
     assert config.serve.metrics_token_env == "NEWSROOM_SCRAPE"
+    project.extra = f'\n[serve]\nmetrics_token = "{TOKEN}"\n'
+    project.write_config()
+    with pytest.raises(ConfigError, match=r"the token never lives in the file.*serve\.metrics_token_env"):
+        load_config(project.config)
     monkeypatch.setenv("NEWSROOM_SCRAPE", TOKEN)
     monkeypatch.setenv("SYNDICATOR_METRICS_TOKEN", "not-this-one-at-all")
     store = Store.open(config.store_url)
