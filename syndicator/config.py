@@ -362,6 +362,9 @@ class ServeConfig(_Section):
     # Only these peers may name the client in X-Forwarded-For; anyone else could claim any address.
     trusted_proxies: tuple[str, ...] = Field(default=(), strict=False)
     confirmations_per_hour: int = Field(default=100, ge=1, le=1_000_000)  # all addresses together
+    # With this variable set, /metrics wants "Authorization: Bearer <its value>" from anyone;
+    # unset, /metrics answers loopback peers only.
+    metrics_token_env: str = "SYNDICATOR_METRICS_TOKEN"
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -371,6 +374,32 @@ class ServeConfig(_Section):
     @property
     def proxy_networks(self) -> tuple[IPNetwork, ...]:
         return tuple(ipaddress.ip_network(v) for v in self.trusted_proxies)
+
+    def metrics_token(self) -> str | None:
+        """The /metrics bearer token, only from the environment variable ``metrics_token_env`` names."""
+        return os.environ.get(self.metrics_token_env) or None
+
+
+MIN_ADMIN_PASSWORD = 12
+
+
+class AdminConfig(_Section):
+    """The read-only admin page of ``serve``."""
+
+    password_env: str = "SYNDICATOR_ADMIN_PASSWORD"  # unset: /admin is 404
+
+    def password(self) -> str | None:
+        """The password of user ``admin``, from the environment variable ``password_env`` names;
+        None when unset. A short one is refused: the page shows readers' addresses."""
+        value = os.environ.get(self.password_env)
+        if not value:
+            return None
+        if len(value) < MIN_ADMIN_PASSWORD:
+            raise SecretMissingError(
+                f"the admin password in {self.password_env} (admin.password_env) is too short: use at "
+                f"least {MIN_ADMIN_PASSWORD} characters, for example the output of "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(16))'")
+        return value
 
 
 def _network(value: str) -> IPNetwork:
@@ -390,6 +419,7 @@ class Config(_Section):
     smtp: SmtpConfig = SmtpConfig()
     inbound: InboundConfig = InboundConfig()
     serve: ServeConfig = ServeConfig()
+    admin: AdminConfig = AdminConfig()
     source: Path = Path("config/syndicator.toml")
     root: Path = Path(".")
 
@@ -523,9 +553,11 @@ def _one_config_error(err: Any, path: Path, text: str) -> ConfigError:
     key = ".".join(p.rstrip("_") for p in loc if not p.isdigit())
     if err["type"] == "extra_forbidden":
         message = "unknown key"
-        if key == "smtp.password":
-            message += (": the password never lives in the file; put it in the environment "
-                        "variable that smtp.password_env names")
+        secret = {"smtp.password": "password", "admin.password": "password",
+                  "serve.metrics_token": "token"}.get(key)
+        if secret:
+            message += (f": the {secret} never lives in the file; put it in the environment "
+                        f"variable that {key}_env names")
     elif err["type"] == "missing":
         message = "required key is missing"
     else:

@@ -22,7 +22,7 @@ from syndicator.config import Config
 from syndicator.errors import DeliveryError, EditionTooLarge, SmtpSetupError
 from syndicator.mail.delivery import Delivery, Stop, Tally
 from syndicator.mail.edition import factory_for, open_edition
-from syndicator.state import ledger
+from syndicator.state import ledger, runs
 from syndicator.state.ledger import Edition
 from syndicator.state.store import Store
 from syndicator.text import plural
@@ -179,6 +179,7 @@ def send(config: Config, store: Store, now: datetime, *, slot: str | None = None
         part.suppressed = counts[ledger.SUPPRESSED]
         tally.add(part)
     tally.seconds = time.monotonic() - start
+    runs.record(store, runs.SEND, time.time() - tally.seconds, tally.seconds, f"{tally.sent} sent")
     if too_large:
         raise EditionTooLarge("; ".join(too_large))
     return tally

@@ -38,6 +38,7 @@ from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
 from syndicator.site.parallel import Todo, discard, render_all
 from syndicator.site.writer import check_writable, commit, current_umask, sync_folder, write_atomic
+from syndicator.state import runs
 from syndicator.state.store import Store
 from syndicator.templating import environment
 
@@ -80,6 +81,7 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
 
     ``prepared``: the checks the caller already ran (``prepare``), so they do not run twice.
     """
+    started, clock = time.time(), time.monotonic()
     ready = prepared or prepare(config, output)
     folder, files, env = ready.folder, ready.files, ready.env
     stories = resolve(files, store, now)
@@ -118,6 +120,8 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     if isinstance(files, SeedFiles):
         files.save_cache()
     written = [name for name, _ in staged] + written
+    runs.record(store, runs.BUILD, started, time.monotonic() - clock,
+                f"{len(stories)} stories, {len(written)} files written")
     return BuildResult(folder, len(stories), tuple(written), unchanged)
 
 

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -118,4 +119,17 @@ inbound_seen = Table(
     Column("digest", String(64), primary_key=True),  # sha256 of the raw message
     Column("at", BigInteger, nullable=False),
     Column("outcome", String(20), nullable=False),
+)
+
+# Each build and send: when it started and how long it took (migration 0007), for /metrics
+# and /admin. Old rows are pruned as new ones come (syndicator.state.runs).
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),  # build, send
+    Column("started_at", BigInteger, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_runs_kind", "kind", "started_at"),
 )

@@ -37,8 +37,10 @@ from syndicator.mail.message import list_id
 from syndicator.mail.subscriptions import Signer
 from syndicator.state.store import Store
 from syndicator.templating import environment
+from syndicator.web.admin import Admin
 from syndicator.web.files import CACHE_BYTES, FEED_TYPES, Asset, Files, accepts_gzip, not_modified
 from syndicator.web.limits import MAX_BODY, BodyLimit, ForwardedFor, RateLimiter, client_key
+from syndicator.web.metrics import Metrics
 
 log = logging.getLogger("syndicator.web.app")
 
@@ -250,18 +252,25 @@ async def _store_down(request: Request, exc: Exception) -> Response:
 def create_app(config: Config, store: Store, *, secret: bytes | None = None,
                limiter: RateLimiter | None = None, now: Callable[[], int] | None = None,
                cache_bytes: int = CACHE_BYTES) -> Starlette:
-    """The ASGI app. Reads the token secret and SMTP password now, so a missing one fails at start."""
+    """The ASGI app. Reads the SMTP password, metrics token and admin password now, so a
+    missing (or too weak) one fails at start; without the signing secret the site is served
+    and the subscription routes answer 503."""
     site = Site(config, store, _signer(config, secret), config.smtp_password(), limiter or RateLimiter(),
                 now or (lambda: int(time.time())), cache_bytes)
     guard = site.needs_secret
     routes = [
         Route("/healthz", site.health, methods=["GET"]),
+        Route("/metrics", Metrics(store, config.serve.metrics_token()).endpoint, methods=["GET"]),
         Route("/u/{token}", guard(site.unsubscribe), methods=["GET", "POST"]),
         Route("/subscribe", guard(site.subscribe_form), methods=["GET"]),
         Route("/subscribe", guard(site.subscribe), methods=["POST"]),
         Route("/confirm/{token}", guard(site.confirm), methods=["GET", "POST"]),
-        Route("/{path:path}", site.file, methods=["GET"]),
     ]
+    admin_password = config.admin.password()
+    if admin_password is not None:  # without it, /admin is a missing file like any other
+        admin = Admin(store, admin_password, site.page, now=site.now)
+        routes.append(Route("/admin", admin.page, methods=["GET"]))
+    routes.append(Route("/{path:path}", site.file, methods=["GET"]))
     # Files are gzipped above, each encoding with its own strong ETag. Starlette's GZipMiddleware
     # is not used: it keeps the identity ETag on the gzip body and ignores "gzip;q=0".
     middleware = [Middleware(ForwardedFor, trusted=config.serve.proxy_networks), Middleware(BodyLimit)]
