@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from syndicator.cli import State, address_argument, cli, clock, handled
+from syndicator.text import plural
 
 if TYPE_CHECKING:
     from syndicator.mail.subscriptions import Listing
@@ -52,19 +54,59 @@ def unsubscribe(state: State, address: str) -> None:
                else f"{address} was already unsubscribed")
 
 
-@cli.command()
-@click.pass_obj
+@cli.group(invoke_without_command=True)
+@click.pass_context
 @handled
-def subscribers(state: State) -> None:
-    """The list: counts by source, pending and suppressed addresses, then every address."""
+def subscribers(ctx: click.Context) -> None:
+    """The list: counts by source, pending and suppressed addresses, then every address.
+    `subscribers export FILE` and `subscribers import FILE` carry it elsewhere, as CSV."""
+    if ctx.invoked_subcommand is not None:
+        return
     from syndicator.mail import subscriptions
 
+    state = ctx.ensure_object(State)
     store = state.store()
     try:
         found = subscriptions.listing(state.config, store)
     finally:
         store.close()
     click.echo("\n".join(report(found)))
+
+
+@subscribers.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+@handled
+def export_list(state: State, file: Path) -> None:
+    """Write the whole list to FILE as CSV: status, source, consent record, preferences,
+    suppression reason and date."""
+    from syndicator.mail import portable
+
+    store = state.store()
+    try:
+        rows = portable.export_rows(state.config, store)
+    finally:
+        store.close()
+    portable.write_csv(rows, file)
+    click.echo(f"exported {plural(len(rows), 'address', 'addresses')} to {file}")
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+@handled
+def import_list(state: State, file: Path) -> None:
+    """Read FILE (an export, or one address a line) into the list; every row is checked first."""
+    from syndicator.mail import portable
+
+    store = state.store()
+    try:
+        done = portable.import_file(state.config, store, file, int(clock().timestamp()))
+    finally:
+        store.close()
+    click.echo(f"imported {plural(done.written, 'address', 'addresses')}"
+               f"{f'; {done.kept_suppressed} kept suppressed' if done.kept_suppressed else ''}"
+               f"{f'; {done.listed} already listed by the config' if done.listed else ''}")
 
 
 def _day(stamp: int) -> str:

@@ -7,15 +7,17 @@ Every query about who is on the list or off it runs here; ``syndicator.mail.audi
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, func, or_, select, update
 
 from syndicator.state import schema
 from syndicator.state.store import Store
 
-subscriber, suppression = schema.subscribers, schema.suppressions
+subscriber, suppression, preference = schema.subscribers, schema.suppressions, schema.preferences
+DOUBLE_OPT_IN, IMPORTED = "double opt-in", "imported"
 _REQUEST_LOCK = 7262514002  # PostgreSQL advisory lock: one confirmation request at a time (not 7262514001)
 
 
@@ -160,9 +162,102 @@ def confirm(store: Store, address: str, digest: str, now: int) -> bool:
         # The conditional UPDATE makes the token single-use even under concurrent clicks.
         done = conn.execute(
             update(subscriber).where(subscriber.c.address == address, subscriber.c.confirm_digest == digest)
-            .values(confirmed=True, confirmed_at=now, confirm_digest=None)
+            .values(confirmed=True, confirmed_at=now, confirm_digest=None, method=DOUBLE_OPT_IN)
         ).rowcount
         if done != 1:
             return False
         conn.execute(delete(suppression).where(suppression.c.address == address))
     return True
+
+
+# -- preferences ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preferences:
+    tags: tuple[str, ...] = ()  # tag slugs; empty: every story
+    timezone: str = ""  # empty: the digest's own
+
+
+def preferences(store: Store, address: str) -> Preferences:
+    with store.read() as conn:
+        row = conn.execute(select(preference.c.tags, preference.c.timezone)
+                           .where(preference.c.address == address.lower())).first()
+    return Preferences() if row is None else Preferences(tuple(json.loads(row.tags)), row.timezone)
+
+
+def all_preferences(store: Store) -> dict[str, Preferences]:
+    with store.read() as conn:
+        rows = conn.execute(select(preference.c.address, preference.c.tags, preference.c.timezone))
+        return {r.address: Preferences(tuple(json.loads(r.tags)), r.timezone) for r in rows}
+
+
+def set_preferences(store: Store, address: str, chosen: Preferences, now: int) -> None:
+    with store.begin() as conn:
+        _set_preferences(conn, store, address, chosen, now)
+
+
+def _set_preferences(conn: Connection, store: Store, address: str, chosen: Preferences, now: int) -> None:
+    values = {"tags": json.dumps(sorted(chosen.tags)), "timezone": chosen.timezone, "updated_at": now}
+    conn.execute(delete(preference).where(preference.c.address == address.lower()))
+    if chosen != Preferences():
+        conn.execute(preference.insert().values(address=address.lower(), **values))
+
+
+# -- portable lists ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """Everything the store knows of one address: for export, and what an import writes."""
+
+    address: str
+    confirmed: bool | None  # None: not a subscriber (config- or file-listed, or only suppressed)
+    created_at: int | None = None
+    confirmed_at: int | None = None
+    method: str | None = None
+    prefs: Preferences = Preferences()
+    suppressed: Suppressed | None = None
+
+
+def members(store: Store) -> dict[str, Member]:
+    """Every subscriber, every suppressed address and every reader with preferences."""
+    found: dict[str, Member] = {}
+    prefs = all_preferences(store)
+    with store.read() as conn:
+        rows = conn.execute(select(subscriber.c.address, subscriber.c.confirmed, subscriber.c.created_at,
+                                   subscriber.c.confirmed_at, subscriber.c.method))
+        for r in rows:
+            found[r.address] = Member(r.address, bool(r.confirmed), r.created_at, r.confirmed_at, r.method)
+    for s in suppressions(store):
+        base = found.get(s.address, Member(s.address, None))
+        found[s.address] = replace(base, suppressed=s)
+    for address, chosen in prefs.items():
+        base = found.get(address, Member(address, None))
+        found[address] = replace(base, prefs=chosen)
+    return found
+
+
+def import_members(store: Store, rows: Iterable[Member], now: int) -> tuple[int, int]:
+    """Write imported members in one transaction: (written, kept suppressed). A suppressed
+    address (in the store or the file) never becomes a subscriber again by import."""
+    written = kept = 0
+    with store.begin() as conn:
+        blocked = {r[0] for r in conn.execute(select(suppression.c.address))}
+        for member in rows:
+            address = member.address.lower()
+            if member.suppressed is not None:
+                suppress_in(conn, store, [(address, member.suppressed.reason)], member.suppressed.created_at)
+                blocked.add(address)
+            if member.confirmed is not None:
+                if address in blocked and member.suppressed is None:
+                    kept += 1
+                    continue
+                conn.execute(delete(subscriber).where(subscriber.c.address == address))
+                conn.execute(subscriber.insert().values(
+                    address=address, confirmed=member.confirmed, created_at=member.created_at or now,
+                    confirmed_at=member.confirmed_at, method=member.method))
+            if member.prefs != Preferences():
+                _set_preferences(conn, store, address, member.prefs, now)
+            written += 1
+    return written, kept

@@ -95,6 +95,20 @@ subscribers = Table(
     # is kept (never the token), with the time it was requested (migration 0002).
     Column("confirm_digest", String(64)),
     Column("requested_at", BigInteger),
+    # How they opted in: "double opt-in", or "imported" (vouched for by the publisher, like a
+    # config-listed address); NULL for a subscriber recorded before (migration 0008).
+    Column("method", String(40)),
+)
+
+# What a reader chose on their preferences page: tags (JSON list of tag slugs, empty: every
+# story) and a time zone (empty: the digest's own).
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("address", String(320), primary_key=True),
+    Column("tags", Text, nullable=False, default="[]"),
+    Column("timezone", String(64), nullable=False, default=""),
+    Column("updated_at", BigInteger, nullable=False),
 )
 
 # What came back by mail (bounces, delays, complaints, mailed unsubscribes), for the soft
