@@ -12,7 +12,7 @@ import pytest
 
 from syndicator.config import Config, load_config
 from syndicator.errors import InputError
-from syndicator.mail.digest import LEGACY_MARKER, Digest, render_digest
+from syndicator.mail.digest import TOKEN_PREFIX, Digest, render_digest
 from syndicator.model import Story
 from syndicator.seeds.identity import load_stories
 from syndicator.site.feeds import story_url
@@ -112,7 +112,7 @@ def check_golden(name: str, actual: str) -> None:
 
 def test_seed_digest_matches_golden_files(project: Project, clock: datetime) -> None:
     config, stories = seed_stories(project, clock)
-    digest = render_digest(config, stories, clock, marker=LEGACY_MARKER)  # golden: a fixed marker
+    digest = render_digest(config, stories, clock, marker=TOKEN_PREFIX + "0" * 32)  # golden: a fixed marker
     check_golden("digest.html", digest.html)
     check_golden("digest.txt", digest.text)
     check_golden("subject.txt", digest.subject + "\n")
@@ -162,8 +162,11 @@ def test_both_parts_have_the_unsubscribe_placeholder_and_site_link(project: Proj
     config, stories = seed_stories(project, clock)
     digest = render_digest(config, stories, clock)
     assert digest.marker.isascii() and digest.marker != render_digest(config, stories, clock).marker
-    assert f'href="{digest.marker}"' in digest.html
-    assert f"Unsubscribe with one click: {digest.marker}\n" in digest.text
+    assert f'href="https://example.org/u/{digest.marker}"' in digest.html
+    assert f"Unsubscribe with one click: https://example.org/u/{digest.marker}\n" in digest.text
+    # The same token opens the reader's preferences page.
+    assert f'href="https://example.org/preferences/{digest.marker}"' in digest.html
+    assert f"Choose what you get: https://example.org/preferences/{digest.marker}\n" in digest.text
     assert "https://example.org/" in parse(digest.html).links
     assert "Read every story at https://example.org/\n" in digest.text
     assert "because you subscribed" in digest.html and "because you subscribed" in digest.text

@@ -98,9 +98,11 @@ def test_the_shipped_example_passes_with_no_warnings(project: Project) -> None:
                         "each a file of the built site in public/")
     assert re.fullmatch(r"ok: link https://example\.org/digests/2026-11-25-[0-9a-f]{8}\.html: "
                         r"the edition's page, written when the edition opens", lines[9]), lines[9]
-    assert lines[10] == ("ok: link https://example.org/u/preview-token-not-valid: the unsubscribe route, "
+    assert lines[10] == ("ok: link https://example.org/preferences/preview-token-not-valid: the preferences "
+                         "route, served by `syndicator serve` (the preview's inert token)")
+    assert lines[11] == ("ok: link https://example.org/u/preview-token-not-valid: the unsubscribe route, "
                          "served by `syndicator serve` (the preview's inert token)")
-    assert lines[11:] == ["ok: images: none", "deliverability: 0 warnings"]
+    assert lines[12:] == ["ok: images: none", "deliverability: 0 warnings"]
 
 
 def test_a_digest_past_gmails_clip_warns_and_still_exits_0(project: Project) -> None:

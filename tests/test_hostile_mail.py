@@ -101,7 +101,9 @@ def test_article_text_that_quotes_the_marker_cannot_steal_unsubscribe_links(
         tokens = set(re.findall(r"https://example\.org/u/([A-Za-z0-9_-]+)", text + page))
         assert len(tokens) == 1  # the reader's own link, only where the template puts it
         (token,) = tokens
-        assert text.count(token) == 1 and page.count(token) == 1
+        # Twice in each part: the unsubscribe link and the preferences link, nowhere else.
+        assert text.count(token) == 2 and page.count(token) == 2
+        assert text.count(f"https://example.org/preferences/{token}") == 1
         assert not re.search(r"evil\.example[^\s\"]*" + re.escape(token), text + page)
 
 

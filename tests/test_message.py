@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import random
 import smtplib
 from datetime import datetime, timedelta, timezone
@@ -57,8 +56,8 @@ def naive(config: Config, digest: Digest, address: str, mid: str, url: str, date
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg["Precedence"] = "bulk"
-    msg.set_content(digest.text.replace(digest.marker, url))
-    msg.add_alternative(digest.html.replace(digest.marker, html.escape(url)), subtype="html")
+    msg.set_content(digest.personal(url)[1])
+    msg.add_alternative(digest.personal(url)[0], subtype="html")
     return msg
 
 
@@ -112,8 +111,8 @@ def test_spliced_message_equals_a_naive_email_message(seeded: tuple[Config, Dige
         assert_wire_format(built)
         assert_equivalent(built, naive(config, digest, address, mid, urls[address], clock))
         text, page = (p.get_content() for p in parts(parsed(built)))
-        assert text.replace("\r\n", "\n") == digest.text.replace(digest.marker, urls[address])
-        assert page.replace("\r\n", "\n") == digest.html.replace(digest.marker, urls[address])
+        assert text.replace("\r\n", "\n") == digest.personal(urls[address])[1]
+        assert page.replace("\r\n", "\n") == digest.personal(urls[address])[0]
         others = [urls[a] for a in RECIPIENTS if a != address]
         assert not any(other.encode() in built for other in others)
 
@@ -143,8 +142,8 @@ def test_random_bodies_decode_exactly(project: Project, clock: datetime) -> None
                                date=clock).build("a@example.com", "<1.a@example.org>")
         assert_wire_format(built)
         text, page = (p.get_content() for p in parts(parsed(built)))
-        assert text.replace("\r\n", "\n") == digest.text.replace(digest.marker, url), case
-        assert page.replace("\r\n", "\n") == digest.html.replace(digest.marker, html.escape(url))
+        assert text.replace("\r\n", "\n") == digest.personal(url)[1], case
+        assert page.replace("\r\n", "\n") == digest.personal(url)[0]
 
 
 # -- headers -------------------------------------------------------------------------------

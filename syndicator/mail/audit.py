@@ -326,7 +326,7 @@ def link_findings(config: Config, output: Path, links: Iterable[str],
         relative = unquote(path[len(site.path):])
         route = next((what for pattern, what in _ROUTES if pattern.fullmatch(relative)), None)
         if route is not None:
-            inert = " (the preview's inert token)" if relative == f"u/{PREVIEW_TOKEN}" else ""
+            inert = " (the preview's inert token)" if relative.endswith(f"/{PREVIEW_TOKEN}") else ""
             found.append(Finding(OK, f"link {url}: {route}, served by `syndicator serve`{inert}"))
             continue
         exists = files is not None and files.locate(relative) is not None

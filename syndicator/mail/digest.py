@@ -31,14 +31,22 @@ from syndicator.text import clean, excerpt, one_line, plural
 
 # Plain ASCII letters, digits and underscores only: a marker survives HTML escaping, CSS
 # inlining and quoted-printable encoding unchanged.
+# A marker stands for the reader's token, so the message can link both pages the token opens
+# (``u/<token>`` and ``preferences/<token>``). Editions opened before stored a marker that
+# stands for the whole unsubscribe URL (MARKER_PREFIX): those are spliced as they were.
+TOKEN_PREFIX = "SYNDICATOR_TOKEN_"
 MARKER_PREFIX = "SYNDICATOR_UNSUBSCRIBE_URL_"
-# The one fixed marker of editions opened before markers were random (their stored bodies
-# hold it); never used for a new edition.
+# The one fixed marker of the earliest editions (their stored bodies hold it).
 LEGACY_MARKER = MARKER_PREFIX + "7F3A9C2E"
 
 
 def new_marker() -> str:
-    return MARKER_PREFIX + secrets.token_hex(16)
+    return TOKEN_PREFIX + secrets.token_hex(16)
+
+
+def marks_token(marker: str) -> bool:
+    """Whether ``marker`` stands for the reader's token (else for the whole unsubscribe URL)."""
+    return marker.startswith(TOKEN_PREFIX)
 
 HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"
@@ -63,8 +71,9 @@ class Digest:
     marker: str  # where each reader's unsubscribe URL goes, in both bodies
 
     def personal(self, url: str) -> tuple[str, str]:
-        """The HTML and text bodies with one reader's unsubscribe URL in place."""
-        return (self.html.replace(self.marker, escape(url)), self.text.replace(self.marker, url))
+        """The HTML and text bodies with one reader's unsubscribe URL (and so their token) in place."""
+        value = url.rsplit("/", 1)[-1] if marks_token(self.marker) else url
+        return (self.html.replace(self.marker, escape(value)), self.text.replace(self.marker, value))
 
 
 def render_digest(config: Config, stories: Sequence[Story], date: datetime, *,
@@ -132,7 +141,8 @@ def _context(config: Config, stories: Sequence[Story], date: EditionDate, marker
         "stories": list(stories),
         "date": date,
         "story_url": lambda story: story_url(config, story),
-        "unsubscribe_url": marker,
+        "unsubscribe_url": f"{config.site.url}u/{marker}" if marks_token(marker) else marker,
+        "preferences_url": f"{config.site.url}preferences/{marker}" if marks_token(marker) else "",
         "preheader": _preheader(lead),
     }
 

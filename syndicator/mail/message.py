@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from syndicator.config import Config, ascii_address, ascii_domain
-from syndicator.mail.digest import Digest
+from syndicator.mail.digest import Digest, marks_token
 from syndicator.text import one_line
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ class MessageFactory:
                               [_TEXT_MARKER.encode() + CRLF, _HTML_MARKER.encode() + CRLF])
         self._text = _segments(digest.text, digest.marker)
         self._html = _segments(digest.html, digest.marker)
+        self._token_only = marks_token(digest.marker)
 
     def envelope_sender(self, message_id: str) -> str:
         """MAIL FROM for this message: its VERP address with [inbound], else the From address."""
@@ -125,6 +126,7 @@ class MessageFactory:
         if len(url) > MAX_URL or not _URL.fullmatch(url):
             raise ValueError(f"unsafe unsubscribe URL {url!r}")
         c = self._chunks
+        spliced = url.rsplit("/", 1)[-1] if self._token_only else url  # the token, or the URL
         if self._returns is None:
             unsubscribe = b"List-Unsubscribe: <" + url.encode() + b">\r\n"
         else:
@@ -134,8 +136,8 @@ class MessageFactory:
             c[0], b"To: ", address.encode(), CRLF,
             c[1], b"Message-ID: ", message_id.encode(), CRLF,
             c[2], unsubscribe,
-            c[3], _qp_url(url).join(self._text),
-            c[4], _qp_url(html.escape(url)).join(self._html),
+            c[3], _qp_url(spliced).join(self._text),
+            c[4], _qp_url(html.escape(spliced)).join(self._html),
             c[5],
         ))
 

@@ -116,6 +116,15 @@ def unsubscribe(store: Store, address: str, reason: str, now: int) -> bool:
     return lists.suppress(store, address, reason, now)
 
 
+def preferences_of(store: Store, address: str) -> lists.Preferences:
+    return lists.preferences(store, address)
+
+
+def save_preferences(store: Store, address: str, chosen: lists.Preferences, now: int) -> None:
+    """What the reader chose on their preferences page (the token proved who they are)."""
+    lists.set_preferences(store, address, chosen, now)
+
+
 def unsubscribe_token_owner(store: Store, signer: Signer, token: str, now: int) -> str:
     address = check_unsubscribe(signer, token)
     unsubscribe(store, address, "unsubscribed (web)", now)

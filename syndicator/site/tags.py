@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,6 +17,8 @@ from syndicator.site.feeds import ATOM, JSON_FEED, RSS, Channel, render_channel,
 from syndicator.site.pages import common_context
 from syndicator.templating import template_error
 from syndicator.text import one_line
+
+TAG_LIST = "tags/tags.json"
 
 
 def by_tag(stories: Sequence[Story]) -> dict[str, tuple[str, list[Story]]]:
@@ -45,7 +48,12 @@ def channel(config: Config, slug: str, name: str) -> Channel:
 def outputs(config: Config, env: jinja2.Environment, stories: Sequence[Story]) -> dict[str, bytes]:
     """Every tag's feeds and page (stories arrive newest first)."""
     files: dict[str, bytes] = {}
-    for slug, (name, tagged) in by_tag(stories).items():
+    tagged_by = by_tag(stories)
+    # The tags readers can choose on their preferences page (served by `serve`).
+    listing = [{"slug": slug, "name": name} for slug, (name, _) in tagged_by.items()]
+    if listing:
+        files[TAG_LIST] = (json.dumps(listing, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    for slug, (name, tagged) in tagged_by.items():
         listed = tagged[: config.feeds.limit]
         chan = channel(config, slug, name)
         files.update(render_channel(config, chan, listed))

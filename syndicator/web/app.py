@@ -9,10 +9,12 @@ The POST routes refuse requests a browser made from another site (see ``Site.cro
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
 import time
+import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
 from typing import Any
@@ -35,6 +37,8 @@ from syndicator.errors import BadToken, SecretMissingError, ServeError, StoreErr
 from syndicator.mail import subscriptions
 from syndicator.mail.message import list_id
 from syndicator.mail.subscriptions import Signer
+from syndicator.site.tags import TAG_LIST
+from syndicator.state.lists import Preferences
 from syndicator.state.store import Store
 from syndicator.templating import environment
 from syndicator.web.admin import Admin
@@ -143,6 +147,32 @@ class Site:
         except BadToken:
             return self.bad_token()
         return self.page("web_unsubscribe.html", address=address)
+
+    async def preferences(self, request: Request) -> Response:
+        """GET: the reader's choices (tags, time zone) and the unsubscribe button; POST saves."""
+        token = request.path_params["token"]
+        if request.method == "POST" and self.cross_origin(request):
+            return self.forbidden()
+        try:
+            address = subscriptions.check_unsubscribe(self.keys, token)
+        except BadToken:
+            return self.bad_token()
+        tags = _site_tags(self.config)
+        saved = False
+        if request.method == "POST":
+            form = await self.form(request)
+            known = {t["slug"] for t in tags}
+            chosen = tuple(sorted({v for v in form.getlist("tags") if isinstance(v, str) and v in known}))
+            zone = form.get("timezone", "")
+            zone = zone if isinstance(zone, str) and zone in _ZONES else ""
+            await run_in_threadpool(subscriptions.save_preferences, self.store, address,
+                                    Preferences(chosen, zone), self.now())
+            saved = True
+        current = await run_in_threadpool(subscriptions.preferences_of, self.store, address)
+        return self.page("web_preferences.html", address=address, tags=tags, chosen=set(current.tags),
+                         timezone=current.timezone, zones=_ZONE_LIST, saved=saved,
+                         unsubscribe=f"{self.config.site.url}u/{token}",
+                         digest_zone=self.config.digest.timezone)
 
     async def subscribe_form(self, request: Request) -> Response:
         return self.page("web_subscribe.html", error="", email="")
@@ -265,6 +295,7 @@ def create_app(config: Config, store: Store, *, secret: bytes | None = None,
         Route("/subscribe", guard(site.subscribe_form), methods=["GET"]),
         Route("/subscribe", guard(site.subscribe), methods=["POST"]),
         Route("/confirm/{token}", guard(site.confirm), methods=["GET", "POST"]),
+        Route("/preferences/{token}", guard(site.preferences), methods=["GET", "POST"]),
     ]
     admin_password = config.admin.password()
     if admin_password is not None:  # without it, /admin is a missing file like any other
@@ -278,6 +309,21 @@ def create_app(config: Config, store: Store, *, secret: bytes | None = None,
                     exception_handlers={StoreError: _store_down, jinja2.TemplateError: _template_error})
     app.state.site = site
     return app
+
+
+_ZONE_LIST = sorted(z for z in zoneinfo.available_timezones()
+                    if "/" in z and not z.startswith(("Etc/", "SystemV/")))
+_ZONES = frozenset(_ZONE_LIST) | {"UTC"}
+
+
+def _site_tags(config: Config) -> list[dict[str, str]]:
+    """The tags of the built site (``tags/tags.json``); none before the first build."""
+    try:
+        loaded = json.loads((config.output_dir / TAG_LIST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [t for t in loaded if isinstance(t, dict) and isinstance(t.get("slug"), str)
+            and isinstance(t.get("name"), str)]
 
 
 def _signer(config: Config, secret: bytes | None) -> Signer | None:

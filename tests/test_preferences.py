@@ -1,0 +1,81 @@
+"""The reader's preferences page: reached by the token in every message, it shows the site's
+tags and a time zone choice, saves them (same-origin only), and offers the unsubscribe."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+
+from syndicator.mail.message import list_id
+from syndicator.mail.tokens import unsubscribe_token
+from syndicator.state import lists
+from syndicator.state.lists import Preferences
+from tests.conftest import Project, SmtpServer
+from tests.test_web import SECRET, Site, running_site
+
+
+@pytest.fixture
+def tagged_site(project: Project, store_url: str, clock: datetime, smtp_server: SmtpServer) -> Iterator[Site]:
+    project.seed("010_tagged.txt", "---\ntags: Politics, Sport\n---\nA tagged story\n\nIts text.\n")
+    project.seed("011_tagged.txt", "---\ntags: Économie\n---\nAnother one\n\nMore text.\n")
+    with running_site(project, store_url, clock, smtp_server) as running:
+        yield running
+
+
+def _path(site: Site, address: str) -> str:
+    return "/preferences/" + unsubscribe_token(SECRET, list_id(site.config), address)
+
+
+def test_the_page_shows_the_sites_tags_and_the_readers_choices(tagged_site: Site) -> None:
+    page = tagged_site.client.get(_path(tagged_site, "alice@example.com"))
+    assert page.status_code == 200
+    assert "alice@example.com" in page.text
+    boxes = re.findall(
+        r'<input type="checkbox" name="tags" value="([^"]+)"( checked)?> ([^<]+)</label>', page.text
+    )
+    assert [(slug, name) for slug, _, name in boxes] == [
+        ("economie", "Économie"),
+        ("politics", "Politics"),
+        ("sport", "Sport"),
+    ]
+    assert not any(checked for _, checked, _ in boxes)
+    assert '<option value="Asia/Tokyo">' in page.text
+    assert re.search(r'href="https://example\.org/u/[A-Za-z0-9_-]+">unsubscribe</a>', page.text)
+
+
+def test_saving_keeps_the_choice_and_only_known_values(tagged_site: Site) -> None:
+    path = _path(tagged_site, "alice@example.com")
+    saved = tagged_site.client.post(
+        path, data={"tags": ["sport", "politics", "made-up"], "timezone": "Asia/Tokyo"}
+    )
+    assert saved.status_code == 200 and "Saved." in saved.text
+    assert lists.preferences(tagged_site.store, "alice@example.com") == Preferences(
+        ("politics", "sport"), "Asia/Tokyo"
+    )
+    shown = tagged_site.client.get(path).text
+    assert 'value="sport" checked' in shown and 'value="economie">' in shown
+    assert '<option value="Asia/Tokyo" selected>' in shown
+    # A zone nobody has is not stored; choosing nothing means every story again.
+    tagged_site.client.post(path, data={"timezone": "Mars/Olympus"})
+    assert lists.preferences(tagged_site.store, "alice@example.com") == Preferences()
+
+
+def test_a_cross_site_post_changes_nothing(tagged_site: Site) -> None:
+    path = _path(tagged_site, "alice@example.com")
+    refused = tagged_site.client.post(
+        path, data={"tags": ["sport"]}, headers={"Origin": "https://evil.example"}
+    )
+    assert refused.status_code == 403
+    assert lists.preferences(tagged_site.store, "alice@example.com") == Preferences()
+
+
+def test_a_forged_token_is_refused(tagged_site: Site) -> None:
+    forged = unsubscribe_token(
+        b"another-secret-of-thirty-two-bytes!!", list_id(tagged_site.config), "alice@example.com"
+    )
+    for method in ("GET", "POST"):
+        response = tagged_site.client.request(method, "/preferences/" + forged)
+        assert response.status_code == 400
