@@ -275,3 +275,26 @@ def test_the_next_digest_lists_corrections_apart_and_does_not_mail_them_as_new(
         assert third is not None and third.corrections == ()
     finally:
         store.close()
+
+
+def test_archive_entries_are_built_exactly_as_feedgen_builds_them(project: Project, clock: datetime) -> None:
+    """The archive's fast entry builder must not drift from the subscription feeds' format."""
+    from syndicator.seeds.identity import load_stories
+    from syndicator.site import feeds
+    from tests.test_feeds import rich_seeds
+
+    rich_seeds(project, 12)
+    project.seed("050_c.txt", "---\nid: c\ncorrection: A name was misspelled.\nauthor: A. Writer\n"
+                              "tags: x & y, <b>\n---\nCorrected <story>\n\nText & more.\n")
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        stories = load_stories(config, store, clock)
+    finally:
+        store.close()
+    channel = feeds.Channel.site(config)
+    links = [("current", ""), ("prev-archive", "1")]
+    for kind in (feeds.RSS, feeds.ATOM):
+        name = feeds.archive_name(kind, 2)
+        slow = feeds._xml(config, channel, list(stories), kind, name, links, archive=True)
+        assert feeds._archive_xml(config, channel, list(stories), kind, name, links) == slow

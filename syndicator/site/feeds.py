@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from html import escape
 from urllib.parse import urljoin
 
@@ -21,6 +22,7 @@ from syndicator.text import clean, one_line
 RSS, ATOM, JSON_FEED = "rss.xml", "atom.xml", "feed.json"
 ATOM_NS = "http://www.w3.org/2005/Atom"
 DC_NS = "http://purl.org/dc/elements/1.1/"
+CONTENT_NS = "http://purl.org/rss/1.0/modules/content/"
 GENERATOR = "syndicator"
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -113,7 +115,7 @@ def site_feeds(config: Config, stories: Sequence[Story]) -> tuple[dict[str, byte
         for kind in (RSS, ATOM):
             name = archive_name(kind, number)
             docs.append(ArchiveDoc(name, key, functools.partial(
-                _xml, config, channel, shown, kind, name, links, archive=True)))
+                _archive_xml, config, channel, shown, kind, name, links)))
     return files, docs
 
 
@@ -188,6 +190,68 @@ def _xml(config: Config, channel: Channel, items: list[Story], kind: str, self_n
     if links or archive:
         _history(config, channel, root, kind, links, archive)
     return _serialise(root)
+
+
+def _archive_xml(config: Config, channel: Channel, items: list[Story], kind: str, name: str,
+                 links: Sequence[tuple[str, str]]) -> bytes:
+    """An archive document: the same XML ``_xml`` makes, its entries built directly with lxml.
+
+    feedgen spends ~130 us an entry; a 50,000-seed archive holds 200,000 of them in each
+    format, so its first build would spend almost a minute there. The head still comes from
+    feedgen; the entries follow feedgen's element order, which a test holds to byte for byte.
+    """
+    fg = _generator(config, channel, [], name, kind)
+    fg.updated(updated(items))
+    fg.lastBuildDate(updated(items))
+    root = etree.fromstring(fg.rss_str(pretty=False) if kind == RSS else fg.atom_str(pretty=False))
+    if kind == RSS:
+        root = _rss_fixes(config, root, [])
+        channel_el = root.find("channel")
+        assert channel_el is not None
+        for story in items:
+            channel_el.append(_rss_item(config, story))
+        # Declared at the top in feedgen's order (content, then dc), as the subscription feed has them.
+        spaces = {"content": CONTENT_NS, **({"dc": DC_NS} if any(s.author for s in items) else {})}
+        etree.cleanup_namespaces(root, top_nsmap=spaces)
+    else:
+        for story in items:
+            root.append(_atom_entry(config, story))
+    _history(config, channel, root, kind, links, True)
+    return _serialise(root)
+
+
+def _atom_entry(config: Config, story: Story) -> etree._Element:
+    a = ATOM_NS
+    entry = etree.Element(f"{{{a}}}entry")
+    etree.SubElement(entry, f"{{{a}}}id").text = story.id
+    etree.SubElement(entry, f"{{{a}}}title").text = one_line(story.title)
+    etree.SubElement(entry, f"{{{a}}}updated").text = story.updated.isoformat()
+    if story.author:
+        author = etree.SubElement(entry, f"{{{a}}}author")
+        etree.SubElement(author, f"{{{a}}}name").text = one_line(story.author)
+    etree.SubElement(entry, f"{{{a}}}content", type="html").text = feed_content(story)
+    etree.SubElement(entry, f"{{{a}}}link", href=story_url(config, story), rel="alternate", type="text/html")
+    etree.SubElement(entry, f"{{{a}}}summary").text = feed_summary(story)
+    for tag in story.tags:
+        etree.SubElement(entry, f"{{{a}}}category", term=one_line(tag))
+    etree.SubElement(entry, f"{{{a}}}published").text = story.published.isoformat()
+    return entry
+
+
+def _rss_item(config: Config, story: Story) -> etree._Element:
+    item = etree.Element("item")
+    etree.SubElement(item, "title").text = one_line(story.title)
+    etree.SubElement(item, "link").text = story_url(config, story)
+    if story.author:
+        etree.SubElement(item, f"{{{DC_NS}}}creator").text = one_line(story.author)
+    etree.SubElement(item, "description").text = escape(feed_summary(story), quote=False)
+    etree.SubElement(item, f"{{{CONTENT_NS}}}encoded").text = feed_content(story)
+    guid = etree.SubElement(item, "guid", isPermaLink="false")
+    guid.text = story.id
+    for tag in story.tags:
+        etree.SubElement(item, "category").text = one_line(tag)
+    etree.SubElement(item, "pubDate").text = format_datetime(story.published)
+    return item
 
 
 def _history(config: Config, channel: Channel, root: etree._Element, kind: str,
