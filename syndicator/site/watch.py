@@ -19,7 +19,7 @@ it is an asyncio task that ends when its stop event is set, within one ``step``.
 from __future__ import annotations
 
 import asyncio
-import logging
+import gc
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,8 +34,6 @@ from syndicator.errors import SeedError, SyndicatorError
 from syndicator.site.build import BuildResult, build, prepare
 from syndicator.state.store import Store
 from syndicator.websub import announce
-
-log = logging.getLogger("syndicator.watch")
 
 DEBOUNCE_MS = 1_600  # watchfiles' defaults
 STEP_MS = 50
@@ -129,13 +127,21 @@ class Rebuild:
 
 def build_once(config: Config, now: datetime, output: Path | None = None, *,
                prune: bool = False) -> BuildResult:
-    """One complete build, as ``syndicator build`` runs it: checks first, then the store."""
-    ready = prepare(config, output)
-    store = Store.open(config.store_url)
+    """One complete build, as ``syndicator build`` runs it: checks first, then the store.
+
+    A watching process lives on: the few hundred reference cycles a build leaves behind (its
+    template environment, its store's engine) are collected now, once its output is written,
+    rather than whenever the collector's next full pass comes.
+    """
     try:
-        return build(config, store, now, prepared=ready, prune=prune)
+        ready = prepare(config, output)
+        store = Store.open(config.store_url)
+        try:
+            return build(config, store, now, prepared=ready, prune=prune)
+        finally:
+            store.close()
     finally:
-        store.close()
+        gc.collect()
 
 
 async def build_and_watch(config: Config, clock: Callable[[], datetime], report: Callable[[Rebuild], None],
