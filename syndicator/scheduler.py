@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from syndicator.errors import SyndicatorError
 from syndicator.mail import workers
 from syndicator.mail.delivery import Stop
 from syndicator.site.build import build
+from syndicator.site.watch import FileChange, start_watching
 from syndicator.state.store import Store
 from syndicator.websub import announce
 
@@ -50,13 +52,18 @@ def slot_for(trig: CronTrigger, now: datetime) -> datetime:
     return now
 
 
-def cycle(config: Config, clock: Callable[[], datetime], trig: CronTrigger, stop: Stop) -> None:
-    """One scheduled run: rebuild the feeds, then send the edition for this slot."""
+def cycle(config: Config, clock: Callable[[], datetime], trig: CronTrigger, stop: Stop,
+          building: threading.Lock | None = None) -> None:
+    """One scheduled run: rebuild the feeds, then send the edition for this slot.
+
+    ``building``: held for the build, so that it never runs beside another build of the runner's.
+    """
     now = clock()
     slot = slot_for(trig, now)
     store = Store.open(config.store_url)
     try:
-        result = build(config, store, now)
+        with building or threading.Lock():
+            result = build(config, store, now)
         log.info("built %d stories, %d files written", result.stories, len(result.written))
         announce(config, result.written)
         tally = workers.send(config, store, now, slot="cron:" + slot.isoformat(),
@@ -87,11 +94,18 @@ class Runner:
         self.ran = asyncio.Event()  # a digest run finished (a caller clears it to await the next)
         self.inbound_runs = 0
         self.inbound_ran = asyncio.Event()  # an inbound poll finished
+        # Seeds are watched from start to shutdown: a created, changed or removed seed rebuilds.
+        self.watch_stop = asyncio.Event()
+        self.watcher: asyncio.Task[None] | None = None
+        self.builds = 0
+        self.built = asyncio.Event()  # a rebuild for changed seeds finished
+        self.building = threading.Lock()  # one build at a time: start-up, feeds, digest, watch
 
     async def job(self) -> None:
         with self._tracked():
             try:
-                await asyncio.to_thread(cycle, self.config, self.clock, self.trigger, self.stop)
+                await asyncio.to_thread(cycle, self.config, self.clock, self.trigger, self.stop,
+                                        self.building)
             except SyndicatorError as exc:
                 log.error("scheduled run failed: %s", exc)
             self.runs += 1
@@ -163,6 +177,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        await self._watch()  # before the start-up build: a seed saved during it is seen
         await asyncio.to_thread(self._build_now)
         self.scheduler.start()
         self._log_next()
@@ -183,17 +198,36 @@ class Runner:
                 loop.remove_signal_handler(sig)
             await self.shutdown()
 
-    def _build_now(self) -> None:
+    def _build_now(self, when: str = "at start") -> None:
         """Feeds up to date from the start, not only at the first scheduled send."""
         store = Store.open(self.config.store_url)
         try:
-            result = build(self.config, store, self.clock())
+            with self.building:
+                result = build(self.config, store, self.clock())
             log.info("built %d stories, %d files written", result.stories, len(result.written))
             announce(self.config, result.written)
         except SyndicatorError as exc:
-            log.error("build at start failed: %s", exc)
+            log.error("build %s failed: %s", when, exc)
         finally:
             store.close()
+
+    async def _watch(self) -> None:
+        """The seeds watcher (``syndicator.site.watch``), as a task until shutdown."""
+        self.watcher = await start_watching(self.config.seeds_dir, self._seeds_changed, self.watch_stop)
+        self.watcher.add_done_callback(self._watch_ended)
+
+    async def _seeds_changed(self, changes: set[FileChange]) -> None:
+        try:
+            await asyncio.to_thread(self._build_now, "after a seed change")
+        except Exception:  # not the watcher's end: the next change may build fine
+            log.exception("the build after a seed change crashed")
+        self.builds += 1
+        self.built.set()
+
+    @staticmethod
+    def _watch_ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("not watching the seeds: %s", task.exception())
 
     def _start_server(self) -> asyncio.Task[None] | None:
         """The web side (feeds, unsubscribe, subscribe) in this process, when asked for."""
@@ -216,8 +250,11 @@ class Runner:
         # of running jobs when it shuts down, which would abandon the send in flight.
         self.scheduler.pause()
         # Let a running job finish its in-flight messages (the sender stops claiming new ones).
+        self.watch_stop.set()  # no new rebuilds; one under way finishes (awaited below)
         pending = [t for t in self.in_flight if t is not asyncio.current_task()]
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if self.watcher is not None:
+            await asyncio.wait({self.watcher})
         self.scheduler.shutdown(wait=False)
         log.info("stopped")

@@ -64,7 +64,7 @@ def handled(func: F) -> F:
         except SyndicatorError as exc:
             if state is not None and state.verbose:
                 log.exception("failed")
-            _report(exc)
+            report_error(exc)
             sys.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
@@ -81,7 +81,8 @@ def handled(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _report(exc: SyndicatorError) -> None:
+def report_error(exc: SyndicatorError) -> None:
+    """Every problem an error holds, one `error: ...` line each on stderr."""
     errors = exc.errors if isinstance(exc, InputErrors) else [exc]
     for error in errors:
         click.echo(f"error: {error}", err=True)
@@ -110,7 +111,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("alembic", "apscheduler"):
+    for noisy in ("alembic", "apscheduler", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = State(find_config(config_path), verbose)
 

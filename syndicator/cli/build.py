@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from syndicator.cli import State, cli, clock, handled
+from syndicator.cli import State, cli, clock, handled, report_error
 from syndicator.errors import InputError, InputErrors
 from syndicator.text import plural
+
+if TYPE_CHECKING:
+    from syndicator.site.build import BuildResult
 
 
 @cli.command()
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder [default: paths.output].")
+@click.option("--watch", is_flag=True,
+              help="Then rebuild whenever a seed file is created, changed or removed (Ctrl-C stops).")
+@click.option("--prune", is_flag=True,
+              help="Delete the story pages of stories no seed holds any more (they stay by default).")
 @click.pass_obj
 @handled
-def build(state: State, out: Path | None) -> None:
+def build(state: State, out: Path | None, watch: bool, prune: bool) -> None:
     """Write the feeds and the HTML pages they link to."""
+    if watch:
+        _watch(state, out, prune)
+        return
     from syndicator.site.build import build as build_site
     from syndicator.site.build import prepare
     from syndicator.websub import announce
@@ -26,14 +37,48 @@ def build(state: State, out: Path | None) -> None:
     ready = prepare(config, out)  # seeds, templates and output folder, before the store is touched
     store = state.store()
     try:
-        result = build_site(config, store, clock(), prepared=ready)
+        result = build_site(config, store, clock(), prepared=ready, prune=prune)
     finally:
         store.close()
-    click.echo(
-        f"built {plural(result.stories, 'story')} into {result.output}: "
-        f"{len(result.written)} files written, {result.unchanged} unchanged"
-    )
+    click.echo(_built_line(result, prune))
     announce(config, result.written)
+
+
+def _built_line(result: BuildResult, prune: bool) -> str:
+    line = (f"built {plural(result.stories, 'story')} into {result.output}: "
+            f"{len(result.written)} files written, {result.unchanged} unchanged")
+    return line + (f", {plural(result.pruned, 'story page')} pruned" if prune else "")
+
+
+def _watch(state: State, out: Path | None, prune: bool) -> None:
+    """``build --watch``: one line a build, an error line a failed one; SIGINT/SIGTERM stop it."""
+    import asyncio
+    import signal
+
+    from syndicator.site.watch import Rebuild, build_and_watch
+
+    config = state.config
+
+    def report(rebuild: Rebuild) -> None:
+        if rebuild.result is not None:
+            click.echo(_built_line(rebuild.result, prune))
+        elif rebuild.error is not None:
+            report_error(rebuild.error)
+        if not rebuild.changes:
+            click.echo(f"watching {config.seeds_dir} for changes (Ctrl-C stops)", err=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await build_and_watch(config, clock, report, stop, output=out, prune=prune)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    asyncio.run(main())
 
 
 @cli.command()

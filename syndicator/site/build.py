@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -51,6 +52,7 @@ class BuildResult:
     stories: int
     written: tuple[str, ...]
     unchanged: int
+    pruned: int = 0  # story pages of no current story deleted (``prune``)
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,12 @@ def prepare(config: Config, output: Path | None = None) -> Prepared:
 
 
 def build(config: Config, store: Store, now: datetime, output: Path | None = None, *,
-          prepared: Prepared | None = None) -> BuildResult:
+          prepared: Prepared | None = None, prune: bool = False) -> BuildResult:
     """Write every output file; nothing is written unless every seed and template is valid.
 
     ``prepared``: the checks the caller already ran (``prepare``), so they do not run twice.
+    ``prune``: once everything is written, delete the story pages of stories no seed holds any
+    more (``prune_pages``); without it they stay, and their permalinks keep working.
     """
     started, clock = time.time(), time.monotonic()
     ready = prepared or prepare(config, output)
@@ -117,12 +121,42 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
         raise
     unchanged += len(top) - len(written) + len(skipped)
     manifest.save()
+    # After the feeds and the index: nothing written now links a page about to go.
+    pruned = prune_pages(folder, {story.slug + ".html" for story in stories}) if prune else 0
     if isinstance(files, SeedFiles):
         files.save_cache()
     written = [name for name, _ in staged] + written
     runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                 f"{len(stories)} stories, {len(written)} files written")
-    return BuildResult(folder, len(stories), tuple(written), unchanged)
+    return BuildResult(folder, len(stories), tuple(written), unchanged, pruned)
+
+
+# A story page's name as ``story_slug`` makes it: the title's stem (ASCII letters, digits and
+# hyphens), then at least 8 hex of the story's id (and, past a 256-bit collision, a counter).
+_PAGE_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{8,}(?:-[0-9]+)?\.html")
+
+
+def prune_pages(folder: Path, keep: set[str]) -> int:
+    """Delete the story pages in ``folder``/stories/ not named in ``keep``; return how many.
+
+    Only regular files named as a story page is named are candidates: temp files (``.*.tmp``),
+    folders, symlinks and anything else a person put there stay.
+    """
+    removed = 0
+    try:
+        with os.scandir(folder / STORIES) as entries:
+            doomed = [entry.path for entry in entries
+                      if entry.name not in keep and _PAGE_NAME.fullmatch(entry.name)
+                      and entry.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return 0
+    for path in doomed:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            removed += 1
+    if removed:
+        sync_folder(folder / STORIES)
+    return removed
 
 
 def _remembered_archive(folder: Path, archive: list[ArchiveDoc], manifest: Manifest) -> set[str]:

@@ -1,0 +1,345 @@
+"""Watch mode: `build --watch` and `run` rebuild on seed changes; `build --prune`.
+
+No test sleeps: each waits for the watcher's own report (a build it ran) with a deadline, and
+the watch ends through its stop event. The watch is in place before the first build starts,
+so every file a test writes after that first report is seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+from click.testing import CliRunner
+
+from syndicator.cli import cli
+from syndicator.config import Config, load_config
+from syndicator.errors import InputErrors
+from syndicator.scheduler import Runner
+from syndicator.site.watch import Rebuild, build_and_watch, is_seed_change
+from syndicator.websub import announce
+from tests.conftest import CLOCK, EXAMPLE_SEED, Project
+from tests.test_websub import Hub, hub, with_hub
+
+__all__ = ["hub"]  # the fixture, imported for the test that pings a hub
+
+DEADLINE = 20.0  # seconds: a failure's limit, never a wait the tests rely on
+NEVER = CronTrigger.from_crontab("0 7 1 1 *", timezone="UTC")
+SEED = """\
+---
+id: watched-{n}
+---
+Watched story {n}
+
+{body}
+"""
+
+Scenario = Callable[["Watch"], Awaitable[None]]
+
+
+class Watch:
+    """``build_and_watch`` as a task; ``next()`` is its next report, within the deadline."""
+
+    def __init__(self, config: Config, project: Project) -> None:
+        self.config = config
+        self.project = project
+        self.stop = asyncio.Event()
+        self.reports: asyncio.Queue[Rebuild] = asyncio.Queue()
+        self.pinged: list[tuple[str, ...]] = []
+
+    def ping(self, config: Config, written: tuple[str, ...]) -> None:
+        self.pinged.append(written)
+        announce(config, written)
+
+    async def next(self) -> Rebuild:
+        return await asyncio.wait_for(self.reports.get(), DEADLINE)
+
+    def rss(self) -> str:
+        return (self.project.output / "rss.xml").read_text()
+
+
+def watching(project: Project, scenario: Scenario, clock: Callable[[], datetime] = lambda: CLOCK,
+             *, prune: bool = False) -> tuple[Watch, int]:
+    """Run ``scenario`` against a live watch (after its first build), then stop the watch."""
+    watch = Watch(load_config(project.config), project)
+
+    async def main() -> int:
+        task = asyncio.create_task(build_and_watch(watch.config, clock, watch.reports.put_nowait,
+                                                   watch.stop, prune=prune, ping=watch.ping))
+        try:
+            first = await watch.next()
+            assert first.changes == frozenset() and first.result is not None
+            await scenario(watch)
+        finally:
+            watch.stop.set()
+        return await asyncio.wait_for(task, DEADLINE)
+
+    return watch, asyncio.run(main())
+
+
+def write_seed(project: Project, n: int, body: str) -> Path:
+    return project.seed(f"watched-{n}.txt", SEED.format(n=n, body=body))
+
+
+def test_a_seed_created_changed_and_removed_is_rebuilt_each_time(project: Project) -> None:
+    pages = project.output / "stories"
+    seen: dict[str, object] = {}
+
+    async def scenario(watch: Watch) -> None:
+        assert "Watched story 1" not in watch.rss()
+        path = write_seed(project, 1, "The first version.")
+        created = await watch.next()
+        assert created.result is not None and created.result.stories == 8
+        assert {os.path.basename(p) for _, p in created.changes} == {"watched-1.txt"}
+        assert "Watched story 1" in watch.rss() and "The first version." in watch.rss()
+        seen["page"] = page = next(pages.glob("watched-story-1-*.html"))
+
+        write_seed(project, 1, "The second version, corrected.")
+        changed = await watch.next()
+        assert changed.result is not None and changed.result.stories == 8
+        assert "The second version, corrected." in watch.rss()
+        assert "The first version." not in watch.rss()
+        assert "The second version, corrected." in page.read_text()
+
+        path.unlink()
+        removed = await watch.next()
+        assert removed.result is not None and removed.result.stories == 7
+        assert "Watched story 1" not in watch.rss()
+        assert "Watched story 1" not in (project.output / "atom.xml").read_text()
+        assert page.exists()  # its permalink keeps working: only --prune removes it
+
+    watch, rebuilds = watching(project, scenario)
+    assert rebuilds == 3
+    page = seen["page"]
+    assert isinstance(page, Path) and page.exists()
+    # Every build changed the feeds, so each was announced (the hub itself: test_websub).
+    assert len(watch.pinged) == 4 and all("rss.xml" in written for written in watch.pinged)
+
+
+def test_a_bad_seed_is_reported_the_output_kept_and_the_watch_goes_on(project: Project) -> None:
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(project.output)): p.read_bytes()
+                for p in sorted(project.output.rglob("*")) if p.is_file()}
+
+    async def scenario(watch: Watch) -> None:
+        before = snapshot()
+        path = project.seed("broken.txt", "---\nid: broken\nweather: sunny\n---\nA broken story\n")
+        failed = await watch.next()
+        assert failed.result is None and failed.error is not None
+        assert "broken.txt:3: weather: unknown front matter key" in str(failed.error)
+        assert snapshot() == before  # nothing written, as for a failed `syndicator build`
+        path.write_text("---\nid: broken\n---\nA mended story\n")
+        mended = await watch.next()
+        assert mended.result is not None and "A mended story" in watch.rss()
+
+    _, rebuilds = watching(project, scenario)
+    assert rebuilds == 2
+
+
+def test_editor_files_and_other_files_are_not_seed_changes(project: Project) -> None:
+    async def scenario(watch: Watch) -> None:
+        for name in (".watched-1.txt.swp", "watched-1.txt~", "notes.md", "4913"):
+            project.seed(name, "not a seed")
+        (project.seeds / "drafts").mkdir()
+        write_seed(project, 1, "The only change that counts.")
+        rebuild = await watch.next()  # the temp files came first: a batch of their own, if seen
+        assert {os.path.basename(p) for _, p in rebuild.changes} == {"watched-1.txt"}
+
+    watching(project, scenario)
+    from watchfiles import Change
+
+    assert is_seed_change(Change.added, "/s/story.txt")
+    assert is_seed_change(Change.deleted, "/s/story.txt")
+    for name in ("story.txt.swp", ".story.txt.swx", "story.txt~", ".#story.txt", "story.md", ".txt"):
+        assert not is_seed_change(Change.modified, f"/s/{name}"), name
+
+
+def test_a_seed_saved_as_the_first_build_starts_is_seen(project: Project) -> None:
+    calls = 0
+
+    def clock() -> datetime:  # read just before each build, after the watch is in place
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            write_seed(project, 2, "Saved while the first build starts.")
+        return CLOCK
+
+    async def scenario(watch: Watch) -> None:
+        again = await watch.next()
+        assert {os.path.basename(p) for _, p in again.changes} == {"watched-2.txt"}
+        assert "Watched story 2" in watch.rss()
+
+    watching(project, scenario, clock)
+
+
+def test_the_stop_event_ends_the_watch(project: Project) -> None:
+    async def scenario(watch: Watch) -> None:
+        watch.stop.set()
+
+    watch, rebuilds = watching(project, scenario)
+    assert rebuilds == 0 and watch.reports.empty()
+
+
+def test_the_first_build_failing_fails_the_watch(project: Project) -> None:
+    project.seed("broken.txt", "---\nweather: sunny\n---\nA broken story\n")
+    config = load_config(project.config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        await asyncio.wait_for(build_and_watch(config, lambda: CLOCK, lambda _: None, stop), DEADLINE)
+
+    with pytest.raises(InputErrors, match="weather: unknown front matter key"):
+        asyncio.run(main())
+    assert not project.output.exists()
+
+
+def test_watch_pings_the_hub_after_builds_that_changed_a_feed(project: Project, hub: Hub) -> None:
+    with_hub(project, hub.url)
+
+    async def scenario(watch: Watch) -> None:
+        write_seed(project, 1, "News for the hub.")
+        await watch.next()
+        os.utime(project.seeds / EXAMPLE_SEED.name)  # touched, not changed: no feed changes
+        quiet = await watch.next()
+        assert quiet.result is not None and "rss.xml" not in quiet.result.written
+
+    watching(project, scenario)
+    # The first build and the new story, three feeds each; the quiet rebuild pinged nothing.
+    # (The watch awaits its pings before it returns.)
+    assert sorted(form["hub.url"][0] for _, form in hub.posts) == sorted(
+        [f"https://example.org/{name}" for name in ("rss.xml", "atom.xml", "feed.json")] * 2)
+
+
+def test_watch_with_prune_removes_the_page_of_a_removed_seed(project: Project) -> None:
+    async def scenario(watch: Watch) -> None:
+        path = write_seed(project, 3, "Soon gone.")
+        await watch.next()
+        page = next((project.output / "stories").glob("watched-story-3-*.html"))
+        path.unlink()
+        removed = await watch.next()
+        assert removed.result is not None and removed.result.pruned == 1
+        assert not page.exists()
+
+    watching(project, scenario, prune=True)
+
+
+# -- build --prune -----------------------------------------------------------------------------
+
+
+def test_build_prune_removes_only_the_pages_of_removed_seeds(project: Project) -> None:
+    runner = CliRunner()
+    extra = project.seed("lonely.txt", "A lonely story\n\nIt will not stay.\n")
+    first = runner.invoke(cli, ["build"], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    pages = project.output / "stories"
+    lonely = next(pages.glob("a-lonely-story-*.html"))
+    others = sorted(p.name for p in pages.iterdir() if p != lonely)
+    assert len(others) == 7
+    # Files a person (or an interrupted build) put in stories/: never a prune's to delete.
+    decoys = ["notes.html", "README.txt", ".a-lonely-story-0123abcd.html.tmp", "Old-Story-0123abcd.html",
+              "old-story-0123abcd.htm", "no-hex-suffix.html"]
+    for name in decoys:
+        (pages / name).write_text("kept")
+    (pages / "folder-0123abcd.html").mkdir()
+    (pages / "linked-0123abcd.html").symlink_to(pages / others[0])
+
+    extra.unlink()
+    kept = runner.invoke(cli, ["build"], catch_exceptions=False)
+    assert kept.exit_code == 0, kept.output
+    assert "pruned" not in kept.stdout
+    assert lonely.exists()  # a removed seed's page stays without --prune
+    assert "A lonely story" not in (project.output / "rss.xml").read_text()
+
+    pruned = runner.invoke(cli, ["build", "--prune"], catch_exceptions=False)
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.stdout.endswith(", 1 story page pruned\n"), pruned.stdout
+    assert not lonely.exists()
+    left = sorted(p.name for p in pages.iterdir())
+    assert left == sorted([*others, *decoys, "folder-0123abcd.html", "linked-0123abcd.html"])
+
+    again = runner.invoke(cli, ["build", "--prune"], catch_exceptions=False)
+    assert again.stdout.endswith(", 0 story pages pruned\n"), again.stdout
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+def test_run_rebuilds_when_a_seed_changes_and_shutdown_awaits_the_watcher(project: Project) -> None:
+    runner = Runner(load_config(project.config), lambda: CLOCK, NEVER)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.run())
+        await asyncio.wait_for(runner.ready.wait(), DEADLINE)
+        assert "Watched story 4" not in (project.output / "rss.xml").read_text()
+        write_seed(project, 4, "Seen by the scheduler.")
+        await asyncio.wait_for(runner.built.wait(), DEADLINE)
+        assert "Watched story 4" in (project.output / "rss.xml").read_text()
+        runner.built.clear()
+        (project.seeds / "watched-4.txt").unlink()
+        await asyncio.wait_for(runner.built.wait(), DEADLINE)
+        assert "Watched story 4" not in (project.output / "rss.xml").read_text()
+        runner.request_stop()
+        await asyncio.wait_for(task, DEADLINE)
+
+    asyncio.run(scenario())
+    assert runner.builds == 2 and runner.runs == 0
+    assert runner.watcher is not None and runner.watcher.done() and not runner.watcher.cancelled()
+    assert not runner.scheduler.running
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def _lines(stream: IO[str]) -> tuple[queue.Queue[str], threading.Thread]:
+    """The stream's lines as they come (a reader thread): ``get(timeout=)`` is a deadline."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_build_watch_command_rebuilds_and_stops_cleanly_on_a_signal(project: Project,
+                                                                     sig: signal.Signals) -> None:
+    env = {**os.environ, "SYNDICATOR_CONFIG": str(project.config)}
+    proc = subprocess.Popen([sys.executable, "-m", "syndicator", "build", "--watch"], cwd=project.root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        (out, _), (err, err_reader) = _lines(proc.stdout), _lines(proc.stderr)
+        assert out.get(timeout=DEADLINE).startswith("built 7 stories into ")
+        assert err.get(timeout=DEADLINE) == f"watching {project.seeds} for changes (Ctrl-C stops)\n"
+        project.seed("bad.txt", "---\nweather: sunny\n---\nA bad story\n")
+        assert err.get(timeout=DEADLINE).endswith("bad.txt:2: weather: unknown front matter key "
+                                                  "(known: id, date, author, url, tags, correction)\n")
+        (project.seeds / "bad.txt").unlink()
+        write_seed(project, 5, "From the command.")
+        line = out.get(timeout=DEADLINE)
+        if line.startswith("built 7 "):  # the removal and the new seed came as two batches
+            line = out.get(timeout=DEADLINE)
+        assert line.startswith("built 8 stories into "), line
+        assert "Watched story 5" in (project.output / "rss.xml").read_text()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=DEADLINE) == 0
+        err_reader.join(DEADLINE)
+        assert err.empty(), err.get()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
