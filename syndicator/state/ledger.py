@@ -278,11 +278,28 @@ _RECORD = (
 )
 
 
+# The same update for SQLite's own driver (``Store.begin_driver``), the sender's hot path.
+_RECORD_SQLITE = (
+    "UPDATE deliveries SET state = ?, code = ?, reply = ?, next_attempt = ?, attempts = ?,"
+    " lease_until = NULL, updated_at = ? WHERE edition_id = ? AND address = ? AND state = 'sending'"
+)
+
+
 def record(
     store: Store, results: list[Result], now: int, suppress_addresses: Iterable[tuple[str, str]] = ()
 ) -> None:
     """Write outcomes (and mailbox-error suppressions) in one transaction, right after the server answers."""
     if not results:
+        return
+    suppress_addresses = list(suppress_addresses)
+    if store.is_sqlite and not suppress_addresses:
+        rows = [
+            (r.state, r.code, r.reply[:1000], r.next_attempt, r.claim.attempts + 1, now,
+             r.claim.edition_id, r.claim.address)
+            for r in results
+        ]
+        with store.begin_driver() as db:
+            db.executemany(_RECORD_SQLITE, rows)
         return
     stmt = _RECORD
     params = [
