@@ -22,6 +22,15 @@ from tests.conftest import FaultyServer, Project
 MANY = [f"reader{n:03d}@example.com" for n in range(60)]
 
 
+@pytest.fixture(autouse=True, params=["pipelining", "no pipelining"])
+def relay_pipelining(request: pytest.FixtureRequest) -> None:
+    """Every test here against a relay that pipelines (each message's envelope rides with the
+    last one's body) and one that does not (command by command)."""
+    if "faulty_smtp" in request.fixturenames:
+        server: FaultyServer = request.getfixturevalue("faulty_smtp")
+        server.faults.pipelining = request.param == "pipelining"
+
+
 def configure(project: Project, server: FaultyServer, store_url: str, recipients: list[str],
               **smtp: object) -> None:
     project.store = store_url

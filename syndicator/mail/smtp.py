@@ -61,13 +61,30 @@ class Connection:
         self.client = client
         return client
 
-    async def send(self, mail_from: str, rcpt: str, data: bytes, *, canonical: bool = False) -> Outcome:
+    @property
+    def pipelining(self) -> bool:
+        """Whether the open session pipelines (RFC 2920), so ``send(..., then=...)`` saves a write."""
+        return self.wire is not None and not self.wire.closed and self.wire.pipelining
+
+    async def send(self, mail_from: str, rcpt: str, data: bytes, *, canonical: bool = False,
+                   stuffed: bool = False, then: tuple[str, str] | None = None) -> Outcome:
         """Send one message to one recipient; never raises for a per-message failure.
 
         ``canonical``: the caller guarantees CRLF line ends throughout (MessageFactory's output),
-        which spares two scans of every message.
+        which spares two scans of every message. ``stuffed``: ``data`` is already the DATA
+        payload, dot-stuffed and ending with the final "." line (``MessageFactory.build_wire``).
+
+        ``then``: the envelope (sender, recipient) of the message the caller sends next on this
+        connection. With PIPELINING its MAIL, RCPT and DATA go in the same write as this body
+        (RFC 2920: message content may start a group), so each message costs one write and one
+        round trip. Nothing of that next message is delivered before its own ``send``; the
+        caller sends it next, or closes the connection (which then drops, never QUITs, the
+        session: after DATA a QUIT would be message text).
         """
         wire = self.wire
+        if wire is not None and wire.announced is not None and wire.announced != (mail_from, rcpt):
+            await self.close()  # out of step with what was announced: start a clean session
+            wire = None
         if wire is None or wire.closed:
             self.wire = None
             client = await self.open()
@@ -81,8 +98,16 @@ class Connection:
             envelope = _envelope(mail_from), _envelope(rcpt)
         except ValueError as exc:
             return Outcome(Kind.PERMANENT, None, str(exc))
+        following: tuple[str, str, bytes] | None = None
+        if then is not None and wire.pipelining:
+            try:
+                following = then[0], then[1], _commands(_envelope(then[0]), _envelope(then[1]))
+            except ValueError:
+                following = None  # its own send() reports the bad address
+        if not stuffed:
+            data = _dot_stuff(data if canonical else _canonical(data))
         try:
-            return await wire.transaction(*envelope, data if canonical else _canonical(data))
+            return await wire.transaction((mail_from, rcpt), _commands(*envelope), data, following)
         except SenderRefused:
             await self.close()
             raise
@@ -117,7 +142,12 @@ class _Wire(asyncio.Protocol):
     messages a second that, not the network, is the limit. This protocol takes over the
     open transport and runs each transaction with as few writes as the server allows:
     with PIPELINING (RFC 2920) ``MAIL``, ``RCPT`` and ``DATA`` go in one write and the
-    message in a second, so a message costs two round trips instead of four.
+    message in a second, so a message costs two round trips instead of four; and when the
+    caller names the message that follows, its ``MAIL``, ``RCPT`` and ``DATA`` ride with
+    this one's body: one write and one round trip a message.
+
+    One timer per session, not one per reply: ``deadline`` moves with every wait, and the
+    timer, when it fires early, is set again for the deadline then.
     """
 
     def __init__(self, timeout: float, pipelining: bool) -> None:
@@ -130,6 +160,10 @@ class _Wire(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.loop = asyncio.get_running_loop()
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        # The envelope whose MAIL, RCPT and DATA were written with the last body, unanswered yet.
+        self.announced: tuple[str, str] | None = None
 
     @classmethod
     def take_over(cls, client: aiosmtplib.SMTP, timeout: float) -> _Wire:
@@ -192,6 +226,9 @@ class _Wire(asyncio.Protocol):
 
     def _fail(self, exc: _Broken) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
         if self.transport is not None:
@@ -205,31 +242,49 @@ class _Wire(asyncio.Protocol):
                 raise _Broken("connection lost")
             self.want = count
             waiter = self.waiter = self.loop.create_future()
-            timer = self.loop.call_later(self.timeout, self._timed_out, waiter)
+            self.deadline = self.loop.time() + self.timeout
+            if self.timer is not None and self.timer.when() > self.deadline:
+                self.timer.cancel()  # set for a longer timeout than this wait's (quit's)
+                self.timer = None
+            if self.timer is None:
+                self.timer = self.loop.call_at(self.deadline, self._check_time)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self.waiter = None
         return [self.replies.popleft() for _ in range(count)]
 
-    def _timed_out(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
+    def _check_time(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done() or self.closed:
+            return  # nothing is waiting: the next wait sets the timer again
+        if self.loop.time() >= self.deadline:
             self._fail(_Broken(f"timed out after {self.timeout:g}s waiting for the server"))
+        else:
+            self.timer = self.loop.call_at(self.deadline, self._check_time)
 
     def _write(self, data: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
             raise _Broken("connection lost")
         self.transport.write(data)
 
-    async def transaction(self, mail_from: bytes, rcpt: bytes, data: bytes) -> Outcome:
-        commands = (b"MAIL FROM:<" + mail_from + b">\r\n", b"RCPT TO:<" + rcpt + b">\r\n", b"DATA\r\n")
-        if self.pipelining:
-            self._write(b"".join(commands))
+    async def transaction(self, envelope: tuple[str, str], commands: bytes, payload: bytes,
+                          following: tuple[str, str, bytes] | None = None) -> Outcome:
+        """One message: ``commands`` (MAIL, RCPT, DATA, unless they were announced with the last
+        body), then ``payload`` (dot-stuffed, with its final "."), and with it the commands of
+        ``following`` (sender, recipient, commands) when the server pipelines."""
+        if self.announced is not None:
+            if self.announced != envelope:
+                raise _Broken("out of step: another message's envelope was announced")
+            self.announced = None
+            replies = await self._read(3)
+        elif self.pipelining:
+            self._write(commands)
             replies = await self._read(3)
         else:
             replies = []
-            for command in commands:
+            for command in commands.splitlines(keepends=True):
                 self._write(command)
                 replies += await self._read(1)
                 if replies[-1][0] >= 400:
@@ -240,7 +295,11 @@ class _Wire(asyncio.Protocol):
                 raise _Broken(text, code)
             if (code != 354) if stage == "DATA" else (code // 100 != 2):
                 return await self._abandon(replies, stage, code, text)
-        self._write(_dot_stuff(data))
+        if following is not None and self.pipelining:
+            self._write(payload + following[2])
+            self.announced = following[0], following[1]
+        else:
+            self._write(payload)
         ((code, text),) = await self._read(1)
         if code == 421:
             raise _Broken(text, code)
@@ -264,6 +323,11 @@ class _Wire(asyncio.Protocol):
         return classify(code, text, rcpt=stage == "RCPT")
 
     async def quit(self) -> None:
+        if self.announced is not None:
+            # A DATA may be open on the server: anything sent now would be message text, and
+            # only a dropped connection ends it without delivering. Drop it.
+            self.announced = None
+            self._fail(_Broken("closed with a transaction announced"))
         if not self.closed:
             try:
                 self._write(b"QUIT\r\n")
@@ -281,6 +345,11 @@ def _canonical(data: bytes) -> bytes:
     if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
         return aiosmtplib.protocol.normalize_message_line_endings(data)
     return data
+
+
+def _commands(mail_from: bytes, rcpt: bytes) -> bytes:
+    """MAIL, RCPT and DATA for one message, as one piece of bytes (envelope addresses checked)."""
+    return b"MAIL FROM:<" + mail_from + b">\r\nRCPT TO:<" + rcpt + b">\r\nDATA\r\n"
 
 
 def _dot_stuff(data: bytes) -> bytes:
