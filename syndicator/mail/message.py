@@ -68,9 +68,20 @@ def message_id(edition_id: int, address: str, config: Config) -> str:
 
     The address is hashed (with the list and edition), never shown in clear.
     """
+    return message_ids(config)(edition_id, address)
+
+
+def message_ids(config: Config) -> Callable[[int, str], str]:
+    """``message_id`` for one config, its list and domain worked out once (an edition makes one
+    per recipient)."""
     prefix, domain = _id_context(config.site.url, config.digest.from_address)
-    seed = f"{prefix}{edition_id}\x00{address.lower()}".encode()
-    return f"<{edition_id}.{hashlib.sha256(seed).hexdigest()[:32]}@{domain}>"
+    sha256 = hashlib.sha256
+
+    def make(edition_id: int, address: str) -> str:
+        seed = f"{prefix}{edition_id}\x00{address.lower()}".encode()
+        return f"<{edition_id}.{sha256(seed).hexdigest()[:32]}@{domain}>"
+
+    return make
 
 
 @functools.lru_cache(maxsize=16)

@@ -13,7 +13,7 @@ from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError
 
 from syndicator.state import lists, schema
-from syndicator.state.store import Store
+from syndicator.state.store import Store, insert_many
 
 PENDING, SENDING, SENT, DEFERRED, FAILED, SUPPRESSED = (
     "pending",
@@ -168,22 +168,12 @@ def create_edition(
             assert key is not None
             edition_id = key[0]
             # Suppressed readers get a settled row too: the edition's counts show whom it skipped.
+            # Plain tuples to the driver: SQLAlchemy's per-row work was most of an edition's start.
+            columns = ("edition_id", "address", "message_id", "state", "attempts", "updated_at")
             for state, addresses in ((PENDING, recipients), (SUPPRESSED, suppressed)):
                 for chunk in _chunks(addresses, _CHUNK):
-                    conn.execute(
-                        insert(deliveries),
-                        [
-                            {
-                                "edition_id": edition_id,
-                                "address": a,
-                                "message_id": message_id(edition_id, a),
-                                "state": state,
-                                "attempts": 0,
-                                "updated_at": now,
-                            }
-                            for a in chunk
-                        ],
-                    )
+                    insert_many(conn, deliveries, columns,
+                                [(edition_id, a, message_id(edition_id, a), state, 0, now) for a in chunk])
     except IntegrityError:
         with store.begin() as conn:
             row = conn.execute(select(edition_table).where(edition_table.c.slot == slot)).one_or_none()

@@ -236,8 +236,8 @@ class Store:
             # Row by row, in order: seq must follow the list's order (newest first), which a
             # multi-row INSERT does not promise on every backend. Plain tuples straight to the
             # driver: a first build of 400,000 stories spent 6 s in SQLAlchemy's per-row work.
-            _insert_many(conn, stories, ("id", "first_seen", "slug"), new)
-            _insert_many(conn, schema.story_keys, ("key", "story_id"), aliases)
+            insert_many(conn, stories, ("id", "first_seen", "slug"), new)
+            insert_many(conn, schema.story_keys, ("key", "story_id"), aliases)
             if named:
                 updated = conn.exec_driver_sql(
                     f"UPDATE stories SET slug = {_mark(conn, 1)} WHERE id = {_mark(conn, 2)}"
@@ -261,7 +261,8 @@ def _mark(conn: Connection, n: int) -> str:
     return marks[style]
 
 
-def _insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:
+def insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:
+    """Rows as plain tuples straight to the driver (one executemany), on either database."""
     if not rows:
         return
     marks = ", ".join(_mark(conn, n) for n in range(1, len(columns) + 1))
