@@ -121,3 +121,33 @@ def test_without_pipelining_commands_go_one_at_a_time(project: Project, smtp_ser
                           writes[3]]
     assert writes[3].endswith(b"\r\n.\r\n") and b"MAIL" not in writes[3]
     assert len(writes) == 9  # four a message, QUIT
+
+
+REPLIES = (b"250 2.0.0 Ok: queued as 4F1\r\n250 2.1.0 Ok\r\n250-first line\r\n250-second\r\n250 last\r\n"
+           b"354 End data with <CR><LF>.<CR><LF>\r\n550 5.1.1 <x@example.com>: unknown \xc3\xa9\r\n")
+PARSED = [(250, "2.0.0 Ok: queued as 4F1"), (250, "2.1.0 Ok"), (250, "first line second last"),
+          (354, "End data with <CR><LF>.<CR><LF>"), (550, "5.1.1 <x@example.com>: unknown é")]
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [3, 4], [27, 28, 29], list(range(1, len(REPLIES)))],
+                         ids=["whole", "after 1", "inside a code", "around a CRLF", "byte by byte"])
+def test_replies_are_read_whatever_the_reads_cut(cuts: list[int]) -> None:
+    async def run() -> list[tuple[int, str]]:
+        wire = smtp._Wire(timeout=5, pipelining=True)
+        for start, end in zip([0, *cuts], [*cuts, len(REPLIES)], strict=True):
+            wire.data_received(REPLIES[start:end])
+        return list(wire.replies)
+
+    assert asyncio.run(run()) == PARSED
+
+
+def test_a_malformed_or_endless_reply_breaks_the_session() -> None:
+    async def run(data: bytes) -> bool:
+        wire = smtp._Wire(timeout=5, pipelining=True)
+        wire.data_received(data)
+        return wire.closed
+
+    assert asyncio.run(run(b"250 ok\r\nhello there\r\n"))
+    assert asyncio.run(run(b"250 " + b"x" * 70000))
+    assert asyncio.run(run(b"250-more\r\n" * 1001))
+    assert not asyncio.run(run(b"250 ok\r\n250-more\r\n"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from typing import cast
@@ -23,6 +24,7 @@ class Connection:
         self.tls_context = tls_context
         self.client: aiosmtplib.SMTP | None = None
         self.wire: _Wire | None = None
+        self._sender = "", b""  # the last envelope sender and its MAIL command (one per list without VERP)
 
     async def open(self) -> aiosmtplib.SMTP:
         if self.client is not None and self.client.is_connected:
@@ -95,19 +97,20 @@ class Connection:
                 client.close()
                 return Outcome(Kind.TRANSIENT, None, exc.reply)
         try:
-            envelope = _envelope(mail_from), _envelope(rcpt)
+            # Announced with the last body: its commands are on the wire already.
+            commands = b"" if wire.announced == (mail_from, rcpt) else self._commands(mail_from, rcpt)
         except ValueError as exc:
             return Outcome(Kind.PERMANENT, None, str(exc))
         following: tuple[str, str, bytes] | None = None
         if then is not None and wire.pipelining:
             try:
-                following = then[0], then[1], _commands(_envelope(then[0]), _envelope(then[1]))
+                following = then[0], then[1], self._commands(*then)
             except ValueError:
                 following = None  # its own send() reports the bad address
         if not stuffed:
             data = _dot_stuff(data if canonical else _canonical(data))
         try:
-            return await wire.transaction((mail_from, rcpt), _commands(*envelope), data, following)
+            return await wire.transaction((mail_from, rcpt), commands, data, following)
         except SenderRefused:
             await self.close()
             raise
@@ -116,6 +119,12 @@ class Connection:
             if exc.code is not None:
                 return classify(exc.code, exc.reply)
             return Outcome(Kind.TRANSIENT, None, exc.reply)
+
+    def _commands(self, mail_from: str, rcpt: str) -> bytes:
+        """MAIL, RCPT and DATA for one message; ValueError for an address unfit for an envelope."""
+        if mail_from != self._sender[0]:
+            self._sender = mail_from, b"MAIL FROM:<" + _envelope(mail_from) + b">\r\n"
+        return self._sender[1] + b"RCPT TO:<" + _envelope(rcpt) + b">\r\nDATA\r\n"
 
     async def close(self) -> None:
         wire, self.wire = self.wire, None
@@ -164,6 +173,7 @@ class _Wire(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         # The envelope whose MAIL, RCPT and DATA were written with the last body, unanswered yet.
         self.announced: tuple[str, str] | None = None
+        self.continued: list[str] = []  # the text of a multi-line reply's lines so far
 
     @classmethod
     def take_over(cls, client: aiosmtplib.SMTP, timeout: float) -> _Wire:
@@ -180,40 +190,43 @@ class _Wire(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\n")
-            if end == -1:
-                if len(self.buffer) > 65536:
+        """Replies in: every complete line of ``data`` at once (a pipelined group's replies
+        usually come in one read); a partial last line waits in ``buffer`` for the rest."""
+        if self.buffer:
+            self.buffer += data
+            data = bytes(self.buffer)
+            self.buffer.clear()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            self.buffer += data[end:]
+            if len(self.buffer) > 65536:
+                self._fail(_Broken("reply too long"))
+                return
+            data = data[:end]
+        if not data:
+            return
+        continued = self.continued
+        for line in data.decode("utf-8", "replace").split("\n")[:-1]:
+            if line[3:4] == "-":  # a continuation line: its text joins the reply's last line
+                continued.append(line[4:].strip())
+                if len(continued) > 1000:
                     self._fail(_Broken("reply too long"))
-                return
-            if end >= 3 and self.buffer[3:4] == b"-":  # a continuation line: wait for the last
-                last = self._last_line_end()
-                if last == -1:
                     return
-                end = last
-            chunk = bytes(self.buffer[: end + 1])
-            del self.buffer[: end + 1]
-            lines = chunk.decode("utf-8", "replace").splitlines()
+                continue
             try:
-                code = int(lines[-1][:3])
+                code = int(line[:3])
             except ValueError:
-                self._fail(_Broken(f"malformed SMTP reply {lines[-1][:200]!r}"))
+                self._fail(_Broken(f"malformed SMTP reply {line.rstrip()[:200]!r}"))
                 return
-            self.replies.append((code, " ".join(line[4:].strip() for line in lines)))
-            if self.waiter is not None and len(self.replies) >= self.want and not self.waiter.done():
-                self.waiter.set_result(None)
-
-    def _last_line_end(self) -> int:
-        """The end of a multi-line reply's final line (one without "-" after the code), or -1."""
-        start = 0
-        while True:
-            end = self.buffer.find(b"\n", start)
-            if end == -1:
-                return -1
-            if self.buffer[start + 3: start + 4] != b"-":
-                return end
-            start = end + 1
+            if continued:
+                continued.append(line[4:].strip())
+                self.replies.append((code, " ".join(continued)))
+                continued.clear()
+            else:
+                self.replies.append((code, line[4:].strip()))
+        waiter = self.waiter
+        if waiter is not None and len(self.replies) >= self.want and not waiter.done():
+            waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -347,11 +360,6 @@ def _canonical(data: bytes) -> bytes:
     return data
 
 
-def _commands(mail_from: bytes, rcpt: bytes) -> bytes:
-    """MAIL, RCPT and DATA for one message, as one piece of bytes (envelope addresses checked)."""
-    return b"MAIL FROM:<" + mail_from + b">\r\nRCPT TO:<" + rcpt + b">\r\nDATA\r\n"
-
-
 def _dot_stuff(data: bytes) -> bytes:
     """The DATA payload of canonical (CRLF) data: leading dots doubled (RFC 5321 4.5.2), the final "."."""
     if not data.endswith(b"\r\n"):
@@ -361,6 +369,9 @@ def _dot_stuff(data: bytes) -> bytes:
     return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
 
 
+_UNSAFE_IN_ENVELOPE = re.compile(r"[<>\r\n\0 ]")
+
+
 def _envelope(address: str) -> bytes:
     """An envelope address: ASCII (an IDN domain in its A-label form), no controls or brackets."""
     if not address.isascii():
@@ -368,7 +379,7 @@ def _envelope(address: str) -> bytes:
             address = ascii_address(address)
         except ValueError:
             raise ValueError(f"cannot put {address!r} in an SMTP envelope") from None
-    if any(c in address for c in "<>\r\n\0 ") or not address.isascii():
+    if _UNSAFE_IN_ENVELOPE.search(address) or not address.isascii():
         raise ValueError(f"cannot put {address!r} in an SMTP envelope")
     return address.encode("ascii")
 
