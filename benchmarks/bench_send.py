@@ -385,6 +385,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-source-"))
     message = source_file(folder, sample)
 
+    load_before = os.getloadavg()[0]
     port = free_port()
     sink = start_sink(port)
     pairs: list[tuple[int, int, Run, Run, tuple[float, float], str]] = []
@@ -418,7 +419,8 @@ def main() -> None:
 
     print(f"\nsend benchmark: {n:,} recipients, {len(sample):,} byte messages (the real digest; "
           f"smtp-source sends the same bytes), one loopback smtp-sink, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}")
+          f"Python {sys.version.split()[0]}; load average {load_before:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after (other work on the machine skews both sides)")
     print(f"{'':>11} {'msg/s, end to end':^29}  {'syndicator':^33}  {'CPU seconds':^27}")
     print(f"{'round':>5} {'conns':>5} {'smtp-source':>11} {'syndicator':>10} {'ratio':>6}  "
           f"{'wall':>6} {'peak RSS':>9} {'all procs':>9} {'':>5}  {'source':>6} {'syndic.':>7} "
