@@ -278,11 +278,18 @@ class Delivery:
         ahead: _Message | None = None
         try:
             while True:
-                current = ahead if ahead is not None else await self._take(feeder, recorder, throttle,
-                                                                           wait=True)
-                ahead = None
-                if current is None:
-                    break
+                if ahead is not None:
+                    current, ahead = ahead, None
+                    if not throttle.idle():  # a pause after a busy reply holds it back too
+                        await throttle.wait()
+                        if feeder.lease_left(current.item) < feeder.margin:
+                            feeder.done(current.item)  # its announced envelope: send() restarts
+                            continue
+                else:
+                    taken = await self._take(feeder, recorder, throttle, wait=True)
+                    if taken is None:
+                        break
+                    current = taken
                 item = current.item
                 if connection.pipelining and throttle.idle():
                     ahead = await self._take(feeder, recorder, throttle, wait=False)
