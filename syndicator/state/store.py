@@ -236,8 +236,8 @@ class Store:
             # Row by row, in order: seq must follow the list's order (newest first), which a
             # multi-row INSERT does not promise on every backend. Plain tuples straight to the
             # driver: a first build of 400,000 stories spent 6 s in SQLAlchemy's per-row work.
-            insert_many(conn, stories, ("id", "first_seen", "slug"), new)
-            insert_many(conn, schema.story_keys, ("key", "story_id"), aliases)
+            _insert_many(conn, stories, ("id", "first_seen", "slug"), new)
+            _insert_many(conn, schema.story_keys, ("key", "story_id"), aliases)
             if named:
                 updated = conn.exec_driver_sql(
                     f"UPDATE stories SET slug = {_mark(conn, 1)} WHERE id = {_mark(conn, 2)}"
@@ -263,6 +263,10 @@ def _mark(conn: Connection, n: int) -> str:
 
 def insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:
     """Rows as plain tuples straight to the driver (one executemany), on either database."""
+    _insert_many(conn, table, columns, rows)
+
+
+def _insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:
     if not rows:
         return
     marks = ", ".join(_mark(conn, n) for n in range(1, len(columns) + 1))
