@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from aiosmtpd.smtp import SMTP, Envelope, Session  # noqa: E402
 
-from benchmarks.bench_send import SECRET_ENV, make_project  # noqa: E402
+from benchmarks.bench_send import SECRET, SECRET_ENV, make_project  # noqa: E402
 from tests.conftest import LoopbackController  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def run_send(port: int, recipients: int, rate: float, processes: int) -> float:
         project = make_project(folder, port=port, recipients=recipients, concurrency=8)
         config = project / "config" / "syndicator.toml"
         config.write_text(config.read_text() + f"rate = {rate}\nprocesses = {processes}\n")
-        env = {**os.environ, "SYNDICATOR_CONFIG": str(config), SECRET_ENV: "bench-secret"}
+        env = {**os.environ, "SYNDICATOR_CONFIG": str(config), SECRET_ENV: SECRET}
         start = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "syndicator", "send", "--quiet"], cwd=project,
                               env=env, capture_output=True, text=True)

@@ -597,7 +597,8 @@ _PLAIN = re.compile(
     r"@(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}",
     re.ASCII,
 )
-_SPECIAL = tuple(SPECIAL_USE_DOMAIN_NAMES)
+_SPECIAL = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+_DOT_SPECIAL = tuple("." + name for name in SPECIAL_USE_DOMAIN_NAMES)  # one endswith() for all
 
 
 def read_recipients_file(path: Path, *, allow_local: bool = False) -> Iterator[str]:
@@ -642,7 +643,7 @@ def recipients_file_problems(path: Path, *, allow_local: bool = False) -> list[C
 def _within_limits(address: str) -> bool:
     """RFC 5321's lengths, as email-validator checks them: the fast path must agree with it."""
     local, _, domain = address.rpartition("@")
-    return len(address) <= 254 and len(local) <= 64 and all(len(label) <= 63 for label in domain.split("."))
+    return len(address) <= 254 and len(local) <= 64 and max(map(len, domain.split("."))) <= 63
 
 
 def _normalise(line: str, path: Path, number: int, allow_local: bool = False) -> str:
@@ -650,7 +651,7 @@ def _normalise(line: str, path: Path, number: int, allow_local: bool = False) ->
     if _PLAIN.fullmatch(low) and _within_limits(low):
         domain = low.rsplit("@", 1)[1]
         # A-labels (xn--) come back from email-validator as Unicode: leave those to it.
-        if "xn--" not in domain and not any(domain == s or domain.endswith("." + s) for s in _SPECIAL):
+        if "xn--" not in domain and domain not in _SPECIAL and not domain.endswith(_DOT_SPECIAL):
             return low
     try:
         return check_address(line, allow_local=allow_local)

@@ -150,6 +150,7 @@ class RecordingHandler:
         self.refuse: dict[str, str] = {}
         self.connections = 0
         self.arrived = threading.Condition()
+        self.pipelining = True  # advertise PIPELINING, as real relays do
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
         """Block until ``count`` messages arrived (an event, not a poll); fails past ``timeout``."""
@@ -157,6 +158,13 @@ class RecordingHandler:
             got = self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
         assert got, f"expected {count} messages, got {len(self.received)}"
         return self.received
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        from tests.smtp_faults import with_pipelining
+
+        session.host_name = hostname
+        return with_pipelining(responses) if self.pipelining else responses
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:

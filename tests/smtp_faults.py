@@ -28,6 +28,7 @@ class Faults:
     data_reply: str = ""  # a refusal at the end of DATA, when set (say a 552 for size)
     max_connections: int = 0  # more at once get a 421 greeting and are closed (0: no limit)
     gate: threading.Event | None = None  # when set, DATA waits for it (a barrier, not a delay)
+    pipelining: bool = True  # advertise PIPELINING (RFC 2920), as real relays do
     seed: int = 7
 
 
@@ -45,6 +46,11 @@ class FaultyHandler:
         with self.arrived:
             got = self.arrived.wait_for(lambda: len(self.accepted) >= count, timeout)
         assert got, f"expected {count} accepted messages, got {len(self.accepted)}"
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return with_pipelining(responses) if self.faults.pipelining else responses
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -92,6 +98,12 @@ class FaultyHandler:
 
     def per_recipient(self) -> Counter[str]:
         return Counter(rcpt for rcpt, _, _ in self.accepted)
+
+
+def with_pipelining(responses: list[str]) -> list[str]:
+    """EHLO reply lines with PIPELINING among the extensions (aiosmtpd reads pipelined commands
+    in order, as RFC 2920 asks, but does not say so)."""
+    return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
 class LimitedSMTP(SMTP):

@@ -146,6 +146,28 @@ def test_random_bodies_decode_exactly(project: Project, clock: datetime) -> None
         assert page.replace("\r\n", "\n") == digest.personal(url)[0]
 
 
+def test_the_wire_form_is_the_message_dot_stuffed(project: Project, clock: datetime) -> None:
+    """build_wire stuffs the pieces once and the spliced parts per message: the same bytes as
+    stuffing the whole message, with lines (and URL lines) starting with dots anywhere."""
+    from syndicator.mail.smtp import _dot_stuff
+
+    config, _ = seed_stories(project, clock)
+    rng = random.Random(11)
+    alphabet = ["a", " ", ".", "..", "\n", "\n.", ".\n", "=", "x" * 80, "é", "\n.\n"]
+    addresses = ("a@example.com", ".dot@example.com")
+    for case in range(300):
+        def body() -> str:
+            pieces = rng.choices([*alphabet, LEGACY_MARKER], k=rng.randrange(0, 40))
+            return "".join(pieces) + rng.choice(["\n", "", ".", "\n."])
+        digest = Digest(subject=f"case {case}", html=body(), text=body(), story_ids=(), marker=LEGACY_MARKER)
+        url = "https://example.org/u/" + "".join(rng.choices([".", "a", "=", "&"], k=rng.randrange(0, 300)))
+        factory = MessageFactory(config, digest, unsubscribe_url={a: url for a in addresses}.__getitem__,
+                                 date=clock)
+        for address in addresses:
+            built = factory.build(address, "<1.a@example.org>")
+            assert factory.build_wire(address, "<1.a@example.org>") == _dot_stuff(built), case
+
+
 # -- headers -------------------------------------------------------------------------------
 
 

@@ -22,6 +22,20 @@ from tests.conftest import FaultyServer, Project
 MANY = [f"reader{n:03d}@example.com" for n in range(60)]
 
 
+@pytest.fixture(params=["sqlite", "postgres", "sqlite, relay without PIPELINING"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test on SQLite and PostgreSQL against a relay that pipelines, as real relays do
+    (each message's envelope rides with the last one's body), and once more on SQLite against
+    one that does not (command by command): how the relay talks does not depend on the store."""
+    if request.param.endswith("PIPELINING") and "faulty_smtp" in request.fixturenames:
+        server: FaultyServer = request.getfixturevalue("faulty_smtp")
+        server.faults.pipelining = False
+    if request.param.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 def configure(project: Project, server: FaultyServer, store_url: str, recipients: list[str],
               **smtp: object) -> None:
     project.store = store_url

@@ -11,6 +11,7 @@ import os
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
+import pytest
 from click.testing import CliRunner
 
 from syndicator.cli import cli
@@ -23,8 +24,10 @@ from tests.conftest import Project, SmtpServer
 RECIPIENTS = [f"reader{n:04d}@example{n % 7}.com" for n in range(1200)]
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no pipelining"])
 def test_every_recipient_gets_exactly_their_own_byte_correct_message(
-        project: Project, smtp_server: SmtpServer) -> None:
+        project: Project, smtp_server: SmtpServer, pipelining: bool) -> None:
+    smtp_server.handler.pipelining = pipelining
     project.port = smtp_server.port
     (project.root / "config").mkdir(exist_ok=True)
     (project.root / "config" / "recipients.txt").write_text(

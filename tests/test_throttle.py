@@ -93,3 +93,16 @@ def test_a_dropped_connection_counts_as_busy_but_greylisting_does_not() -> None:
     assert send_times(th, fake, 1) == [0.0]
     th.feedback(busy(None))
     assert send_times(th, fake, 1) == [0.1]
+
+
+def test_idle_only_without_a_rate_or_a_pause() -> None:
+    """``idle`` lets a sender take the next message ahead (its envelope pipelined): never when
+    a rate spaces sends, nor during a pause after a busy reply."""
+    free, fake = throttle(0)
+    assert free.idle()
+    free.feedback(busy())
+    assert not free.idle()
+    fake.now += Throttle.MAX_PAUSE
+    assert free.idle()
+    spaced, _ = throttle(300)
+    assert not spaced.idle()

@@ -10,6 +10,7 @@ from syndicator.mail.tokens import (
     confirm_token,
     read_confirm_token,
     read_unsubscribe_token,
+    unsubscribe_signer,
     unsubscribe_token,
 )
 
@@ -55,3 +56,11 @@ def test_tokens_of_one_kind_do_not_open_the_other() -> None:
         read_confirm_token(SECRET, LIST, unsubscribe, max_age=3600, now=1_000_000)
     with pytest.raises(BadToken):
         read_unsubscribe_token(SECRET, LIST, confirm)
+
+
+def test_the_senders_signer_makes_exactly_the_unsubscribe_tokens() -> None:
+    sign = unsubscribe_signer(SECRET, LIST)
+    addresses = ["a@b.c", "Reader@Example.com", "x" * 64 + "@" + "d" * 200 + ".org", "jürgen@bücher.de",
+                 "", "y" * 31 + "@z", "y" * 32 + "@z"]
+    for address in addresses + [f"reader{n:07d}@example{n % 97}.com" for n in range(500)]:
+        assert sign(address) == unsubscribe_token(SECRET, LIST, address), address

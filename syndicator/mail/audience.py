@@ -31,6 +31,8 @@ def skipped(config: Config, store: Store) -> Iterator[str]:
     """The listed addresses that ``recipients`` leaves out because they are suppressed (each once):
     an edition records them, so its counts say how many readers it skipped."""
     blocked = lists.suppressed_addresses(store)
+    if not blocked:
+        return  # nobody is suppressed: no need to read the list again
     seen: set[str] = set()
     for address, _source in _sources(config, store):
         key = address.lower()

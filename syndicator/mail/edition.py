@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 from syndicator.config import Config
 from syndicator.mail.audience import audience, skipped
 from syndicator.mail.digest import Digest, render_digest
-from syndicator.mail.message import MessageFactory, list_id, message_id
+from syndicator.mail.message import MessageFactory, list_id, message_id, message_ids
 from syndicator.mail.returns import ReturnPaths
-from syndicator.mail.tokens import unsubscribe_token
+from syndicator.mail.tokens import unsubscribe_signer
 from syndicator.model import Story, edition_page
 from syndicator.seeds.identity import load_stories
 from syndicator.site import editions as site_editions
@@ -72,7 +72,8 @@ def unsubscribe_url(config: Config, secret: bytes | None) -> Callable[[str], str
     base = urljoin(config.site.url, "u/")
     if secret is None:
         return lambda _address: base + PREVIEW_TOKEN
-    return lambda address: base + unsubscribe_token(secret, lid, address)
+    sign = unsubscribe_signer(secret, lid)
+    return lambda address: base + sign(address)
 
 
 def open_edition(config: Config, store: Store, now: datetime, slot: str | None = None) -> Edition | None:
@@ -91,7 +92,7 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
         story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
         marker=digest.marker,
         recipients=audience(config, store), suppressed=skipped(config, store),
-        message_id=lambda eid, address: message_id(eid, address, config),
+        message_id=message_ids(config),
     )
     if created:
         log.info("edition %d opened: %d stories, %r", edition.id, len(planned.stories), digest.subject)

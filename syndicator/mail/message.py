@@ -68,9 +68,20 @@ def message_id(edition_id: int, address: str, config: Config) -> str:
 
     The address is hashed (with the list and edition), never shown in clear.
     """
+    return message_ids(config)(edition_id, address)
+
+
+def message_ids(config: Config) -> Callable[[int, str], str]:
+    """``message_id`` for one config, its list and domain worked out once (an edition makes one
+    per recipient)."""
     prefix, domain = _id_context(config.site.url, config.digest.from_address)
-    seed = f"{prefix}{edition_id}\x00{address.lower()}".encode()
-    return f"<{edition_id}.{hashlib.sha256(seed).hexdigest()[:32]}@{domain}>"
+    sha256 = hashlib.sha256
+
+    def make(edition_id: int, address: str) -> str:
+        seed = f"{prefix}{edition_id}\x00{address.lower()}".encode()
+        return f"<{edition_id}.{sha256(seed).hexdigest()[:32]}@{domain}>"
+
+    return make
 
 
 def copy_message_id(address: str, config: Config, now: datetime) -> str:
@@ -109,6 +120,16 @@ class MessageFactory:
         self._text = _segments(digest.text, digest.marker)
         self._html = _segments(digest.html, digest.marker)
         self._token_only = marks_token(digest.marker)
+        # The same pieces dot-stuffed for the wire (build_wire). Every piece, and every
+        # per-recipient part spliced between them, starts at the start of a line, so stuffing
+        # each one alone is stuffing the whole message.
+        wire_chunks = [_stuff(c) for c in self._chunks]
+        if not wire_chunks[-1].endswith(CRLF):
+            wire_chunks[-1] += CRLF
+        wire_chunks[-1] += b"." + CRLF
+        self._wire_chunks = wire_chunks
+        self._wire_text = [_stuff(t) for t in self._text]
+        self._wire_html = [_stuff(h) for h in self._html]
 
     def envelope_sender(self, message_id: str) -> str:
         """MAIL FROM for this message: its VERP address with [inbound], else the From address."""
@@ -116,6 +137,15 @@ class MessageFactory:
 
     def build(self, address: str, message_id: str) -> bytes:
         """The RFC 5322 message for ``address``: CRLF line ends, no line over 998 bytes."""
+        return self._assemble(address, message_id, wire=False)
+
+    def build_wire(self, address: str, message_id: str) -> bytes:
+        """``build``'s message as SMTP DATA carries it: lines starting with "." get another
+        (RFC 5321 4.5.2), then the final "." line. The long constant pieces were stuffed once,
+        in the constructor; per message only the spliced recipient parts are scanned."""
+        return self._assemble(address, message_id, wire=True)
+
+    def _assemble(self, address: str, message_id: str, *, wire: bool) -> bytes:
         # The link names the address as the list knows it (an IDN in Unicode), so it matches
         # the suppression list; only the header takes the ASCII form.
         url = self._unsubscribe_url(address)
@@ -125,21 +155,34 @@ class MessageFactory:
             raise ValueError(f"invalid Message-ID {message_id!r}")
         if len(url) > MAX_URL or not _URL.fullmatch(url):
             raise ValueError(f"unsafe unsubscribe URL {url!r}")
-        c = self._chunks
         spliced = url.rsplit("/", 1)[-1] if self._token_only else url  # the token, or the URL
         if self._returns is None:
             unsubscribe = b"List-Unsubscribe: <" + url.encode() + b">\r\n"
         else:
             mailto = f"mailto:{self._returns.unsubscribe_address(message_id)}?subject=unsubscribe"
             unsubscribe = b"List-Unsubscribe: <" + url.encode() + b">,\r\n <" + mailto.encode() + b">\r\n"
+        text_url, html_url = _qp_url(spliced), _qp_url(html.escape(spliced))
+        if wire:
+            c, text, page = self._wire_chunks, self._wire_text, self._wire_html
+            # The header lines start with their names; only the URL's QP lines can start with ".".
+            text_url, html_url = _stuff(text_url), _stuff(html_url)
+        else:
+            c, text, page = self._chunks, self._text, self._html
         return b"".join((
             c[0], b"To: ", address.encode(), CRLF,
             c[1], b"Message-ID: ", message_id.encode(), CRLF,
             c[2], unsubscribe,
-            c[3], _qp_url(spliced).join(self._text),
-            c[4], _qp_url(html.escape(spliced)).join(self._html),
+            c[3], text_url.join(text),
+            c[4], html_url.join(page),
             c[5],
         ))
+
+
+def _stuff(piece: bytes) -> bytes:
+    """Dot-stuffing (RFC 5321 4.5.2) of bytes that start at the start of a line."""
+    if piece.startswith(b"."):
+        piece = b"." + piece
+    return piece.replace(b"\r\n.", b"\r\n..")
 
 
 def _ascii_address(address: str) -> str:

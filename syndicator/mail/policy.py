@@ -115,6 +115,10 @@ class Throttle:
                     await self._sleep(slot - now)
             return
 
+    def idle(self) -> bool:
+        """Whether ``wait`` would return at once for any number of sends: no rate, no pause."""
+        return not self.interval and self._now() >= self.paused_until
+
     def feedback(self, outcome: Outcome) -> None:
         # A greylisting 450 concerns one recipient; these say the relay itself is overloaded.
         if outcome.kind is Kind.TRANSIENT and outcome.code in RELAY_BUSY:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from typing import cast
@@ -23,6 +24,7 @@ class Connection:
         self.tls_context = tls_context
         self.client: aiosmtplib.SMTP | None = None
         self.wire: _Wire | None = None
+        self._sender = "", b""  # the last envelope sender and its MAIL command (one per list without VERP)
 
     async def open(self) -> aiosmtplib.SMTP:
         if self.client is not None and self.client.is_connected:
@@ -61,13 +63,30 @@ class Connection:
         self.client = client
         return client
 
-    async def send(self, mail_from: str, rcpt: str, data: bytes, *, canonical: bool = False) -> Outcome:
+    @property
+    def pipelining(self) -> bool:
+        """Whether the open session pipelines (RFC 2920), so ``send(..., then=...)`` saves a write."""
+        return self.wire is not None and not self.wire.closed and self.wire.pipelining
+
+    async def send(self, mail_from: str, rcpt: str, data: bytes, *, canonical: bool = False,
+                   stuffed: bool = False, then: tuple[str, str] | None = None) -> Outcome:
         """Send one message to one recipient; never raises for a per-message failure.
 
         ``canonical``: the caller guarantees CRLF line ends throughout (MessageFactory's output),
-        which spares two scans of every message.
+        which spares two scans of every message. ``stuffed``: ``data`` is already the DATA
+        payload, dot-stuffed and ending with the final "." line (``MessageFactory.build_wire``).
+
+        ``then``: the envelope (sender, recipient) of the message the caller sends next on this
+        connection. With PIPELINING its MAIL, RCPT and DATA go in the same write as this body
+        (RFC 2920: message content may start a group), so each message costs one write and one
+        round trip. Nothing of that next message is delivered before its own ``send``; the
+        caller sends it next, or closes the connection (which then drops, never QUITs, the
+        session: after DATA a QUIT would be message text).
         """
         wire = self.wire
+        if wire is not None and wire.announced is not None and wire.announced != (mail_from, rcpt):
+            await self.close()  # out of step with what was announced: start a clean session
+            wire = None
         if wire is None or wire.closed:
             self.wire = None
             client = await self.open()
@@ -78,11 +97,20 @@ class Connection:
                 client.close()
                 return Outcome(Kind.TRANSIENT, None, exc.reply)
         try:
-            envelope = _envelope(mail_from), _envelope(rcpt)
+            # Announced with the last body: its commands are on the wire already.
+            commands = b"" if wire.announced == (mail_from, rcpt) else self._commands(mail_from, rcpt)
         except ValueError as exc:
             return Outcome(Kind.PERMANENT, None, str(exc))
+        following: tuple[str, str, bytes] | None = None
+        if then is not None and wire.pipelining:
+            try:
+                following = then[0], then[1], self._commands(*then)
+            except ValueError:
+                following = None  # its own send() reports the bad address
+        if not stuffed:
+            data = _dot_stuff(data if canonical else _canonical(data))
         try:
-            return await wire.transaction(*envelope, data if canonical else _canonical(data))
+            return await wire.transaction((mail_from, rcpt), commands, data, following)
         except SenderRefused:
             await self.close()
             raise
@@ -91,6 +119,12 @@ class Connection:
             if exc.code is not None:
                 return classify(exc.code, exc.reply)
             return Outcome(Kind.TRANSIENT, None, exc.reply)
+
+    def _commands(self, mail_from: str, rcpt: str) -> bytes:
+        """MAIL, RCPT and DATA for one message; ValueError for an address unfit for an envelope."""
+        if mail_from != self._sender[0]:
+            self._sender = mail_from, b"MAIL FROM:<" + _envelope(mail_from) + b">\r\n"
+        return self._sender[1] + b"RCPT TO:<" + _envelope(rcpt) + b">\r\nDATA\r\n"
 
     async def close(self) -> None:
         wire, self.wire = self.wire, None
@@ -117,7 +151,12 @@ class _Wire(asyncio.Protocol):
     messages a second that, not the network, is the limit. This protocol takes over the
     open transport and runs each transaction with as few writes as the server allows:
     with PIPELINING (RFC 2920) ``MAIL``, ``RCPT`` and ``DATA`` go in one write and the
-    message in a second, so a message costs two round trips instead of four.
+    message in a second, so a message costs two round trips instead of four; and when the
+    caller names the message that follows, its ``MAIL``, ``RCPT`` and ``DATA`` ride with
+    this one's body: one write and one round trip a message.
+
+    One timer per session, not one per reply: ``deadline`` moves with every wait, and the
+    timer, when it fires early, is set again for the deadline then.
     """
 
     def __init__(self, timeout: float, pipelining: bool) -> None:
@@ -130,6 +169,11 @@ class _Wire(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.loop = asyncio.get_running_loop()
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        # The envelope whose MAIL, RCPT and DATA were written with the last body, unanswered yet.
+        self.announced: tuple[str, str] | None = None
+        self.continued: list[str] = []  # the text of a multi-line reply's lines so far
 
     @classmethod
     def take_over(cls, client: aiosmtplib.SMTP, timeout: float) -> _Wire:
@@ -146,40 +190,43 @@ class _Wire(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\n")
-            if end == -1:
-                if len(self.buffer) > 65536:
+        """Replies in: every complete line of ``data`` at once (a pipelined group's replies
+        usually come in one read); a partial last line waits in ``buffer`` for the rest."""
+        if self.buffer:
+            self.buffer += data
+            data = bytes(self.buffer)
+            self.buffer.clear()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            self.buffer += data[end:]
+            if len(self.buffer) > 65536:
+                self._fail(_Broken("reply too long"))
+                return
+            data = data[:end]
+        if not data:
+            return
+        continued = self.continued
+        for line in data.decode("utf-8", "replace").split("\n")[:-1]:
+            if line[3:4] == "-":  # a continuation line: its text joins the reply's last line
+                continued.append(line[4:].strip())
+                if len(continued) > 1000:
                     self._fail(_Broken("reply too long"))
-                return
-            if end >= 3 and self.buffer[3:4] == b"-":  # a continuation line: wait for the last
-                last = self._last_line_end()
-                if last == -1:
                     return
-                end = last
-            chunk = bytes(self.buffer[: end + 1])
-            del self.buffer[: end + 1]
-            lines = chunk.decode("utf-8", "replace").splitlines()
+                continue
             try:
-                code = int(lines[-1][:3])
+                code = int(line[:3])
             except ValueError:
-                self._fail(_Broken(f"malformed SMTP reply {lines[-1][:200]!r}"))
+                self._fail(_Broken(f"malformed SMTP reply {line.rstrip()[:200]!r}"))
                 return
-            self.replies.append((code, " ".join(line[4:].strip() for line in lines)))
-            if self.waiter is not None and len(self.replies) >= self.want and not self.waiter.done():
-                self.waiter.set_result(None)
-
-    def _last_line_end(self) -> int:
-        """The end of a multi-line reply's final line (one without "-" after the code), or -1."""
-        start = 0
-        while True:
-            end = self.buffer.find(b"\n", start)
-            if end == -1:
-                return -1
-            if self.buffer[start + 3: start + 4] != b"-":
-                return end
-            start = end + 1
+            if continued:
+                continued.append(line[4:].strip())
+                self.replies.append((code, " ".join(continued)))
+                continued.clear()
+            else:
+                self.replies.append((code, line[4:].strip()))
+        waiter = self.waiter
+        if waiter is not None and len(self.replies) >= self.want and not waiter.done():
+            waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -192,6 +239,9 @@ class _Wire(asyncio.Protocol):
 
     def _fail(self, exc: _Broken) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
         if self.transport is not None:
@@ -205,31 +255,49 @@ class _Wire(asyncio.Protocol):
                 raise _Broken("connection lost")
             self.want = count
             waiter = self.waiter = self.loop.create_future()
-            timer = self.loop.call_later(self.timeout, self._timed_out, waiter)
+            self.deadline = self.loop.time() + self.timeout
+            if self.timer is not None and self.timer.when() > self.deadline:
+                self.timer.cancel()  # set for a longer timeout than this wait's (quit's)
+                self.timer = None
+            if self.timer is None:
+                self.timer = self.loop.call_at(self.deadline, self._check_time)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self.waiter = None
         return [self.replies.popleft() for _ in range(count)]
 
-    def _timed_out(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
+    def _check_time(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done() or self.closed:
+            return  # nothing is waiting: the next wait sets the timer again
+        if self.loop.time() >= self.deadline:
             self._fail(_Broken(f"timed out after {self.timeout:g}s waiting for the server"))
+        else:
+            self.timer = self.loop.call_at(self.deadline, self._check_time)
 
     def _write(self, data: bytes) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
             raise _Broken("connection lost")
         self.transport.write(data)
 
-    async def transaction(self, mail_from: bytes, rcpt: bytes, data: bytes) -> Outcome:
-        commands = (b"MAIL FROM:<" + mail_from + b">\r\n", b"RCPT TO:<" + rcpt + b">\r\n", b"DATA\r\n")
-        if self.pipelining:
-            self._write(b"".join(commands))
+    async def transaction(self, envelope: tuple[str, str], commands: bytes, payload: bytes,
+                          following: tuple[str, str, bytes] | None = None) -> Outcome:
+        """One message: ``commands`` (MAIL, RCPT, DATA, unless they were announced with the last
+        body), then ``payload`` (dot-stuffed, with its final "."), and with it the commands of
+        ``following`` (sender, recipient, commands) when the server pipelines."""
+        if self.announced is not None:
+            if self.announced != envelope:
+                raise _Broken("out of step: another message's envelope was announced")
+            self.announced = None
+            replies = await self._read(3)
+        elif self.pipelining:
+            self._write(commands)
             replies = await self._read(3)
         else:
             replies = []
-            for command in commands:
+            for command in commands.splitlines(keepends=True):
                 self._write(command)
                 replies += await self._read(1)
                 if replies[-1][0] >= 400:
@@ -240,7 +308,11 @@ class _Wire(asyncio.Protocol):
                 raise _Broken(text, code)
             if (code != 354) if stage == "DATA" else (code // 100 != 2):
                 return await self._abandon(replies, stage, code, text)
-        self._write(_dot_stuff(data))
+        if following is not None and self.pipelining:
+            self._write(payload + following[2])
+            self.announced = following[0], following[1]
+        else:
+            self._write(payload)
         ((code, text),) = await self._read(1)
         if code == 421:
             raise _Broken(text, code)
@@ -264,6 +336,11 @@ class _Wire(asyncio.Protocol):
         return classify(code, text, rcpt=stage == "RCPT")
 
     async def quit(self) -> None:
+        if self.announced is not None:
+            # A DATA may be open on the server: anything sent now would be message text, and
+            # only a dropped connection ends it without delivering. Drop it.
+            self.announced = None
+            self._fail(_Broken("closed with a transaction announced"))
         if not self.closed:
             try:
                 self._write(b"QUIT\r\n")
@@ -292,6 +369,9 @@ def _dot_stuff(data: bytes) -> bytes:
     return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
 
 
+_UNSAFE_IN_ENVELOPE = re.compile(r"[<>\r\n\0 ]")
+
+
 def _envelope(address: str) -> bytes:
     """An envelope address: ASCII (an IDN domain in its A-label form), no controls or brackets."""
     if not address.isascii():
@@ -299,7 +379,7 @@ def _envelope(address: str) -> bytes:
             address = ascii_address(address)
         except ValueError:
             raise ValueError(f"cannot put {address!r} in an SMTP envelope") from None
-    if any(c in address for c in "<>\r\n\0 ") or not address.isascii():
+    if _UNSAFE_IN_ENVELOPE.search(address) or not address.isascii():
         raise ValueError(f"cannot put {address!r} in an SMTP envelope")
     return address.encode("ascii")
 

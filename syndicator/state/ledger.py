@@ -13,7 +13,7 @@ from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError
 
 from syndicator.state import lists, schema
-from syndicator.state.store import Store
+from syndicator.state.store import Store, insert_many
 
 PENDING, SENDING, SENT, DEFERRED, FAILED, SUPPRESSED = (
     "pending",
@@ -179,22 +179,12 @@ def create_edition(
             assert key is not None
             edition_id = key[0]
             # Suppressed readers get a settled row too: the edition's counts show whom it skipped.
+            # Plain tuples to the driver: SQLAlchemy's per-row work was most of an edition's start.
+            columns = ("edition_id", "address", "message_id", "state", "attempts", "updated_at")
             for state, addresses in ((PENDING, recipients), (SUPPRESSED, suppressed)):
                 for chunk in _chunks(addresses, _CHUNK):
-                    conn.execute(
-                        insert(deliveries),
-                        [
-                            {
-                                "edition_id": edition_id,
-                                "address": a,
-                                "message_id": message_id(edition_id, a),
-                                "state": state,
-                                "attempts": 0,
-                                "updated_at": now,
-                            }
-                            for a in chunk
-                        ],
-                    )
+                    insert_many(conn, deliveries, columns,
+                                [(edition_id, a, message_id(edition_id, a), state, 0, now) for a in chunk])
     except IntegrityError:
         with store.begin() as conn:
             row = conn.execute(select(edition_table).where(edition_table.c.slot == slot)).one_or_none()
@@ -213,8 +203,37 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
+# claim() on SQLite's own driver: the same three searches and updates, a third of the time.
+_CLAIM_SQLITE = tuple(
+    "SELECT d.address, d.message_id, d.attempts, s.address IS NOT NULL FROM deliveries d"
+    " LEFT OUTER JOIN suppressions s ON s.address = d.address"
+    f" WHERE d.edition_id = ? AND {condition} LIMIT ?"
+    for condition in ("d.state = 'pending'", "d.state = 'deferred' AND d.next_attempt <= ?",
+                      "d.state = 'sending' AND d.lease_until < ?")
+)
+_SET_STATE_SQLITE = (
+    "UPDATE deliveries SET state = ?, lease_until = ?, updated_at = ? WHERE edition_id = ? AND address = ?"
+)
+
+
+def _claim_sqlite(store: Store, edition_id: int, now: int, limit: int, lease: int) -> list[Claim]:
+    rows: list[Any] = []
+    with store.begin_driver() as db:
+        for n, query in enumerate(_CLAIM_SQLITE):
+            params = (edition_id, limit - len(rows)) if n == 0 else (edition_id, now, limit - len(rows))
+            rows += db.execute(query, params).fetchall()
+            if len(rows) >= limit:
+                break
+        claimed = [r for r in rows if not r[3]]
+        db.executemany(_SET_STATE_SQLITE, [(SUPPRESSED, None, now, edition_id, r[0]) for r in rows if r[3]])
+        db.executemany(_SET_STATE_SQLITE, [(SENDING, now + lease, now, edition_id, r[0]) for r in claimed])
+    return [Claim(edition_id, address, mid, attempts, now + lease) for address, mid, attempts, _ in claimed]
+
+
 def claim(store: Store, edition_id: int, now: int, limit: int, lease: int) -> list[Claim]:
     """Lease up to ``limit`` deliverable rows; suppressed addresses are settled, never claimed."""
+    if store.is_sqlite:
+        return _claim_sqlite(store, edition_id, now, limit, lease)
     # Three index range searches on (edition_id, state), not one OR that scans the edition:
     # with a LIMIT, the OR would walk past every settled row on each claim.
     wanted = (
@@ -289,11 +308,28 @@ _RECORD = (
 )
 
 
+# The same update for SQLite's own driver (``Store.begin_driver``), the sender's hot path.
+_RECORD_SQLITE = (
+    "UPDATE deliveries SET state = ?, code = ?, reply = ?, next_attempt = ?, attempts = ?,"
+    " lease_until = NULL, updated_at = ? WHERE edition_id = ? AND address = ? AND state = 'sending'"
+)
+
+
 def record(
     store: Store, results: list[Result], now: int, suppress_addresses: Iterable[tuple[str, str]] = ()
 ) -> None:
     """Write outcomes (and mailbox-error suppressions) in one transaction, right after the server answers."""
     if not results:
+        return
+    suppress_addresses = list(suppress_addresses)
+    if store.is_sqlite and not suppress_addresses:
+        rows = [
+            (r.state, r.code, r.reply[:1000], r.next_attempt, r.claim.attempts + 1, now,
+             r.claim.edition_id, r.claim.address)
+            for r in results
+        ]
+        with store.begin_driver() as db:
+            db.executemany(_RECORD_SQLITE, rows)
         return
     stmt = _RECORD
     params = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -61,6 +62,8 @@ class Store:
         # Sibling processes sharing one SQLite file can take turns on this lock: a waiter is woken
         # the moment the writer commits, where SQLite's busy handler would sleep a millisecond or more.
         self.write_lock: Any = None
+        self._driver: Any = None  # SQLite: one DBAPI connection held for begin_driver()
+        self._driver_lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
@@ -78,6 +81,9 @@ class Store:
         return store
 
     def close(self) -> None:
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.close()  # back to the pool, which dispose() empties
         self.engine.dispose()
 
     @contextmanager
@@ -94,6 +100,40 @@ class Store:
             raise
         except (OperationalError, DatabaseError) as exc:
             raise StoreError(f"store error: {_reason(exc)}") from None
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @contextmanager
+    def begin_driver(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE) straight on the sqlite3 connection, SQLite only.
+
+        For the sender's group commits, thousands a second: SQLAlchemy's connection, event and
+        statement layers cost three times the commit itself (about 110 of 150 µs for four rows).
+        Same write lock, same errors as ``begin``; one connection, held until ``close``.
+        """
+        if not self.is_sqlite:
+            raise TypeError("begin_driver is for SQLite stores")
+        lock = self.write_lock
+        if lock is not None and not lock.acquire(timeout=5):
+            lock = None
+        try:
+            with self._driver_lock:
+                if self._driver is None:
+                    self._driver = self.engine.raw_connection()  # the pragmas come with it
+                db: sqlite3.Connection = self._driver.driver_connection
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield db
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
+                    db.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:  # OperationalError among them
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise StoreError(f"store error: {str(exc).strip().splitlines()[0]}") from None
         finally:
             if lock is not None:
                 lock.release()
@@ -232,6 +272,11 @@ def _mark(conn: Connection, n: int) -> str:
     if style not in marks:
         raise StoreError(f"unsupported database driver (parameter style {style})")
     return marks[style]
+
+
+def insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:
+    """Rows as plain tuples straight to the driver (one executemany), on either database."""
+    _insert_many(conn, table, columns, rows)
 
 
 def _insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:
