@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from syndicator.config import Config, load_config
-from syndicator.mail.digest import LEGACY_MARKER, Digest, render_digest
+from syndicator.mail.digest import LEGACY_MARKER, Digest, render_digest, why_text
 from syndicator.mail.message import MessageFactory, list_id, message_id
 from syndicator.mail.tokens import unsubscribe_token
 
@@ -56,8 +56,8 @@ def naive(config: Config, digest: Digest, address: str, mid: str, url: str, date
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg["Precedence"] = "bulk"
-    msg.set_content(digest.personal(url)[1])
-    msg.add_alternative(digest.personal(url)[0], subtype="html")
+    msg.set_content(digest.personal(url, why_text(config, False))[1])
+    msg.add_alternative(digest.personal(url, why_text(config, False))[0], subtype="html")
     return msg
 
 
@@ -111,8 +111,8 @@ def test_spliced_message_equals_a_naive_email_message(seeded: tuple[Config, Dige
         assert_wire_format(built)
         assert_equivalent(built, naive(config, digest, address, mid, urls[address], clock))
         text, page = (p.get_content() for p in parts(parsed(built)))
-        assert text.replace("\r\n", "\n") == digest.personal(urls[address])[1]
-        assert page.replace("\r\n", "\n") == digest.personal(urls[address])[0]
+        assert text.replace("\r\n", "\n") == digest.personal(urls[address], why_text(config, False))[1]
+        assert page.replace("\r\n", "\n") == digest.personal(urls[address], why_text(config, False))[0]
         others = [urls[a] for a in RECIPIENTS if a != address]
         assert not any(other.encode() in built for other in others)
 
@@ -142,8 +142,8 @@ def test_random_bodies_decode_exactly(project: Project, clock: datetime) -> None
                                date=clock).build("a@example.com", "<1.a@example.org>")
         assert_wire_format(built)
         text, page = (p.get_content() for p in parts(parsed(built)))
-        assert text.replace("\r\n", "\n") == digest.personal(url)[1], case
-        assert page.replace("\r\n", "\n") == digest.personal(url)[0]
+        assert text.replace("\r\n", "\n") == digest.personal(url, why_text(config, False))[1], case
+        assert page.replace("\r\n", "\n") == digest.personal(url, why_text(config, False))[0]
 
 
 def test_the_wire_form_is_the_message_dot_stuffed(project: Project, clock: datetime) -> None:

@@ -114,3 +114,33 @@ def test_local_addresses_are_refused_with_a_hint_and_allowed_when_asked(project:
     assert "recipient   me@localhost  (config)" in listed and "recipient   bob@news.test  (config)" in listed
     refused = CliRunner().invoke(cli, ["subscribe", "not an address@localhost"])
     assert refused.exit_code == 2
+
+
+def test_the_footer_says_whether_the_reader_subscribed_or_was_listed(
+        project: Project, faulty_smtp: FaultyServer) -> None:
+    from syndicator.state import lists as store_lists
+
+    configure(project, faulty_smtp, "sqlite:///" + str(project.root / "state.db"), ["listed@example.com"])
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        store_lists.request_confirmation(store, "fan@example.org", "d", 1, canonical="fan@example.org",
+                                         cooldown=None)
+        assert store_lists.confirm(store, "fan@example.org", "d", 2)
+    finally:
+        store.close()
+    assert send().exit_code == 0
+    footers = {}
+    for rcpt, _, data in faulty_smtp.handler.accepted:
+        msg = email.message_from_bytes(data, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        text = msg.get_body(("plain",))
+        page = msg.get_body(("html",))
+        assert text is not None and page is not None
+        plain = " ".join(str(text.get_content()).split())
+        footers[rcpt] = plain
+        reason = ("The Test Dispatch (example.org) put this address on its digest list"
+                  if rcpt == "listed@example.com" else "you subscribed to the digest from The Test Dispatch")
+        assert reason in plain, rcpt
+        assert reason in " ".join(str(page.get_content()).split()), rcpt
+    assert set(footers) == {"listed@example.com", "fan@example.org"}

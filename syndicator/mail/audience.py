@@ -6,7 +6,7 @@ lists it, and ``subscribe`` asks it whether an address is already on the list.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from syndicator.config import Config, read_recipients_file
 from syndicator.state import lists
@@ -45,6 +45,16 @@ def audience(config: Config, store: Store) -> Iterator[str]:
     """The addresses of ``recipients``."""
     for address, _source in recipients(config, store):
         yield address
+
+
+def listed_by_publisher(config: Config) -> Callable[[str], bool]:
+    """Whether an address is on the list because the publisher put it there (the config or
+    the recipients file) rather than because its owner subscribed: the footer says which."""
+    listed = {a.lower() for a in config.digest.recipients}
+    if config.recipients_path is not None:
+        listed.update(read_recipients_file(config.recipients_path,
+                                           allow_local=config.digest.allow_local_addresses))
+    return lambda address: address.lower() in listed
 
 
 def _sources(config: Config, store: Store) -> Iterator[tuple[str, str]]:

@@ -48,6 +48,20 @@ def marks_token(marker: str) -> bool:
     """Whether ``marker`` stands for the reader's token (else for the whole unsubscribe URL)."""
     return marker.startswith(TOKEN_PREFIX)
 
+
+def why_marker(marker: str) -> str:
+    """Where the footer says why this reader gets the digest: they subscribed, or the
+    publisher listed them (in the config or the recipients file). Random like the marker."""
+    return "SYNDICATOR_WHY_" + marker.removeprefix(TOKEN_PREFIX)
+
+
+def why_text(config: Config, listed: bool) -> str:
+    site = one_line(config.site.title)
+    host = urlsplit(config.site.url).hostname or config.site.url
+    if listed:
+        return f"You are getting this email because {site} ({host}) put this address on its digest list."
+    return f"You are getting this email because you subscribed to the digest from {site} at {host}."
+
 HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"
 SUBJECT_LIMIT = 200  # characters; clients show far fewer, and it bounds the header's size
@@ -70,10 +84,15 @@ class Digest:
     story_ids: tuple[str, ...]
     marker: str  # where each reader's unsubscribe URL goes, in both bodies
 
-    def personal(self, url: str) -> tuple[str, str]:
-        """The HTML and text bodies with one reader's unsubscribe URL (and so their token) in place."""
-        value = url.rsplit("/", 1)[-1] if marks_token(self.marker) else url
-        return (self.html.replace(self.marker, escape(value)), self.text.replace(self.marker, value))
+    def personal(self, url: str, why: str = "") -> tuple[str, str]:
+        """The HTML and text bodies with one reader's unsubscribe URL (and so their token) in
+        place, and ``why`` they get it (``why_text``)."""
+        if not marks_token(self.marker):
+            return (self.html.replace(self.marker, escape(url)), self.text.replace(self.marker, url))
+        value = url.rsplit("/", 1)[-1]
+        mark = why_marker(self.marker)
+        return (self.html.replace(self.marker, escape(value)).replace(mark, escape(why)),
+                self.text.replace(self.marker, value).replace(mark, _wrap(why)))
 
 
 def render_digest(config: Config, stories: Sequence[Story], date: datetime, *,
@@ -143,6 +162,7 @@ def _context(config: Config, stories: Sequence[Story], date: EditionDate, marker
         "story_url": lambda story: story_url(config, story),
         "unsubscribe_url": f"{config.site.url}u/{marker}" if marks_token(marker) else marker,
         "preferences_url": f"{config.site.url}preferences/{marker}" if marks_token(marker) else "",
+        "why": why_marker(marker) if marks_token(marker) else why_text(config, listed=False),
         "preheader": _preheader(lead),
     }
 

@@ -11,7 +11,7 @@ from urllib.parse import urljoin
 from zoneinfo import ZoneInfo
 
 from syndicator.config import Config
-from syndicator.mail.audience import audience, skipped
+from syndicator.mail.audience import audience, listed_by_publisher, skipped
 from syndicator.mail.digest import Digest, render_digest
 from syndicator.mail.message import MessageFactory, list_id, message_id, message_ids
 from syndicator.mail.returns import ReturnPaths
@@ -151,7 +151,7 @@ def factory_for(config: Config, edition: Edition, secret: bytes | None) -> Messa
     digest = Digest(edition.subject, edition.html, edition.text, edition.story_ids, edition.marker)
     return MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret),
                           date=datetime.fromtimestamp(edition.created_at, UTC),
-                          returns=return_paths(config, secret))
+                          returns=return_paths(config, secret), listed=listed_by_publisher(config))
 
 
 def return_paths(config: Config, secret: bytes | None) -> ReturnPaths | None:

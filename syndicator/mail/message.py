@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from syndicator.config import Config, ascii_address, ascii_domain
-from syndicator.mail.digest import Digest, marks_token
+from syndicator.mail.digest import Digest, marks_token, why_text
 from syndicator.text import one_line
 
 if TYPE_CHECKING:
@@ -102,7 +102,8 @@ class MessageFactory:
     """Builds the complete message for one recipient from bytes prepared once per edition."""
 
     def __init__(self, config: Config, digest: Digest, *, unsubscribe_url: Callable[[str], str],
-                 date: datetime, returns: ReturnPaths | None = None) -> None:
+                 date: datetime, returns: ReturnPaths | None = None,
+                 listed: Callable[[str], bool] | None = None) -> None:
         if date.tzinfo is None:
             raise ValueError("the message date must be timezone-aware")
         self._unsubscribe_url = unsubscribe_url
@@ -117,8 +118,10 @@ class MessageFactory:
         })
         self._chunks = _split(skeleton, [_slot_line(s) for s in _SLOTS] +
                               [_TEXT_MARKER.encode() + CRLF, _HTML_MARKER.encode() + CRLF])
-        self._text = _segments(digest.text, digest.marker)
-        self._html = _segments(digest.html, digest.marker)
+        # Why each reader gets it (the footer): two versions of the bodies, one for readers
+        # the publisher listed, one for subscribers; ``listed`` tells them apart.
+        self._listed = listed or (lambda _address: False)
+        self._bodies = {kind: _bodies(config, digest, kind) for kind in (False, True)}
         self._token_only = marks_token(digest.marker)
         # The same pieces dot-stuffed for the wire (build_wire). Every piece, and every
         # per-recipient part spliced between them, starts at the start of a line, so stuffing
@@ -128,8 +131,8 @@ class MessageFactory:
             wire_chunks[-1] += CRLF
         wire_chunks[-1] += b"." + CRLF
         self._wire_chunks = wire_chunks
-        self._wire_text = [_stuff(t) for t in self._text]
-        self._wire_html = [_stuff(h) for h in self._html]
+        self._wire_bodies = {kind: ([_stuff(t) for t in text], [_stuff(h) for h in page])
+                             for kind, (text, page) in self._bodies.items()}
 
     def envelope_sender(self, message_id: str) -> str:
         """MAIL FROM for this message: its VERP address with [inbound], else the From address."""
@@ -149,6 +152,7 @@ class MessageFactory:
         # The link names the address as the list knows it (an IDN in Unicode), so it matches
         # the suppression list; only the header takes the ASCII form.
         url = self._unsubscribe_url(address)
+        listed = self._listed(address)
         if not _ADDRESS.fullmatch(address):
             address = _ascii_address(address)
         if not _MESSAGE_ID.fullmatch(message_id):
@@ -163,11 +167,11 @@ class MessageFactory:
             unsubscribe = b"List-Unsubscribe: <" + url.encode() + b">,\r\n <" + mailto.encode() + b">\r\n"
         text_url, html_url = _qp_url(spliced), _qp_url(html.escape(spliced))
         if wire:
-            c, text, page = self._wire_chunks, self._wire_text, self._wire_html
+            c, (text, page) = self._wire_chunks, self._wire_bodies[listed]
             # The header lines start with their names; only the URL's QP lines can start with ".".
             text_url, html_url = _stuff(text_url), _stuff(html_url)
         else:
-            c, text, page = self._chunks, self._text, self._html
+            c, (text, page) = self._chunks, self._bodies[listed]
         return b"".join((
             c[0], b"To: ", address.encode(), CRLF,
             c[1], b"Message-ID: ", message_id.encode(), CRLF,
@@ -320,6 +324,16 @@ def _split(data: bytes, markers: list[bytes]) -> list[bytes]:
         head, data = data.split(marker)
         chunks.append(head)
     return [*chunks, data]
+
+
+def _bodies(config: Config, digest: Digest, listed: bool) -> tuple[list[bytes], list[bytes]]:
+    """The text and HTML segments of the version for listed (or subscribed) readers: the
+    footer's reason in place, the token marker still where each reader's token goes."""
+    if not marks_token(digest.marker):  # an edition from before: one version for all
+        return _segments(digest.text, digest.marker), _segments(digest.html, digest.marker)
+    # personal() with the marker itself as the "URL" leaves the marker where it is.
+    page, text = digest.personal(digest.marker, why_text(config, listed))
+    return _segments(text, digest.marker), _segments(page, digest.marker)
 
 
 def _segments(body: str, marker: str) -> list[bytes]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from syndicator.config import Config
 from syndicator.errors import DeliveryError
-from syndicator.mail.audience import audience
+from syndicator.mail.audience import audience, listed_by_publisher
+from syndicator.mail.digest import why_text
 from syndicator.mail.edition import fit_digest, plan, return_paths, unsubscribe_url, web_url
 from syndicator.mail.message import MessageFactory, copy_message_id, message_id
 from syndicator.mail.policy import Kind, Outcome
@@ -39,10 +40,11 @@ def preview(config: Config, store: Store, now: datetime, folder: Path) -> Previe
     # A preview is shared, pasted and forwarded: its unsubscribe link is an inert token, never
     # a live link that would unsubscribe the first real reader.
     links = unsubscribe_url(config, None)
+    listed = listed_by_publisher(config)
     factory = MessageFactory(config, digest, unsubscribe_url=links, date=now,
-                             returns=return_paths(config, None))
+                             returns=return_paths(config, None), listed=listed)
     first = addresses[0] if addresses else "recipient@example.invalid"
-    page, text = digest.personal(links(first))
+    page, text = digest.personal(links(first), why_text(config, listed(first)))
     files = {
         "digest.html": page.encode("utf-8"),
         "digest.txt": text.encode("utf-8"),
