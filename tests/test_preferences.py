@@ -13,7 +13,7 @@ from syndicator.mail.message import list_id
 from syndicator.mail.tokens import unsubscribe_token
 from syndicator.state import lists
 from syndicator.state.lists import Preferences
-from tests.conftest import Project, SmtpServer
+from tests.conftest import FaultyServer, Project, SmtpServer
 from tests.test_web import SECRET, Site, running_site
 
 
@@ -79,3 +79,50 @@ def test_a_forged_token_is_refused(tagged_site: Site) -> None:
     for method in ("GET", "POST"):
         response = tagged_site.client.request(method, "/preferences/" + forged)
         assert response.status_code == 400
+
+
+def test_a_reader_who_chose_tags_gets_only_those_stories_and_none_when_nothing_matches(
+    project: Project, faulty_smtp: FaultyServer
+) -> None:
+    from click.testing import CliRunner
+
+    from syndicator.cli import cli
+    from syndicator.config import load_config
+    from syndicator.state.store import Store
+
+    project.port = faulty_smtp.port
+    project.recipients = ["all@example.com", "sport@example.com", "chess@example.com"]
+    project.write_config()
+    for path in project.seeds.iterdir():
+        path.unlink()
+    project.seed("001_sport.txt", "---\ntags: Sport\n---\nThe final tonight\n\nA match.\n")
+    project.seed("002_politics.txt", "---\ntags: Politics\n---\nThe budget vote\n\nA vote.\n")
+    project.seed("003_untagged.txt", "A weather story\n\nRain.\n")
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        lists.set_preferences(store, "sport@example.com", Preferences(("sport",), ""), 1)
+        lists.set_preferences(store, "chess@example.com", Preferences(("chess",), ""), 1)
+    finally:
+        store.close()
+    result = CliRunner().invoke(cli, ["send", "--quiet"])
+    assert result.exit_code == 0, result.output
+    got = {rcpt: data for rcpt, _, data in faulty_smtp.handler.accepted}
+    assert set(got) == {"all@example.com", "sport@example.com"}  # nothing new for chess
+    assert all(title.encode() in got["all@example.com"] for title in ("The final tonight", "The budget vote"))
+    assert b"The final tonight" in got["sport@example.com"]
+    assert b"The budget vote" not in got["sport@example.com"]
+    assert b"A weather story" not in got["sport@example.com"]
+    # One ledger row per reader mailed, and the variant frozen with the edition, so a resumed
+    # send mails the same stories even if the reader changes their choice meanwhile.
+    from syndicator.state import ledger
+
+    store = Store.open(config.store_url)
+    try:
+        (edition,) = ledger.editions(store)
+        assert ledger.counts(store, edition.id)[ledger.SENT] == 2
+        found, assigned = ledger.variants(store, edition.id)
+        assert [v.tags for v in found] == [("sport",)]
+        assert assigned == {"sport@example.com": found[0].number}
+    finally:
+        store.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 from syndicator.config import Config
 from syndicator.errors import EditionTooLarge, SmtpSetupError, StoreError
-from syndicator.mail.message import MessageFactory
+from syndicator.mail.message import Factory
 from syndicator.mail.policy import Kind, Outcome, Throttle, settle
 from syndicator.mail.smtp import Connection
 from syndicator.state import ledger
@@ -233,7 +233,7 @@ class Delivery:
     config: Config
     store: Store
     edition: Edition
-    factory: MessageFactory
+    factory: Factory
     password: str | None
     deadline: float
     rate: float

@@ -16,10 +16,10 @@ from syndicator.mail.digest import Digest, render_digest
 from syndicator.mail.message import MessageFactory, list_id, message_id, message_ids
 from syndicator.mail.returns import ReturnPaths
 from syndicator.mail.tokens import unsubscribe_signer
-from syndicator.model import Story, edition_page
+from syndicator.model import Story, edition_page, tag_slug
 from syndicator.seeds.identity import load_stories
 from syndicator.site import editions as site_editions
-from syndicator.state import ledger
+from syndicator.state import ledger, lists
 from syndicator.state.ledger import Edition
 from syndicator.state.store import Store
 from syndicator.templating import environment
@@ -85,14 +85,16 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
         # Nothing new can also mean the slot's edition was committed while we planned.
         return ledger.edition_for_slot(store, slot) if slot is not None else None
     slot = slot or planned.slot
-    digest = fit_digest(config, planned.stories, now, web_url=web_url(config, slot, now),
-                        corrections=planned.corrections)
+    page = web_url(config, slot, now)
+    digest = fit_digest(config, planned.stories, now, web_url=page, corrections=planned.corrections)
+    readers = list(audience(config, store))
+    variants, assigned, nothing = _variants(config, store, planned, readers, digest.marker, now, page)
     edition, created = ledger.create_edition(
         store, slot=slot, now=int(now.timestamp()), max_seq=planned.max_seq,
         story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
         marker=digest.marker,
-        recipients=audience(config, store), suppressed=skipped(config, store),
-        message_id=message_ids(config),
+        recipients=[r for r in readers if r not in nothing], suppressed=skipped(config, store),
+        message_id=message_ids(config), variants=variants, assigned=assigned,
     )
     if created:
         log.info("edition %d opened: %d stories, %r", edition.id, len(planned.stories), digest.subject)
@@ -100,6 +102,34 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
         env = environment(config.templates_dir)
         site_editions.publish(config, env, store, edition, planned.stories)
     return edition
+
+
+def _variants(config: Config, store: Store, planned: Plan, readers: Sequence[str], marker: str,
+              now: datetime, page: str) -> tuple[list[ledger.Variant], dict[str, int], set[str]]:
+    """One frozen rendering per distinct tag choice among the readers (``preferences``): only
+    the new stories with one of those tags. Readers whose choice matches no new story get no
+    message this edition (the third value). Readers who chose nothing get the edition."""
+    chosen = lists.all_preferences(store)
+    by_choice: dict[tuple[str, ...], list[str]] = {}
+    for address in readers:
+        prefs = chosen.get(address)
+        if prefs is not None and prefs.tags:
+            by_choice.setdefault(prefs.tags, []).append(address)
+    variants: list[ledger.Variant] = []
+    assigned: dict[str, int] = {}
+    nothing: set[str] = set()
+    for number, (tags, who) in enumerate(sorted(by_choice.items()), start=1):
+        wanted = set(tags)
+        stories = [s for s in planned.stories if wanted & {tag_slug(t) for t in s.tags}]
+        if not stories:
+            nothing.update(who)
+            continue
+        digest = fit_digest(config, stories, now, web_url=page, marker=marker,
+                            corrections=planned.corrections)
+        variants.append(ledger.Variant(number, tags, digest.story_ids, digest.subject, digest.html,
+                                       digest.text))
+        assigned.update(dict.fromkeys(who, number))
+    return variants, assigned, nothing
 
 
 def web_url(config: Config, slot: str, now: datetime) -> str:
@@ -147,11 +177,45 @@ def _largest_message(config: Config, digest: Digest, now: datetime) -> int:
     return len(factory.build(_LONGEST, message_id(2**31, _LONGEST, config)))
 
 
-def factory_for(config: Config, edition: Edition, secret: bytes | None) -> MessageFactory:
-    digest = Digest(edition.subject, edition.html, edition.text, edition.story_ids, edition.marker)
-    return MessageFactory(config, digest, unsubscribe_url=unsubscribe_url(config, secret),
-                          date=datetime.fromtimestamp(edition.created_at, UTC),
-                          returns=return_paths(config, secret), listed=listed_by_publisher(config))
+def factory_for(config: Config, edition: Edition, secret: bytes | None,
+                store: Store | None = None) -> MessageFactory | VariantFactory:
+    """The message factory of an edition; with variants (readers who chose tags), one that
+    builds each reader's message from their variant."""
+    def make(subject: str, html: str, text: str, story_ids: tuple[str, ...]) -> MessageFactory:
+        digest = Digest(subject, html, text, story_ids, edition.marker)
+        return MessageFactory(config, digest, unsubscribe_url=links,
+                              date=datetime.fromtimestamp(edition.created_at, UTC),
+                              returns=returns, listed=listed)
+
+    links, returns = unsubscribe_url(config, secret), return_paths(config, secret)
+    listed = listed_by_publisher(config)
+    base = make(edition.subject, edition.html, edition.text, edition.story_ids)
+    found, assigned = ledger.variants(store, edition.id) if store is not None else ([], {})
+    if not found:
+        return base
+    return VariantFactory(base, {v.number: make(v.subject, v.html, v.text, v.story_ids) for v in found},
+                          assigned)
+
+
+class VariantFactory:
+    """A MessageFactory that picks each reader's variant: the same interface, per address."""
+
+    def __init__(self, base: MessageFactory, variants: dict[int, MessageFactory],
+                 assigned: dict[str, int]) -> None:
+        self.base, self.variants, self.assigned = base, variants, assigned
+
+    def _for(self, address: str) -> MessageFactory:
+        number = self.assigned.get(address)
+        return self.base if number is None else self.variants[number]
+
+    def envelope_sender(self, message_id: str) -> str:
+        return self.base.envelope_sender(message_id)
+
+    def build(self, address: str, message_id: str) -> bytes:
+        return self._for(address).build(address, message_id)
+
+    def build_wire(self, address: str, message_id: str) -> bytes:
+        return self._for(address).build_wire(address, message_id)
 
 
 def return_paths(config: Config, secret: bytes | None) -> ReturnPaths | None:

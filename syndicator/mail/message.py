@@ -19,7 +19,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from syndicator.config import Config, ascii_address, ascii_domain
@@ -96,6 +96,16 @@ def copy_message_id(address: str, config: Config, now: datetime) -> str:
 def _id_context(site_url: str, from_address: str) -> tuple[str, str]:
     """The hash prefix (the list) and the (ASCII) domain of the sender's address."""
     return _list_id(site_url) + "\x00", from_address.rsplit("@", 1)[1].lower()
+
+
+class Factory(Protocol):
+    """What a sender needs to mail one reader: a MessageFactory, or one per edition variant."""
+
+    def envelope_sender(self, message_id: str) -> str: ...
+
+    def build(self, address: str, message_id: str) -> bytes: ...
+
+    def build_wire(self, address: str, message_id: str) -> bytes: ...
 
 
 class MessageFactory:

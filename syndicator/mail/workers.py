@@ -51,7 +51,7 @@ def run_job(job: Job, stop: Stop, write_lock: Any = None) -> Tally:
         edition = next(e for e in ledger.open_editions(store) if e.id == job.edition_id)
         smtp = job.config.smtp.model_copy(update={"concurrency": job.concurrency})
         config = job.config.model_copy(update={"smtp": smtp})
-        delivery = Delivery(config, store, edition, factory_for(config, edition, job.secret),
+        delivery = Delivery(config, store, edition, factory_for(config, edition, job.secret, store),
                             job.password, job.deadline, job.rate, stop)
         return asyncio.run(delivery.run())
     except StopIteration:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -141,6 +141,8 @@ def create_edition(
     recipients: Iterable[str],
     suppressed: Iterable[str] = (),
     message_id: Callable[[int, str], str],
+    variants: Sequence[Variant] = (),
+    assigned: Mapping[str, int] | None = None,
 ) -> tuple[Edition, bool]:
     """Create the edition for ``slot`` with a pending row per recipient (and a suppressed row
     per listed reader it skips), all or nothing.
@@ -185,6 +187,13 @@ def create_edition(
                 for chunk in _chunks(addresses, _CHUNK):
                     insert_many(conn, deliveries, columns,
                                 [(edition_id, a, message_id(edition_id, a), state, 0, now) for a in chunk])
+            for v in variants:
+                conn.execute(insert(schema.edition_variants).values(
+                    edition_id=edition_id, variant=v.number, tags=json.dumps(list(v.tags)),
+                    story_ids=json.dumps(list(v.story_ids)), subject=v.subject, html=v.html, text=v.text))
+            if assigned:
+                insert_many(conn, schema.delivery_variants, ("edition_id", "address", "variant"),
+                            [(edition_id, a, n) for a, n in assigned.items()])
     except IntegrityError:
         with store.begin() as conn:
             row = conn.execute(select(edition_table).where(edition_table.c.slot == slot)).one_or_none()
@@ -195,6 +204,33 @@ def create_edition(
         return _edition(
             conn.execute(select(edition_table).where(edition_table.c.id == edition_id)).one()
         ), True
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One rendering of an edition for readers who chose ``tags``."""
+
+    number: int
+    tags: tuple[str, ...]
+    story_ids: tuple[str, ...]
+    subject: str
+    html: str
+    text: str
+
+
+def variants(store: Store, edition_id: int) -> tuple[list[Variant], dict[str, int]]:
+    """An edition's variants and which reader gets which (readers not named get the edition)."""
+    with store.read() as conn:
+        rows = conn.execute(select(schema.edition_variants)
+                            .where(schema.edition_variants.c.edition_id == edition_id)
+                            .order_by(schema.edition_variants.c.variant))
+        found = [Variant(r.variant, tuple(json.loads(r.tags)), tuple(json.loads(r.story_ids)), r.subject,
+                         r.html, r.text) for r in rows]
+        if not found:
+            return [], {}
+        who = conn.execute(select(schema.delivery_variants.c.address, schema.delivery_variants.c.variant)
+                           .where(schema.delivery_variants.c.edition_id == edition_id))
+        return found, {address: int(number) for address, number in who}
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -147,3 +147,27 @@ runs = Table(
     Column("detail", Text, nullable=False, default=""),
     Index("ix_runs_kind", "kind", "started_at"),
 )
+
+# Readers who chose tags get a variant of the edition holding only those stories: each variant
+# is frozen with the edition (so a resumed send mails exactly what the first run would have),
+# and each such reader's variant is recorded (migration 0009). Readers without a row get the
+# edition itself.
+edition_variants = Table(
+    "edition_variants",
+    metadata,
+    Column("edition_id", Integer, ForeignKey("editions.id"), primary_key=True),
+    Column("variant", Integer, primary_key=True),
+    Column("tags", Text, nullable=False),  # JSON list of tag slugs
+    Column("story_ids", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+)
+
+delivery_variants = Table(
+    "delivery_variants",
+    metadata,
+    Column("edition_id", Integer, ForeignKey("editions.id"), primary_key=True),
+    Column("address", String(320), primary_key=True),
+    Column("variant", Integer, nullable=False),
+)
