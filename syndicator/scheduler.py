@@ -23,6 +23,7 @@ from syndicator.mail import workers
 from syndicator.mail.delivery import Stop
 from syndicator.site.build import build
 from syndicator.site.watch import FileChange, start_watching
+from syndicator.state import ledger
 from syndicator.state.store import Store
 from syndicator.websub import announce
 
@@ -112,6 +113,22 @@ class Runner:
             self.ran.set()
             self._log_next()
 
+    async def due_job(self) -> None:
+        with self._tracked():
+            try:
+                await asyncio.to_thread(self._deliver_due)
+            except SyndicatorError as exc:
+                log.error("delivering at readers' local times failed: %s", exc)
+
+    def _deliver_due(self) -> None:
+        store = Store.open(self.config.store_url)
+        try:
+            if ledger.open_editions(store):
+                workers.send(self.config, store, self.clock(), password=self.config.smtp_password(),
+                             secret=self.config.secret(), stop=self.stop, open_new=False)
+        finally:
+            store.close()
+
     async def inbound_job(self) -> None:
         """Read bounces, complaints and mailed unsubscribes every ``inbound.poll``."""
         with self._tracked():
@@ -169,6 +186,10 @@ class Runner:
                 self.build_job, CronTrigger.from_crontab(self.config.feeds.schedule,
                                                          timezone=ZoneInfo(self.config.digest.timezone)),
                 id="feeds", coalesce=True, max_instances=1, misfire_grace_time=MISFIRE_GRACE)
+        # Readers in time zones of their own get an edition when the schedule fires there:
+        # their rows wait, deferred, and this job mails whichever have come due.
+        self.scheduler.add_job(self.due_job, IntervalTrigger(minutes=10), id="due", coalesce=True,
+                               max_instances=1, misfire_grace_time=MISFIRE_GRACE)
         if self.config.inbound.source:
             every = IntervalTrigger(seconds=self.config.inbound.poll_seconds)
             self.scheduler.add_job(self.inbound_job, every, id="inbound", coalesce=True, max_instances=1,

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from urllib.parse import urljoin
 from zoneinfo import ZoneInfo
 
+from apscheduler.triggers.cron import CronTrigger
+
 from syndicator.config import Config
 from syndicator.mail.audience import audience, listed_by_publisher, skipped
 from syndicator.mail.digest import Digest, render_digest
@@ -89,12 +91,14 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
     digest = fit_digest(config, planned.stories, now, web_url=page, corrections=planned.corrections)
     readers = list(audience(config, store))
     variants, assigned, nothing = _variants(config, store, planned, readers, digest.marker, now, page)
+    mailed = [r for r in readers if r not in nothing]
     edition, created = ledger.create_edition(
         store, slot=slot, now=int(now.timestamp()), max_seq=planned.max_seq,
         story_ids=digest.story_ids, subject=digest.subject, html=digest.html, text=digest.text,
         marker=digest.marker,
-        recipients=[r for r in readers if r not in nothing], suppressed=skipped(config, store),
+        recipients=mailed, suppressed=skipped(config, store),
         message_id=message_ids(config), variants=variants, assigned=assigned,
+        scheduled=_local_times(config, store, mailed, now),
     )
     if created:
         log.info("edition %d opened: %d stories, %r", edition.id, len(planned.stories), digest.subject)
@@ -130,6 +134,26 @@ def _variants(config: Config, store: Store, planned: Plan, readers: Sequence[str
                                        digest.text))
         assigned.update(dict.fromkeys(who, number))
     return variants, assigned, nothing
+
+
+def _local_times(config: Config, store: Store, readers: Sequence[str], now: datetime) -> dict[str, int]:
+    """When each reader with a time zone of their own gets this edition: the next time
+    ``digest.schedule`` fires in their zone (from the edition's moment on; APScheduler's cron
+    keeps it DST-safe: 07:00 local in winter and in summer). Others get it at once."""
+    zones = {a: p.timezone for a, p in lists.all_preferences(store).items()
+             if p.timezone and p.timezone != config.digest.timezone}
+    wanted = set(readers)
+    triggers: dict[str, CronTrigger] = {}
+    scheduled: dict[str, int] = {}
+    for address, zone in zones.items():
+        if address not in wanted:
+            continue
+        trig = triggers.get(zone) or triggers.setdefault(
+            zone, CronTrigger.from_crontab(config.digest.schedule, timezone=ZoneInfo(zone)))
+        fire = trig.get_next_fire_time(None, now)
+        if fire is not None and fire > now:
+            scheduled[address] = int(fire.timestamp())
+    return scheduled
 
 
 def web_url(config: Config, slot: str, now: datetime) -> str:

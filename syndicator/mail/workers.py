@@ -157,7 +157,8 @@ def _forward_stop(parent_stop: Stop, stop: Any, done: threading.Event) -> None:
 
 
 def send(config: Config, store: Store, now: datetime, *, slot: str | None = None,
-         password: str | None, secret: bytes | None, stop: Stop | None = None) -> Tally:
+         password: str | None, secret: bytes | None, stop: Stop | None = None,
+         open_new: bool = True) -> Tally:
     """Open the next edition if there is news, then finish every open edition.
 
     ``now`` is the edition's moment (its slot, lookback and date); leases, backoff and the
@@ -166,7 +167,8 @@ def send(config: Config, store: Store, now: datetime, *, slot: str | None = None
     stop = stop or Stop()
     start = time.monotonic()
     deadline = time.time() + config.smtp.retry_for
-    open_edition(config, store, now, slot)
+    if open_new:  # run's due-delivery job only finishes editions (readers' local times)
+        open_edition(config, store, now, slot)
     tally = Tally()
     too_large: list[str] = []
     for edition in ledger.open_editions(store):

@@ -143,6 +143,7 @@ def create_edition(
     message_id: Callable[[int, str], str],
     variants: Sequence[Variant] = (),
     assigned: Mapping[str, int] | None = None,
+    scheduled: Mapping[str, int] | None = None,
 ) -> tuple[Edition, bool]:
     """Create the edition for ``slot`` with a pending row per recipient (and a suppressed row
     per listed reader it skips), all or nothing.
@@ -183,10 +184,16 @@ def create_edition(
             # Suppressed readers get a settled row too: the edition's counts show whom it skipped.
             # Plain tuples to the driver: SQLAlchemy's per-row work was most of an edition's start.
             columns = ("edition_id", "address", "message_id", "state", "attempts", "updated_at")
-            for state, addresses in ((PENDING, recipients), (SUPPRESSED, suppressed)):
+            later = scheduled or {}
+            now_due = (a for a in recipients if a not in later)
+            for state, addresses in ((PENDING, now_due), (SUPPRESSED, suppressed)):
                 for chunk in _chunks(addresses, _CHUNK):
                     insert_many(conn, deliveries, columns,
                                 [(edition_id, a, message_id(edition_id, a), state, 0, now) for a in chunk])
+            # A reader in a time zone of their own: deferred until the schedule fires there.
+            insert_many(conn, deliveries, (*columns, "next_attempt"),
+                        [(edition_id, a, message_id(edition_id, a), DEFERRED, 0, now, when)
+                         for a, when in later.items()])
             for v in variants:
                 conn.execute(insert(schema.edition_variants).values(
                     edition_id=edition_id, variant=v.number, tags=json.dumps(list(v.tags)),
