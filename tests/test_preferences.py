@@ -126,3 +126,12 @@ def test_a_reader_who_chose_tags_gets_only_those_stories_and_none_when_nothing_m
         assert assigned == {"sport@example.com": found[0].number}
     finally:
         store.close()
+
+
+def test_the_unsubscribe_button_on_the_page_unsubscribes(tagged_site: Site) -> None:
+    page = tagged_site.client.get(_path(tagged_site, "alice@example.com")).text
+    action = re.search(r'<form method="post" action="https://example\.org(/u/[A-Za-z0-9_-]+)">', page)
+    assert action is not None
+    done = tagged_site.client.post(action.group(1), data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200
+    assert "alice@example.com" in lists.suppressed_addresses(tagged_site.store)
