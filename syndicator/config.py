@@ -104,6 +104,12 @@ def ascii_address(address: str) -> str:
     return f"{local}@{ascii_domain(domain)}"
 
 
+def duration(value: str) -> timedelta | None:
+    """``12h``, ``5m``, ``7d`` as a timedelta; None for anything else (``all``)."""
+    match = _DURATION.match(value)
+    return None if match is None else timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
 def check_cron(value: str) -> str:
     """A 5-field cron expression APScheduler accepts, or ValueError naming it."""
     if len(value.split()) != 5:
@@ -249,10 +255,7 @@ class DigestConfig(_Section):
     @property
     def lookback_delta(self) -> timedelta | None:
         """The first edition's window; None means every story."""
-        match = _DURATION.match(self.lookback)
-        if match is None:
-            return None
-        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return duration(self.lookback)
 
     @property
     def from_address(self) -> str:
@@ -344,9 +347,9 @@ class InboundConfig(_Section):
 
     @property
     def poll_seconds(self) -> float:
-        match = _DURATION.match(self.poll)
-        assert match is not None  # validated on load
-        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}).total_seconds()
+        every = duration(self.poll)
+        assert every is not None  # validated on load
+        return every.total_seconds()
 
     def password(self) -> str | None:
         """The IMAP password, only from the environment variable ``password_env`` names."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urljoin
@@ -90,7 +90,8 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
     page = web_url(config, slot, now)
     digest = fit_digest(config, planned.stories, now, web_url=page, corrections=planned.corrections)
     readers = list(audience(config, store))
-    variants, assigned, nothing = _variants(config, store, planned, readers, digest.marker, now, page)
+    chosen = lists.all_preferences(store)
+    variants, assigned, nothing = _variants(config, chosen, planned, readers, digest.marker, now, page)
     mailed = [r for r in readers if r not in nothing]
     edition, created = ledger.create_edition(
         store, slot=slot, now=int(now.timestamp()), max_seq=planned.max_seq,
@@ -98,7 +99,7 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
         marker=digest.marker,
         recipients=mailed, suppressed=skipped(config, store),
         message_id=message_ids(config), variants=variants, assigned=assigned,
-        scheduled=_local_times(config, store, mailed, now),
+        scheduled=_local_times(config, chosen, mailed, now),
     )
     if created:
         log.info("edition %d opened: %d stories, %r", edition.id, len(planned.stories), digest.subject)
@@ -108,12 +109,12 @@ def open_edition(config: Config, store: Store, now: datetime, slot: str | None =
     return edition
 
 
-def _variants(config: Config, store: Store, planned: Plan, readers: Sequence[str], marker: str,
-              now: datetime, page: str) -> tuple[list[ledger.Variant], dict[str, int], set[str]]:
+def _variants(config: Config, chosen: Mapping[str, lists.Preferences], planned: Plan,
+              readers: Sequence[str], marker: str, now: datetime,
+              page: str) -> tuple[list[ledger.Variant], dict[str, int], set[str]]:
     """One frozen rendering per distinct tag choice among the readers (``preferences``): only
     the new stories with one of those tags. Readers whose choice matches no new story get no
     message this edition (the third value). Readers who chose nothing get the edition."""
-    chosen = lists.all_preferences(store)
     by_choice: dict[tuple[str, ...], list[str]] = {}
     for address in readers:
         prefs = chosen.get(address)
@@ -136,11 +137,12 @@ def _variants(config: Config, store: Store, planned: Plan, readers: Sequence[str
     return variants, assigned, nothing
 
 
-def _local_times(config: Config, store: Store, readers: Sequence[str], now: datetime) -> dict[str, int]:
+def _local_times(config: Config, chosen: Mapping[str, lists.Preferences], readers: Sequence[str],
+                 now: datetime) -> dict[str, int]:
     """When each reader with a time zone of their own gets this edition: the next time
     ``digest.schedule`` fires in their zone (from the edition's moment on; APScheduler's cron
     keeps it DST-safe: 07:00 local in winter and in summer). Others get it at once."""
-    zones = {a: p.timezone for a, p in lists.all_preferences(store).items()
+    zones = {a: p.timezone for a, p in chosen.items()
              if p.timezone and p.timezone != config.digest.timezone}
     wanted = set(readers)
     triggers: dict[str, CronTrigger] = {}

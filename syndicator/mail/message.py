@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime
+from email.utils import format_datetime, formatdate, make_msgid
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
@@ -393,3 +393,21 @@ def _qp_url(url: str) -> bytes:
     if len(encoded) <= QP_WIDTH:
         return (encoded + SOFT_BREAK).encode("ascii")
     return (SOFT_BREAK.join(_wrap(encoded)) + SOFT_BREAK).encode("ascii")
+
+
+def plain_notice(config: Config, to: str, subject: str, body: str, now: int) -> bytes:
+    """A short plain-text mail from ``digest.from`` (a confirmation link, a run report), ready
+    for the wire: From, To and Subject are encoded here, never folded by the email package,
+    and To holds the address's ASCII form (an IDN domain as A-labels)."""
+    msg = EmailMessage()
+    for slot in ("From", "To", "Subject"):
+        msg[f"X-Syndicator-Text-{slot}"] = "x"
+    msg["Date"] = formatdate(now, usegmt=True)
+    msg["Message-ID"] = make_msgid(domain=config.digest.from_address.rsplit("@", 1)[1])
+    msg["Auto-Submitted"] = "auto-generated"  # nobody's auto-responder should answer it
+    msg.set_content(body)
+    return with_text_headers(msg.as_bytes(policy=SMTP), {
+        "X-Syndicator-Text-From": encode_address("From", config.digest.from_name, config.digest.from_address),
+        "X-Syndicator-Text-To": encode_address("To", "", ascii_address(to)),
+        "X-Syndicator-Text-Subject": encode_unstructured("Subject", subject),
+    })

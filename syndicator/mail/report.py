@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate, make_msgid
 
-from syndicator.config import Config, ascii_address
+from syndicator.config import Config
 from syndicator.mail.edition import web_url
-from syndicator.mail.message import encode_address, encode_unstructured, with_text_headers
+from syndicator.mail.message import plain_notice
 from syndicator.mail.policy import Kind
 from syndicator.mail.smtp import Connection
 from syndicator.state import inbound, ledger
@@ -59,19 +56,7 @@ def _duration(seconds: int) -> str:
 
 
 def report_message(config: Config, to: str, subject: str, body: str, now: int) -> bytes:
-    msg = EmailMessage()
-    msg["X-Syndicator-Text-From"] = "x"
-    msg["X-Syndicator-Text-To"] = "x"
-    msg["X-Syndicator-Text-Subject"] = "x"
-    msg["Date"] = formatdate(now, usegmt=True)
-    msg["Message-ID"] = make_msgid(domain=config.digest.from_address.rsplit("@", 1)[1])
-    msg["Auto-Submitted"] = "auto-generated"  # nobody's auto-responder should answer it
-    msg.set_content(body)
-    return with_text_headers(msg.as_bytes(policy=SMTP), {
-        "X-Syndicator-Text-From": encode_address("From", config.digest.from_name, config.digest.from_address),
-        "X-Syndicator-Text-To": encode_address("To", "", ascii_address(to)),
-        "X-Syndicator-Text-Subject": encode_unstructured("Subject", subject),
-    })
+    return plain_notice(config, to, subject, body, now)
 
 
 def mail_report(config: Config, store: Store, edition_id: int, password: str | None, now: int) -> None:

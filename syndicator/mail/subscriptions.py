@@ -13,14 +13,11 @@ import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
-from email import policy
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 
-from syndicator.config import Config, ascii_address, read_recipients_file
+from syndicator.config import Config, read_recipients_file
 from syndicator.errors import BadToken, DeliveryError
 from syndicator.mail.audience import recipients
-from syndicator.mail.message import encode_address, encode_unstructured, list_id, with_text_headers
+from syndicator.mail.message import list_id, plain_notice
 from syndicator.mail.policy import Kind
 from syndicator.mail.smtp import Connection as SmtpConnection
 from syndicator.mail.tokens import confirm_token, read_confirm_token, read_unsubscribe_token
@@ -175,24 +172,13 @@ def confirmation_message(config: Config, address: str, link: str, now: int) -> b
     address's ASCII form (an IDN domain as A-labels).
     """
     title = one_line(config.site.title)
-    msg = EmailMessage()
-    msg["X-Syndicator-Text-From"] = "x"
-    msg["X-Syndicator-Text-To"] = "x"
-    msg["X-Syndicator-Text-Subject"] = "x"
-    msg["Date"] = formatdate(now, usegmt=True)
-    msg["Message-ID"] = make_msgid(domain=config.digest.from_address.rsplit("@", 1)[1])
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(
+    body = (
         f"Someone, hopefully you, asked to receive the email digest of {title} at this address.\n\n"
         f"To confirm, open this link and press the button:\n\n{link}\n\n"
         f"The link works for {CONFIRM_MAX_AGE // 86400} days. If you did not ask for this, "
         "ignore this message: you will not hear from us again.\n"
     )
-    return with_text_headers(msg.as_bytes(policy=policy.SMTP), {
-        "X-Syndicator-Text-From": encode_address("From", config.digest.from_name, config.digest.from_address),
-        "X-Syndicator-Text-To": encode_address("To", "", ascii_address(address)),
-        "X-Syndicator-Text-Subject": encode_unstructured("Subject", f"Confirm your subscription to {title}"),
-    })
+    return plain_notice(config, address, f"Confirm your subscription to {title}", body, now)
 
 
 async def send_confirmation(config: Config, password: str | None, address: str, token: str,

@@ -91,10 +91,11 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     stories = resolve(files, store, now)
     renderer = StoryPages(config, env)
     feeds, archive = site_feeds(config, stories)
+    tagged = tags.by_tag(stories)
     top = {**feeds, "index.html": render_index(config, env, stories),
-           **tags.outputs(config, env, stories),
+           **tags.outputs(config, env, tagged),
            **editions.outputs(config, env, store, folder, {s.id: s for s in stories})}
-    top.update(sitemaps.outputs(config, stories, tags.page_times(stories), now))
+    top.update(sitemaps.outputs(config, stories, tags.page_times(tagged), now))
     staged: list[tuple[str, str]] = []
     fresh: Path | None = None
     committed = 0

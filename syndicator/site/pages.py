@@ -16,7 +16,8 @@ from syndicator.model import Story, tag_page
 from syndicator.site.feeds import ATOM, JSON_FEED, RSS, content_html, story_url
 from syndicator.templating import template_error
 
-PAGE_TEMPLATES = ("base.html", "index.html", "story.html", "tag.html", "edition.html", "editions.html")
+PAGE_TEMPLATES = ("base.html", "_stories.html", "index.html", "story.html", "tag.html", "edition.html",
+                  "editions.html")
 
 
 def check_templates(env: jinja2.Environment) -> list[InputError]:

@@ -46,20 +46,20 @@ def outputs(config: Config, stories: Sequence[Story], tag_pages: dict[str, datet
 
 
 def _urlset(urls: Sequence[tuple[str, datetime]]) -> bytes:
-    root = etree.Element(f"{{{SITEMAP_NS}}}urlset", nsmap={None: SITEMAP_NS})
-    for loc, when in urls:
-        url = etree.SubElement(root, f"{{{SITEMAP_NS}}}url")
-        etree.SubElement(url, f"{{{SITEMAP_NS}}}loc").text = loc
-        etree.SubElement(url, f"{{{SITEMAP_NS}}}lastmod").text = _w3c(when)
-    return _serialise(root)
+    return _listing("urlset", "url", urls)
 
 
 def _index(sitemaps: Sequence[tuple[str, datetime]]) -> bytes:
-    root = etree.Element(f"{{{SITEMAP_NS}}}sitemapindex", nsmap={None: SITEMAP_NS})
-    for loc, when in sitemaps:
-        entry = etree.SubElement(root, f"{{{SITEMAP_NS}}}sitemap")
-        etree.SubElement(entry, f"{{{SITEMAP_NS}}}loc").text = loc
-        etree.SubElement(entry, f"{{{SITEMAP_NS}}}lastmod").text = _w3c(when)
+    return _listing("sitemapindex", "sitemap", sitemaps)
+
+
+def _listing(root_tag: str, item_tag: str, items: Sequence[tuple[str, datetime]]) -> bytes:
+    """A sitemap (``urlset`` of ``url``) or a sitemap index (``sitemapindex`` of ``sitemap``)."""
+    root = etree.Element(f"{{{SITEMAP_NS}}}{root_tag}", nsmap={None: SITEMAP_NS})
+    for loc, when in items:
+        item = etree.SubElement(root, f"{{{SITEMAP_NS}}}{item_tag}")
+        etree.SubElement(item, f"{{{SITEMAP_NS}}}loc").text = loc
+        etree.SubElement(item, f"{{{SITEMAP_NS}}}lastmod").text = _w3c(when)
     return _serialise(root)
 
 

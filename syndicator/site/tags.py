@@ -21,7 +21,10 @@ from syndicator.text import one_line
 TAG_LIST = "tags/tags.json"
 
 
-def by_tag(stories: Sequence[Story]) -> dict[str, tuple[str, list[Story]]]:
+Tagged = dict[str, tuple[str, list[Story]]]
+
+
+def by_tag(stories: Sequence[Story]) -> Tagged:
     """slug -> (the tag as most often written, its stories newest first)."""
     spellings: dict[str, Counter[str]] = {}
     tagged: dict[str, list[Story]] = {}
@@ -33,10 +36,10 @@ def by_tag(stories: Sequence[Story]) -> dict[str, tuple[str, list[Story]]]:
     return {slug: (spellings[slug].most_common(1)[0][0], tagged[slug]) for slug in sorted(tagged)}
 
 
-def page_times(stories: Sequence[Story]) -> dict[str, datetime]:
+def page_times(tagged_by: Tagged) -> dict[str, datetime]:
     """Each tag page and the newest change among its stories (its sitemap lastmod)."""
     return {f"tags/{slug}/index.html": max(s.updated for s in tagged)
-            for slug, (_, tagged) in by_tag(stories).items()}
+            for slug, (_, tagged) in tagged_by.items()}
 
 
 def channel(config: Config, slug: str, name: str) -> Channel:
@@ -45,10 +48,9 @@ def channel(config: Config, slug: str, name: str) -> Channel:
                    f"tags/{slug}/index.html")
 
 
-def outputs(config: Config, env: jinja2.Environment, stories: Sequence[Story]) -> dict[str, bytes]:
-    """Every tag's feeds and page (stories arrive newest first)."""
+def outputs(config: Config, env: jinja2.Environment, tagged_by: Tagged) -> dict[str, bytes]:
+    """Every tag's feeds and page (``by_tag`` of the stories, newest first)."""
     files: dict[str, bytes] = {}
-    tagged_by = by_tag(stories)
     # The tags readers can choose on their preferences page (served by `serve`).
     listing = [{"slug": slug, "name": name} for slug, (name, _) in tagged_by.items()]
     if listing:
