@@ -22,9 +22,11 @@ if TYPE_CHECKING:
               help="Then rebuild whenever a seed file is created, changed or removed (Ctrl-C stops).")
 @click.option("--prune", is_flag=True,
               help="Delete the story pages of stories no seed holds any more (they stay by default).")
+@click.option("--full", is_flag=True,
+              help="Check every page even when no seed changed (a page edited by hand is put right).")
 @click.pass_obj
 @handled
-def build(state: State, out: Path | None, watch: bool, prune: bool) -> None:
+def build(state: State, out: Path | None, watch: bool, prune: bool, full: bool) -> None:
     """Write the feeds and the HTML pages they link to."""
     if watch:
         _watch(state, out, prune)
@@ -37,7 +39,7 @@ def build(state: State, out: Path | None, watch: bool, prune: bool) -> None:
     ready = prepare(config, out)  # seeds, templates and output folder, before the store is touched
     store = state.store()
     try:
-        result = build_site(config, store, clock(), prepared=ready, prune=prune)
+        result = build_site(config, store, clock(), prepared=ready, prune=prune, full=full)
     finally:
         store.close()
     click.echo(_built_line(result, prune))

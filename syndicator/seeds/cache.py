@@ -29,7 +29,7 @@ _RACY_NS = 2_000_000_000
 _CACHE_CODE = ("seeds/parse.py", "seeds/cache.py", "model.py")
 
 
-def _stat_paths(folder: Path) -> list[tuple[Path, int, int]]:
+def stat_paths(folder: Path) -> list[tuple[Path, int, int]]:
     """Like ``seed_paths``, with each file's size and mtime from one scan."""
     if not folder.is_dir():
         return [(p, -1, -1) for p in seed_paths(folder)]  # raises the right error
@@ -78,7 +78,7 @@ def read_cached(folder: Path, zone: ZoneInfo, cache: Path, files: SeedFiles,
     fresh: dict[int, Cached] = {}
     dirty: set[int] = set()
     racy = time.time_ns() - _RACY_NS
-    for path, size, mtime in _stat_paths(folder):
+    for path, size, mtime in stat_paths(folder):
         name = path.name
         shard = shards_mod.shard_of(name)
         seeds = fresh.setdefault(shard, {})

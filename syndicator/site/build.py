@@ -33,7 +33,7 @@ from syndicator.gcpause import paused_gc
 from syndicator.model import SeedFile, Story
 from syndicator.seeds.identity import load_files, resolve
 from syndicator.seeds.parse import SeedFiles
-from syndicator.site import editions, sitemaps, tags
+from syndicator.site import editions, sitemaps, tags, unchanged
 from syndicator.site.feeds import ArchiveDoc, site_feeds
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
@@ -60,34 +60,57 @@ class Prepared:
     """A build that passed its checks: seeds parsed, templates compiled, output writable."""
 
     folder: Path
-    files: list[SeedFile]
+    files: list[SeedFile] | None  # None: parsed only if the no-change rebuild cannot serve
     env: jinja2.Environment
+    seen: unchanged.Seen
+    record: unchanged.Record | None  # the folder's last build, when no seed changed since
 
 
 def prepare(config: Config, output: Path | None = None) -> Prepared:
-    """Every check a build needs, before any store is opened: all problems at once."""
+    """Every check a build needs, before any store is opened: all problems at once.
+
+    Seeds unchanged since the folder's last complete build (``unchanged``) are not parsed
+    again: they parsed then, with the same code and settings.
+    """
     folder = output or config.output_dir
-    files = load_files(config)
     env = environment(config.templates_dir)
     env.auto_reload = False  # one build: no stat of every template at every render
     broken = check_templates(env)
     if broken:
         raise InputErrors(broken)
+    seen = unchanged.seen(config, env)
+    record = unchanged.candidate(config, folder, seen)
+    files = None if record is not None else load_files(config)
     check_writable(folder)
-    return Prepared(folder, files, env)
+    return Prepared(folder, files, env, seen, record)
 
 
 def build(config: Config, store: Store, now: datetime, output: Path | None = None, *,
-          prepared: Prepared | None = None, prune: bool = False) -> BuildResult:
+          prepared: Prepared | None = None, prune: bool = False, full: bool = False) -> BuildResult:
     """Write every output file; nothing is written unless every seed and template is valid.
 
     ``prepared``: the checks the caller already ran (``prepare``), so they do not run twice.
     ``prune``: once everything is written, delete the story pages of stories no seed holds any
     more (``prune_pages``); without it they stay, and their permalinks keep working.
+    ``full``: check every page against the manifest even when no seed changed (``unchanged``
+    trusts pages whose folder did not change; a page edited in place by hand is seen only so).
     """
     started, clock = time.time(), time.monotonic()
     ready = prepared or prepare(config, output)
-    folder, files, env = ready.folder, ready.files, ready.env
+    folder, env = ready.folder, ready.env
+    if ready.record is not None and not (prune or full):
+        quick = unchanged.rebuild(config, env, store, folder, now, ready.record)
+        if quick is not None:
+            names, record = quick
+            unchanged.save(config, folder, record)
+            runs.record(store, runs.BUILD, started, time.monotonic() - clock,
+                        f"{record.stories} stories, {len(names)} files written (no seed changed)")
+            return BuildResult(folder, record.stories, tuple(names),
+                               record.pages + len(record.files) - len(names))
+    files = ready.files if ready.files is not None else load_files(config)
+    # Before anything is written: a build that fails midway must not leave a record behind
+    # that would let the next one skip what this one did not finish.
+    unchanged.forget(config, folder)
     stories = resolve(files, store, now)
     renderer = StoryPages(config, env)
     feeds, archive = site_feeds(config, stories)
@@ -102,7 +125,7 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     base = str(folder)
     try:
         with paused_gc():
-            staged, unchanged, manifest, fresh = _stage_pages(folder, renderer, env, config, stories)
+            staged, kept, manifest, fresh = _stage_pages(folder, renderer, env, config, stories)
         if fresh is not None:
             _commit_folder(fresh, folder / STORIES, staged, base)
             fresh, committed = None, len(staged)
@@ -120,16 +143,17 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
         raise
-    unchanged += len(top) - len(written) + len(skipped)
+    kept += len(top) - len(written) + len(skipped)
     manifest.save()
     # After the feeds and the index: nothing written now links a page about to go.
     pruned = prune_pages(folder, {story.slug + ".html" for story in stories}) if prune else 0
     if isinstance(files, SeedFiles):
         files.save_cache()
+    unchanged.remember(config, store, folder, ready.seen, now, stories, [*top, *skipped])
     written = [name for name, _ in staged] + written
     runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                 f"{len(stories)} stories, {len(written)} files written")
-    return BuildResult(folder, len(stories), tuple(written), unchanged, pruned)
+    return BuildResult(folder, len(stories), tuple(written), kept, pruned)
 
 
 # A story page's name as ``story_slug`` makes it: the title's stem (ASCII letters, digits and

@@ -29,7 +29,7 @@ class Manifest:
     """Per page: the digest of what it shows, and its size and mtime when written."""
 
     def __init__(self, folder: Path, config: Config, env: jinja2.Environment) -> None:
-        self.path = _manifest_path(folder, config.state_dir)
+        self.path = manifest_path(folder, config.state_dir)
         self.tag = (MANIFEST_VERSION, signature(config, env))
         self.shards = shards.load(self.path, self.tag)
         self.remembered: dict[str, Page] = {}
@@ -64,7 +64,7 @@ def signature(config: Config, env: jinja2.Environment) -> str:
     return digest.hexdigest()
 
 
-def _manifest_path(folder: Path, state: Path) -> Path:
+def manifest_path(folder: Path, state: Path) -> Path:
     # Beside the default store in the project's state/, not in the published output folder.
     where = hashlib.blake2b(str(folder.resolve()).encode("utf-8", "surrogatepass"),
                             digest_size=10).hexdigest()

@@ -17,6 +17,7 @@ from syndicator.text import one_line
 
 SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 NEWS_NS = "http://www.google.com/schemas/sitemap-news/0.9"
+NEWS = "news-sitemap.xml"
 MAX_URLS = 50_000  # per sitemap file (the protocol's limit)
 NEWS_WINDOW = timedelta(days=2)
 NEWS_MAX = 1_000
@@ -39,7 +40,7 @@ def outputs(config: Config, stories: Sequence[Story], tag_pages: dict[str, datet
             files[f"sitemap-{number}.xml"] = _urlset(part)
         files["sitemap.xml"] = _index([(urljoin(site, f"sitemap-{n}.xml"), max(w for _, w in part))
                                        for n, part in enumerate(parts, start=1)])
-    files["news-sitemap.xml"] = _news(config, stories, now)
+    files[NEWS] = _news(config, stories, now)
     files["robots.txt"] = (f"User-agent: *\nAllow: /\n\nSitemap: {urljoin(site, 'sitemap.xml')}\n"
                            f"Sitemap: {urljoin(site, 'news-sitemap.xml')}\n").encode()
     return files
@@ -63,20 +64,34 @@ def _listing(root_tag: str, item_tag: str, items: Sequence[tuple[str, datetime]]
     return _serialise(root)
 
 
+NewsItem = tuple[str, str, datetime, int]  # the story's URL, title, publication time, seq
+
+
+def news_candidates(config: Config, stories: Sequence[Story], now: datetime) -> list[NewsItem]:
+    """The stories a news sitemap at ``now`` or later can name: those published since the
+    window opened (later builds only move it on), future-dated ones included."""
+    return [(story_url(config, s), s.title, s.published, s.seq) for s in stories
+            if s.published >= now - NEWS_WINDOW]
+
+
 def _news(config: Config, stories: Sequence[Story], now: datetime) -> bytes:
+    return render_news(config, news_candidates(config, stories, now), now)
+
+
+def render_news(config: Config, items: Sequence[NewsItem], now: datetime) -> bytes:
     """Google News wants only recent articles: published within two days of this build."""
-    recent = [s for s in stories if now - NEWS_WINDOW <= s.published <= now + timedelta(minutes=5)]
-    recent.sort(key=lambda s: (-s.published.timestamp(), s.seq))
+    recent = [i for i in items if now - NEWS_WINDOW <= i[2] <= now + timedelta(minutes=5)]
+    recent.sort(key=lambda i: (-i[2].timestamp(), i[3]))
     root = etree.Element(f"{{{SITEMAP_NS}}}urlset", nsmap={None: SITEMAP_NS, "news": NEWS_NS})
-    for story in recent[:NEWS_MAX]:
+    for loc, title, published, _seq in recent[:NEWS_MAX]:
         url = etree.SubElement(root, f"{{{SITEMAP_NS}}}url")
-        etree.SubElement(url, f"{{{SITEMAP_NS}}}loc").text = story_url(config, story)
+        etree.SubElement(url, f"{{{SITEMAP_NS}}}loc").text = loc
         news = etree.SubElement(url, f"{{{NEWS_NS}}}news")
         publication = etree.SubElement(news, f"{{{NEWS_NS}}}publication")
         etree.SubElement(publication, f"{{{NEWS_NS}}}name").text = one_line(config.site.title)
         etree.SubElement(publication, f"{{{NEWS_NS}}}language").text = config.site.language
-        etree.SubElement(news, f"{{{NEWS_NS}}}publication_date").text = _w3c(story.published)
-        etree.SubElement(news, f"{{{NEWS_NS}}}title").text = one_line(story.title)
+        etree.SubElement(news, f"{{{NEWS_NS}}}publication_date").text = _w3c(published)
+        etree.SubElement(news, f"{{{NEWS_NS}}}title").text = one_line(title)
     return _serialise(root)
 
 

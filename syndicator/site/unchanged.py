@@ -1,0 +1,180 @@
+"""The no-change rebuild: when no seed changed since the last build of a folder, only what
+depends on the clock is written again.
+
+A build's output is a function of the seeds, the stories the store holds for them, the
+config and templates (``manifest.signature``), the editions, and the clock (the news sitemap
+names the last two days' stories). A complete build remembers all but the clock in a record
+beside its page manifest (the project's state/, never the published folder). A later build
+that finds every part the same (seed names, sizes and mtimes; the store's story rows; the
+signature; every file it wrote, by size and mtime; the stories/ folder's own mtime) writes
+only the news sitemap and the editions listing, from the record, without parsing a seed or
+loading a story: the cost follows the folder listing, not the archive.
+
+Anything else, or any doubt, takes the complete build. What this does not see: a story page
+edited in place by hand (its folder's mtime does not move); ``build --prune`` and any edit of
+a seed see it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import jinja2
+from sqlalchemy import func, select
+
+from syndicator.config import Config
+from syndicator.model import Story
+from syndicator.seeds.cache import stat_paths
+from syndicator.site import editions, sitemaps
+from syndicator.site.manifest import manifest_path, signature
+from syndicator.site.sitemaps import NewsItem
+from syndicator.site.writer import write_atomic
+from syndicator.state import schema
+from syndicator.state.store import Store
+
+RECORD = "last-build.json"
+_VERSION = 1
+_RACY_NS = 2_000_000_000  # a seed written this close to a build may change again unseen
+STORIES = "stories"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a build can tell before it opens the store: the seeds' listing and the signature."""
+
+    seeds: str  # digest of every seed's name, size and mtime; "" when one is too recent
+    signature: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the last complete build of a folder was made from, and what it wrote."""
+
+    seen: Seen
+    store: list[int]
+    now: float
+    stories: int
+    pages: int  # story pages the folder holds
+    files: dict[str, list[int]]  # every other file written: [size, mtime_ns]
+    folder_mtime: int  # of stories/
+    news: list[NewsItem]
+
+
+def seen(config: Config, env: jinja2.Environment) -> Seen:
+    digest = hashlib.blake2b(digest_size=16)
+    racy = time.time_ns() - _RACY_NS
+    recent = False
+    for path, size, mtime in stat_paths(config.seeds_dir):
+        digest.update(f"{path.name}\0{size}\0{mtime}\n".encode("utf-8", "surrogatepass"))
+        recent = recent or mtime >= racy
+    whole = repr((signature(config, env), config.digest.timezone, config.store_url,
+                  str(config.seeds_dir.resolve()))).encode("utf-8", "surrogatepass")
+    return Seen("" if recent else digest.hexdigest(), hashlib.blake2b(whole, digest_size=16).hexdigest())
+
+
+def candidate(config: Config, folder: Path, now_seen: Seen) -> Record | None:
+    """The folder's record when the seeds and the signature are as it says (store unchecked)."""
+    if not now_seen.seeds:
+        return None
+    record = _load(manifest_path(folder, config.state_dir) / RECORD)
+    return record if record is not None and record.seen == now_seen else None
+
+
+def store_state(store: Store) -> list[int]:
+    """The store's story rows in brief: a build or send recording or revising any moves it."""
+    s = schema.stories.c
+    with store.read() as conn:
+        row = conn.execute(select(func.count(), func.coalesce(func.max(s.seq), 0),
+                                  func.coalesce(func.max(s.first_seen), 0),
+                                  func.coalesce(func.max(s.revised_at), 0),
+                                  func.count(s.slug))).one()
+    return [int(v) for v in row]
+
+
+def rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
+            record: Record) -> tuple[list[str], Record] | None:
+    """Write what the clock changes (news sitemap, editions listing); None: build it all."""
+    if now.timestamp() < record.now or store_state(store) != record.store or not _intact(folder, record):
+        return None
+    published = editions.published(store)
+    if any(not (folder / editions.page_of(config, e)).exists() for e in published):
+        return None  # an edition page to write needs its stories: the complete build has them
+    files = {sitemaps.NEWS: sitemaps.render_news(config, record.news, now)}
+    if published:
+        files.update(editions.render_listing(config, env, published))
+    written = [name for name, data in files.items() if write_atomic(folder / name, data)]
+    kept = dict(record.files)
+    for name in files:
+        st = os.stat(folder / name)
+        kept[name] = [st.st_size, st.st_mtime_ns]
+    return written, Record(record.seen, record.store, now.timestamp(), record.stories, record.pages,
+                           kept, record.folder_mtime, record.news)
+
+
+def remember(config: Config, store: Store, folder: Path, now_seen: Seen, now: datetime,
+             stories: list[Story], names: list[str]) -> None:
+    """After a complete build: what it was made from and what it wrote (best effort)."""
+    if not now_seen.seeds:
+        return
+    files: dict[str, list[int]] = {}
+    try:
+        for name in names:
+            st = os.stat(folder / name)
+            files[name] = [st.st_size, st.st_mtime_ns]
+        folder_mtime = os.stat(folder / STORIES).st_mtime_ns if stories else -1
+    except OSError:
+        return
+    save(config, folder, Record(now_seen, store_state(store), now.timestamp(), len(stories),
+                                len(stories), files, folder_mtime,
+                                sitemaps.news_candidates(config, stories, now)))
+
+
+def forget(config: Config, folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        (manifest_path(folder, config.state_dir) / RECORD).unlink(missing_ok=True)
+
+
+def save(config: Config, folder: Path, record: Record) -> None:
+    path = manifest_path(folder, config.state_dir) / RECORD
+    data = {"version": _VERSION, "seeds": record.seen.seeds, "signature": record.seen.signature,
+            "store": record.store, "now": record.now, "stories": record.stories,
+            "pages": record.pages, "files": record.files, "folder_mtime": record.folder_mtime,
+            "news": [[u, t, p.isoformat(), s] for u, t, p, s in record.news]}
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def _load(path: Path) -> Record | None:
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("version") != _VERSION:
+            return None
+        news = [(str(u), str(t), datetime.fromisoformat(p), int(s)) for u, t, p, s in data["news"]]
+        return Record(Seen(str(data["seeds"]), str(data["signature"])), [int(v) for v in data["store"]],
+                      float(data["now"]), int(data["stories"]), int(data["pages"]),
+                      {str(k): [int(v[0]), int(v[1])] for k, v in data["files"].items()},
+                      int(data["folder_mtime"]), news)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None  # no record, or not one this syndicator wrote: build it all
+
+
+def _intact(folder: Path, record: Record) -> bool:
+    """Every file the record names is as the build left it (size and mtime)."""
+    try:
+        if record.pages and os.stat(folder / STORIES).st_mtime_ns != record.folder_mtime:
+            return False
+        for name, (size, mtime) in record.files.items():
+            st = os.stat(folder / name)
+            if st.st_size != size or st.st_mtime_ns != mtime:
+                return False
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,228 @@
+"""The no-change rebuild: when no seed changed, a build writes only what the clock moves, and its
+output is always what a complete build writes; any change since takes the complete build."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from syndicator.cli import cli
+from syndicator.config import Config, load_config
+from syndicator.mail import workers
+from syndicator.site import build as build_mod
+from syndicator.site import unchanged
+from syndicator.site.build import build
+from syndicator.site.manifest import manifest_path
+from syndicator.state.store import Store
+from tests.conftest import FaultyServer, Project
+
+SECRET = b"test-secret-for-signing-tokens-0123456789"
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def age(project: Project) -> None:
+    """Seeds written an hour ago, as an archive's are (a seed written within 2 s of a build is
+    never trusted to be unchanged: an edit in the same mtime tick could keep its size)."""
+    old = time.time() - 3600
+    for seed in project.seeds.iterdir():
+        os.utime(seed, (old, old))
+
+
+@pytest.fixture
+def newsroom(project: Project, clock: datetime) -> Iterator[tuple[Config, Store]]:
+    project.seed("010_recent.txt", "Harbour reopens after the storm\n\nBoats went out at dawn.\n\n"
+                 "Ferry times change\n\nThe winter timetable starts on Monday.\n")
+    project.seed("020_recent.txt", "---\ndate: 2026-11-24T18:00:00Z\ntags: weather\n---\n"
+                 "Snow on the pass\n\nThe road is closed until noon.\n")
+    age(project)
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        build(config, store, clock)
+        yield config, store
+    finally:
+        store.close()
+
+
+def complete(config: Config, store: Store, now: datetime, where: Path) -> dict[str, bytes]:
+    """What a complete build into an empty folder writes at ``now``."""
+    build(config, store, now, where)
+    return files(where)
+
+
+def test_no_seed_changed_writes_only_what_the_clock_moves_and_parses_no_seed(
+        newsroom: tuple[Config, Store], clock: datetime, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    config, store = newsroom
+    before = files(config.output_dir)
+
+    def no_parsing(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a seed was parsed")
+
+    monkeypatch.setattr(build_mod, "load_files", no_parsing)
+    again = build(config, store, clock + timedelta(hours=1))
+    assert again.written == () and again.stories == 11
+    assert again.unchanged == len(before)
+    assert files(config.output_dir) == before
+    # Three days on, the news sitemap has let the stories go; nothing else moved.
+    later = build(config, store, clock + timedelta(days=3))
+    assert later.written == ("news-sitemap.xml",)
+    assert b"Snow on the pass" not in (config.output_dir / "news-sitemap.xml").read_bytes()
+    monkeypatch.undo()
+    assert files(config.output_dir) == complete(config, store, clock + timedelta(days=3), tmp_path / "full")
+
+
+def _edit_seed(project: Project, config: Config) -> None:
+    path = project.seeds / "010_recent.txt"
+    path.write_text(path.read_text() + "\nA late paragraph on the harbour.\n")
+
+
+def _remove_seed(project: Project, config: Config) -> None:
+    (project.seeds / "020_recent.txt").unlink()
+
+
+def _add_seed(project: Project, config: Config) -> None:
+    project.seed("030_new.txt", "Council approves the budget\n\nThe vote was close.\n")
+    age(project)  # even a new seed as old as the rest is seen: the listing changed
+
+
+def _remove_feed(project: Project, config: Config) -> None:
+    (config.output_dir / "rss.xml").unlink()
+
+
+def _remove_page(project: Project, config: Config) -> None:
+    next((config.output_dir / "stories").iterdir()).unlink()
+
+
+def _truncate_page(project: Project, config: Config) -> None:
+    page = next((config.output_dir / "stories").iterdir())
+    st = page.stat()
+    page.write_bytes(b"")
+    os.utime(page, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime: the size tells
+
+
+def _new_template(project: Project, config: Config) -> None:
+    templates = project.root / "templates"
+    templates.mkdir(exist_ok=True)
+    (templates / "story.html").write_text(
+        '{% extends "base.html" %}\n'
+        '{% block body %}<h1>{{ story.title }}</h1> (new template){% endblock %}\n')
+
+
+def _lose_store(project: Project, config: Config) -> None:
+    Path(config.store_url.removeprefix("sqlite:///")).unlink()
+
+
+CHANGES: dict[str, Callable[[Project, Config], None]] = {
+    "a seed edited": _edit_seed, "a seed removed": _remove_seed, "a seed added": _add_seed,
+    "a feed removed": _remove_feed, "a story page removed": _remove_page,
+    "a template changed": _new_template,
+}
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=list(CHANGES))
+def test_any_change_since_the_last_build_is_built_as_a_complete_build_would(
+        newsroom: tuple[Config, Store], project: Project, clock: datetime, tmp_path: Path,
+        change: str) -> None:
+    config, store = newsroom
+    before = files(config.output_dir)
+    CHANGES[change](project, config)
+    then = clock + timedelta(hours=1)
+    build(config, store, then)
+    after = files(config.output_dir)
+    assert after != before or change in {"a feed removed", "a story page removed"}
+    full = complete(config, store, then, tmp_path / "full")
+    if change == "a seed removed":  # its stories leave the feeds; their pages stay (permalinks)
+        kept = {name for name in after.keys() - full.keys() if name.startswith("stories/")}
+        assert len(kept) == 1 and b"Snow on the pass" in after[kept.pop()]
+        after = {name: data for name, data in after.items() if name in full}
+    assert after == full
+    if change == "a template changed":
+        assert any(b"(new template)" in data for name, data in after.items() if name.startswith("stories/"))
+
+
+def test_a_page_edited_in_place_is_put_right_by_a_full_build(
+        newsroom: tuple[Config, Store], project: Project) -> None:
+    config, _store = newsroom
+    before = files(config.output_dir)
+    _truncate_page(project, config)
+    result = CliRunner().invoke(cli, ["build", "--full"])
+    assert result.exit_code == 0, result.output
+    after = files(config.output_dir)
+    del before["news-sitemap.xml"], after["news-sitemap.xml"]  # the command runs on today's clock
+    assert after == before
+
+
+def test_a_lost_store_is_filled_again(newsroom: tuple[Config, Store], project: Project,
+                                      clock: datetime) -> None:
+    config, store = newsroom
+    store.close()
+    _lose_store(project, config)
+    fresh = Store.open(config.store_url)
+    try:
+        result = build(config, fresh, clock + timedelta(hours=1))
+        assert result.stories == 11
+        assert unchanged.store_state(fresh)[0] == 11  # the stories were recorded again
+    finally:
+        fresh.close()
+
+
+def test_an_edit_in_the_same_mtime_tick_that_keeps_the_size_is_seen(
+        project: Project, clock: datetime) -> None:
+    config = load_config(project.config)
+    path = project.seed("010_fresh.txt", "Bridge opens\n\nCars crossed at nine.\n")
+    store = Store.open(config.store_url)
+    try:
+        build(config, store, clock)
+        st = path.stat()
+        path.write_text("Bridge shuts\n\nCars crossed at nine.\n")  # same size
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        build(config, store, clock + timedelta(minutes=1))
+    finally:
+        store.close()
+    assert b"Bridge shuts" in (config.output_dir / "rss.xml").read_bytes()
+
+
+def test_a_missing_edition_page_is_written_again(newsroom: tuple[Config, Store], faulty_smtp: FaultyServer,
+                                                 project: Project, clock: datetime) -> None:
+    config, store = newsroom
+    project.port = faulty_smtp.port
+    project.write_config()
+    config = load_config(project.config)
+    workers.send(config, store, clock, password=None, secret=SECRET)
+    build(config, store, clock + timedelta(minutes=5))  # the record now knows the edition's files
+    (page,) = [p for p in (config.output_dir / "digests").glob("*.html") if p.name != "index.html"]
+    mailed = page.read_bytes()
+    page.unlink()
+    result = build(config, store, clock + timedelta(hours=1))
+    assert str(page.relative_to(config.output_dir)) in result.written
+    assert page.read_bytes() == mailed
+
+
+def test_a_failed_build_leaves_no_record_to_skip_by(newsroom: tuple[Config, Store], project: Project,
+                                                    clock: datetime, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, store = newsroom
+    record = manifest_path(config.output_dir, config.state_dir) / unchanged.RECORD
+    assert record.exists()
+    _edit_seed(project, config)
+    age(project)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(build_mod, "write_atomic", broken)
+    with pytest.raises(OSError):
+        build(config, store, clock + timedelta(hours=1))
+    assert not record.exists()
+    monkeypatch.undo()
+    build(config, store, clock + timedelta(hours=2))
+    assert b"A late paragraph" in (config.output_dir / "rss.xml").read_bytes()
