@@ -232,6 +232,9 @@ def bench(n: int, hugo: str, root: Path) -> dict[str, tuple[Run, Run]]:
     page = sorted((site / "content" / "stories").iterdir())[len(stories) // 2]
     page.write_text(page.read_text() + "\nAn added paragraph.\n")
     results["one file changed"] = (measure(syn, project, env), measure(hug, site))
+    # Process start-up alone (the interpreter and the command's imports), for "work beyond
+    # start-up": the same command line, asking for its help.
+    results["start-up"] = (measure([*syn, "--help"], project, env), measure([hugo, "version"], site))
     pages = sum(1 for _ in (project / "public" / "stories").iterdir())
     print(f"[{n}] syndicator wrote {pages} story pages", file=sys.stderr, flush=True)
     return results
@@ -267,6 +270,22 @@ def main() -> None:
     for n, kind, s, h in rows:
         print(f"{n:>7} {kind:<17} {s.seconds:>8.2f} {h.seconds:>8.2f} {s.seconds / h.seconds:>8.2f} "
               f"{s.peak_mb:>8.0f} {h.peak_mb:>8.0f} {s.peak_mb / h.peak_mb:>8.2f}")
+    if len(sizes) > 1:
+        scaling(rows, sizes[0], sizes[-1])
+
+
+def scaling(rows: list[tuple[int, str, Run, Run]], small: int, large: int) -> None:
+    """syndicator's growth from the smallest size to the largest, and its work beyond start-up."""
+    runs = {(n, kind): s for n, kind, s, _ in rows}
+    print(f"\nsyndicator at {large} seeds against {small} (same run); beyond start-up = the build's "
+          "time less `build --help`'s at that size\n")
+    head = f"{'build':<17} {'s ratio':>8} {'MB ratio':>8} {'beyond start-up, s':>20}"
+    print(head)
+    print("-" * len(head))
+    for kind in ("full", "no change", "one file changed"):
+        a, b = runs[(small, kind)], runs[(large, kind)]
+        beyond = b.seconds - runs[(large, "start-up")].seconds
+        print(f"{kind:<17} {b.seconds / a.seconds:>8.2f} {b.peak_mb / a.peak_mb:>8.2f} {beyond:>20.2f}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import jinja2
 from sqlalchemy import func, select
 
 from syndicator.config import Config
+from syndicator.errors import SeedError
 from syndicator.model import Story
 from syndicator.seeds.cache import stat_paths
 from syndicator.site import editions, sitemaps
@@ -71,7 +72,11 @@ def seen(config: Config, env: jinja2.Environment) -> Seen:
     digest = hashlib.blake2b(digest_size=16)
     racy = time.time_ns() - _RACY_NS
     recent = False
-    for path, size, mtime in stat_paths(config.seeds_dir):
+    try:
+        listing = stat_paths(config.seeds_dir)
+    except SeedError:
+        listing, recent = [], True  # the complete build's seed loading says what is wrong
+    for path, size, mtime in listing:
         digest.update(f"{path.name}\0{size}\0{mtime}\n".encode("utf-8", "surrogatepass"))
         recent = recent or mtime >= racy
     whole = repr((signature(config, env), config.digest.timezone, config.store_url,
