@@ -68,10 +68,14 @@ NewsItem = tuple[str, str, datetime, int]  # the story's URL, title, publication
 
 
 def news_candidates(config: Config, stories: Sequence[Story], now: datetime) -> list[NewsItem]:
-    """The stories a news sitemap at ``now`` or later can name: those published since the
-    window opened (later builds only move it on), future-dated ones included."""
-    return [(story_url(config, s), s.title, s.published, s.seq) for s in stories
-            if s.published >= now - NEWS_WINDOW]
+    """What a news sitemap at ``now`` or at any later time can name: the newest ``NEWS_MAX``
+    stories it names now (later, more stories enter only from the future, and the window's
+    old end only lets stories go), and every future-dated story."""
+    soon = now + timedelta(minutes=5)
+    shown = [s for s in stories if now - NEWS_WINDOW <= s.published <= soon]
+    shown.sort(key=lambda s: (-s.published.timestamp(), s.seq))
+    ahead = [s for s in stories if s.published > soon]
+    return [(story_url(config, s), s.title, s.published, s.seq) for s in [*ahead, *shown[:NEWS_MAX]]]
 
 
 def _news(config: Config, stories: Sequence[Story], now: datetime) -> bytes:
