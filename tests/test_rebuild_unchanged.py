@@ -226,3 +226,21 @@ def test_a_failed_build_leaves_no_record_to_skip_by(newsroom: tuple[Config, Stor
     monkeypatch.undo()
     build(config, store, clock + timedelta(hours=2))
     assert b"A late paragraph" in (config.output_dir / "rss.xml").read_bytes()
+
+
+def test_the_remembered_news_stories_give_the_news_sitemap_of_any_later_build(
+        project: Project, clock: datetime) -> None:
+    """The record keeps the newest 1,000 shown and the future-dated: later windows agree."""
+    from syndicator.model import Story
+    from syndicator.site import sitemaps
+
+    config = load_config(project.config)
+    stories = [Story(id=f"urn:uuid:{n:08d}", slug=f"story-{n:08d}", title=f"Story {n}", paragraphs=(),
+                     is_lead=True, published=clock + timedelta(minutes=n - 1500),
+                     first_seen=clock, seq=n, author=None, url=None, tags=(), path=project.seeds, line=1)
+               for n in range(3000)]
+    kept = sitemaps.news_candidates(config, stories, clock)
+    assert len(kept) < 2500
+    for later in (timedelta(0), timedelta(minutes=7), timedelta(hours=30), timedelta(days=3)):
+        then = clock + later
+        assert sitemaps.render_news(config, kept, then) == sitemaps._news(config, stories, then)
