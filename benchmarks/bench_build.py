@@ -18,8 +18,9 @@ parsed-seed cache never remembers a file modified within 2 s of a build.
               full build into an empty folder, a no-change rebuild, and a rebuild after
               one page changed
 
-Wall seconds and peak RSS (``wait4`` rusage of that one child) for each, and the ratio
-syndicator/Hugo. Figures are from this run only; nothing is compared with stored numbers.
+Wall seconds and peak RSS (``wait4`` rusage of that one command, started by a small launcher)
+for each, and the ratio syndicator/Hugo. Figures are from this run only; nothing is compared
+with stored numbers.
 
 Nothing is deleted until every figure is taken, and before each size the kernel's caches are
 flushed (as root: sync, then /proc/sys/vm/drop_caches). ext4 without a journal (this machine's
