@@ -106,7 +106,7 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
             runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                         f"{record.stories} stories, {len(names)} files written (no seed changed)")
             return BuildResult(folder, record.stories, tuple(names),
-                               record.pages + len(record.files) - len(names))
+                               record.stories + len(record.files) - len(names))
     files = ready.files if ready.files is not None else load_files(config)
     # Before anything is written: a build that fails midway must not leave a record behind
     # that would let the next one skip what this one did not finish.

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -61,8 +61,7 @@ class Record:
     seen: Seen
     store: list[int]
     now: float
-    stories: int
-    pages: int  # story pages the folder holds
+    stories: int  # and as many story pages the folder holds
     files: dict[str, list[int]]  # every other file written: [size, mtime_ns]
     folder_mtime: int  # of stories/
     news: list[NewsItem]
@@ -119,8 +118,7 @@ def rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path,
     for name in files:
         st = os.stat(folder / name)
         kept[name] = [st.st_size, st.st_mtime_ns]
-    return written, Record(record.seen, record.store, now.timestamp(), record.stories, record.pages,
-                           kept, record.folder_mtime, record.news)
+    return written, replace(record, now=now.timestamp(), files=kept)
 
 
 def remember(config: Config, store: Store, folder: Path, now_seen: Seen, now: datetime,
@@ -137,7 +135,7 @@ def remember(config: Config, store: Store, folder: Path, now_seen: Seen, now: da
     except OSError:
         return
     save(config, folder, Record(now_seen, store_state(store), now.timestamp(), len(stories),
-                                len(stories), files, folder_mtime,
+                                files, folder_mtime,
                                 sitemaps.news_candidates(config, stories, now)))
 
 
@@ -150,7 +148,7 @@ def save(config: Config, folder: Path, record: Record) -> None:
     path = manifest_path(folder, config.state_dir) / RECORD
     data = {"version": _VERSION, "seeds": record.seen.seeds, "signature": record.seen.signature,
             "store": record.store, "now": record.now, "stories": record.stories,
-            "pages": record.pages, "files": record.files, "folder_mtime": record.folder_mtime,
+            "files": record.files, "folder_mtime": record.folder_mtime,
             "news": [[u, t, p.isoformat(), s] for u, t, p, s in record.news]}
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +162,7 @@ def _load(path: Path) -> Record | None:
             return None
         news = [(str(u), str(t), datetime.fromisoformat(p), int(s)) for u, t, p, s in data["news"]]
         return Record(Seen(str(data["seeds"]), str(data["signature"])), [int(v) for v in data["store"]],
-                      float(data["now"]), int(data["stories"]), int(data["pages"]),
+                      float(data["now"]), int(data["stories"]),
                       {str(k): [int(v[0]), int(v[1])] for k, v in data["files"].items()},
                       int(data["folder_mtime"]), news)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
@@ -174,7 +172,7 @@ def _load(path: Path) -> Record | None:
 def _intact(folder: Path, record: Record) -> bool:
     """Every file the record names is as the build left it (size and mtime)."""
     try:
-        if record.pages and os.stat(folder / STORIES).st_mtime_ns != record.folder_mtime:
+        if record.stories and os.stat(folder / STORIES).st_mtime_ns != record.folder_mtime:
             return False
         for name, (size, mtime) in record.files.items():
             st = os.stat(folder / name)
