@@ -87,8 +87,16 @@ def count_stories(files: list[SeedFile]) -> int:
     return len(_group([e for f in files for e in f.entries], {}))
 
 
-def resolve(files: list[SeedFile], store: Store, now: datetime, *, persist: bool = True) -> list[Story]:
+Sources = dict[str, tuple[str, ...]]  # story id -> the names of the seed files holding it
+
+
+def resolve(files: list[SeedFile], store: Store, now: datetime, *, persist: bool = True,
+            sources: Sources | None = None, partial: bool = False) -> list[Story]:
     """One story per identity, newest first; new stories are recorded unless ``persist`` is false.
+
+    ``sources``: filled with the seed files each story's entries come from. ``partial``: the
+    files are some of the seeds, holding every entry of each story they touch (the caller
+    closed them over shared stories): the store is asked only for their keys, not for all.
 
     Another process (a second build, a send) may record the same new stories (or give a page
     name to another story) between our read and our write: then the write fails on a unique
@@ -97,19 +105,44 @@ def resolve(files: list[SeedFile], store: Store, now: datetime, *, persist: bool
     with paused_gc():
         for _attempt in range(_ATTEMPTS - 1):
             try:
-                return _resolve(files, store, now, persist)
+                return _resolve(files, store, now, persist, sources, partial)
             except (IntegrityError, NamesTaken):
                 continue
-        return _resolve(files, store, now, persist)
+        return _resolve(files, store, now, persist, sources, partial)
 
 
-def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool) -> list[Story]:
-    known = store.story_keys()
-    groups = _group([e for f in files for e in f.entries], known)
+class _StoredSlugs:
+    """Page names taken, asked of the store one at a time (a partial resolve's few stories)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.owners: dict[str, str | None] = {}
+
+    def get(self, slug: str, default: str) -> str:
+        if slug not in self.owners:
+            self.owners[slug] = self.store.slug_owner(slug)
+        owner = self.owners[slug]
+        return default if owner is None else owner
+
+    def __setitem__(self, slug: str, owner: str) -> None:
+        self.owners[slug] = owner
+
+
+def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool,
+             sources: Sources | None, partial: bool) -> list[Story]:
+    entries = [e for f in files for e in f.entries]
+    taken: _StoredSlugs | None = None
+    if partial:
+        known = store.keys_of(key for entry in entries for key in entry.keys)
+        latest = store.latest_first_seen()
+        taken = _StoredSlugs(store)
+    else:
+        known = store.story_keys()
+        latest = max((s.first_seen for s in known.values()), default=None)
+    groups = _group(entries, known)
     fresh = sum(1 for g in groups if not g.stored)
     # New stories are newer than every stored one, so no two share a time even when
     # builds follow each other within seconds (or this machine's now is behind).
-    latest = max((s.first_seen for s in known.values()), default=None)
     base = int(now.timestamp())
     if latest is not None:
         base = max(base, latest + fresh)
@@ -142,18 +175,23 @@ def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool) 
                 if key not in known:
                     aliases[(key, public_id)] = None
         resolved.append((group, public_id, first_seen, seq, slug))
-    slugs, named = _name_pages(resolved, known)
+    slugs, named = _name_pages(resolved, known, taken)
     seqs = _record(store, [(i, f, slugs[i], digests[i]) for i, f in new], list(aliases), named, persist)
     if persist:
         store.revise(revisions)
     stories = [_story(g, i, f, seq if seq is not None else seqs[i], slug or slugs[i], revised.get(i))
                for g, i, f, seq, slug in resolved]
     stories.sort(key=lambda s: (-s.published.timestamp(), s.seq))
+    if sources is not None:
+        sources.clear()
+        for group, public_id, _, _, _ in resolved:
+            sources[public_id] = tuple(dict.fromkeys(e.path.name for e in group.entries))
     return stories
 
 
 def _name_pages(resolved: list[tuple[_Group, str, int, int | None, str | None]],
-                known: dict[str, StoredStory]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+                known: dict[str, StoredStory], stored: _StoredSlugs | None = None,
+                ) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """A page name (slug) for every story that has none stored, by id: one no other story holds;
     and (slug, id) of those among them already recorded (to record their names too).
 
@@ -167,7 +205,8 @@ def _name_pages(resolved: list[tuple[_Group, str, int, int | None, str | None]],
     unnamed = [(seq, n) for n, (_, _, _, seq, slug) in enumerate(resolved) if slug is None]
     if not unnamed:  # a rebuild: every story has its stored name
         return {}, []
-    taken = {s.slug: s.id for s in known.values() if s.slug is not None}
+    taken: dict[str, str] | _StoredSlugs = (
+        stored if stored is not None else {s.slug: s.id for s in known.values() if s.slug is not None})
     # Recorded (seq) before new (None), each in order; the index keeps new ones in file order.
     unnamed.sort(key=lambda u: (u[0] is None, u[0] or 0, u[1]))
     slugs: dict[str, str] = {}

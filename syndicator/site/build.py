@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,9 +32,10 @@ from syndicator.config import Config
 from syndicator.errors import InputErrors
 from syndicator.gcpause import paused_gc
 from syndicator.model import SeedFile, Story
-from syndicator.seeds.identity import load_files, resolve
+from syndicator.seeds.identity import Sources, load_files, resolve
 from syndicator.seeds.parse import SeedFiles
-from syndicator.site import editions, sitemaps, tags, unchanged
+from syndicator.site import editions, incremental, sitemaps, tags, unchanged
+from syndicator.site.catalog import Catalog
 from syndicator.site.feeds import ArchiveDoc, site_feeds
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
@@ -60,17 +62,18 @@ class Prepared:
     """A build that passed its checks: seeds parsed, templates compiled, output writable."""
 
     folder: Path
-    files: list[SeedFile] | None  # None: parsed only if the no-change rebuild cannot serve
+    files: list[SeedFile] | None  # None: parsed only if neither quicker rebuild can serve
     env: jinja2.Environment
     seen: unchanged.Seen
     record: unchanged.Record | None  # the folder's last build, when no seed changed since
+    plan: incremental.Plan | None = None  # when a few seeds changed since (parsed)
 
 
 def prepare(config: Config, output: Path | None = None) -> Prepared:
     """Every check a build needs, before any store is opened: all problems at once.
 
-    Seeds unchanged since the folder's last complete build (``unchanged``) are not parsed
-    again: they parsed then, with the same code and settings.
+    Seeds unchanged since the folder's last build (``unchanged``, ``incremental``) are not
+    parsed again: they parsed then, with the same code and settings.
     """
     folder = output or config.output_dir
     env = environment(config.templates_dir)
@@ -79,10 +82,12 @@ def prepare(config: Config, output: Path | None = None) -> Prepared:
     if broken:
         raise InputErrors(broken)
     seen = unchanged.seen(config, env)
-    record = unchanged.candidate(config, folder, seen)
-    files = None if record is not None else load_files(config)
+    last = unchanged.load(config, folder, seen)
+    record = last if last is not None and unchanged.matches(last, seen) else None
+    plan = incremental.plan(config, folder, seen, last) if last is not None and record is None else None
+    files = None if record is not None or plan is not None else load_files(config)
     check_writable(folder)
-    return Prepared(folder, files, env, seen, record)
+    return Prepared(folder, files, env, seen, record, plan)
 
 
 def build(config: Config, store: Store, now: datetime, output: Path | None = None, *,
@@ -107,11 +112,19 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
                         f"{record.stories} stories, {len(names)} files written (no seed changed)")
             return BuildResult(folder, record.stories, tuple(names),
                                record.stories + len(record.files) - len(names))
+    if ready.plan is not None:
+        done = None if prune or full else incremental.rebuild(config, env, store, folder, now, ready.plan)
+        ready.plan.catalog.close()
+        if done is not None:
+            runs.record(store, runs.BUILD, started, time.monotonic() - clock,
+                        f"{done.stories} stories, {len(done.written)} files written (incremental)")
+            return BuildResult(folder, done.stories, tuple(done.written), done.kept)
     files = ready.files if ready.files is not None else load_files(config)
     # Before anything is written: a build that fails midway must not leave a record behind
     # that would let the next one skip what this one did not finish.
     unchanged.forget(config, folder)
-    stories = resolve(files, store, now)
+    sources: Sources = {}
+    stories = resolve(files, store, now, sources=sources)
     renderer = StoryPages(config, env)
     feeds, archive = site_feeds(config, stories)
     tagged = tags.by_tag(stories)
@@ -149,11 +162,23 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     pruned = prune_pages(folder, {story.slug + ".html" for story in stories}) if prune else 0
     if isinstance(files, SeedFiles):
         files.save_cache()
-    unchanged.remember(config, store, folder, ready.seen, now, stories, [*top, *skipped])
+    unchanged.remember(config, store, folder, ready.seen, now, stories, [*top, *skipped],
+                       _catalogue(config, folder, ready.seen, stories, sources))
     written = [name for name, _ in staged] + written
     runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                 f"{len(stories)} stories, {len(written)} files written")
     return BuildResult(folder, len(stories), tuple(written), kept, pruned)
+
+
+def _catalogue(config: Config, folder: Path, seen: unchanged.Seen, stories: list[Story],
+               sources: Sources) -> str:
+    """Write the folder's catalog (for the next incremental rebuild); its token, "" if none."""
+    if not seen.listing:
+        return ""
+    try:
+        return Catalog.write(unchanged.state_folder(config, folder), seen.listing, stories, sources)
+    except (OSError, sqlite3.Error):
+        return ""  # only a shortcut: the next build is a complete one
 
 
 # A story page's name as ``story_slug`` makes it: the title's stem (ASCII letters, digits and

@@ -28,10 +28,14 @@ EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def story_url(config: Config, story: Story) -> str:
-    slug = story.slug
+    return page_url(config, story.slug)
+
+
+def page_url(config: Config, slug: str) -> str:
+    """The URL of the story page named ``slug``."""
     if slug.isascii() and slug.replace("-", "").isalnum():
         return _stories_url(config.site.url) + slug + ".html"  # urljoin per story: a tenth of a feed
-    return urljoin(config.site.url, story.page)
+    return urljoin(config.site.url, f"stories/{slug}.html")
 
 
 @functools.lru_cache(maxsize=8)
@@ -105,18 +109,26 @@ class ArchiveDoc:
 def site_feeds(config: Config, stories: Sequence[Story]) -> tuple[dict[str, bytes], list[ArchiveDoc]]:
     """The subscription feeds (rendered) and the archive documents (rendered on demand)."""
     current, pages = archive_pages(stories, config.feeds.limit, config.feeds.archive_size)
-    channel = Channel.site(config)
-    files = render_channel(config, channel, current, archive_links=_current_links(len(pages)))
+    files = current_feeds(config, current, len(pages))
     docs: list[ArchiveDoc] = []
     for number, page in enumerate(pages, start=1):
-        links = _archive_links(number, len(pages))
-        shown = _newest_first(page)
-        key = _archive_key(number, links, shown)
-        for kind in (RSS, ATOM):
-            name = archive_name(kind, number)
-            docs.append(ArchiveDoc(name, key, functools.partial(
-                _archive_xml, config, channel, shown, kind, name, links)))
+        docs += archive_docs(config, number, len(pages), page)
     return files, docs
+
+
+def current_feeds(config: Config, current: Sequence[Story], pages: int) -> dict[str, bytes]:
+    """The subscription feeds: ``current`` newest first, linking the newest of ``pages``."""
+    return render_channel(config, Channel.site(config), current, archive_links=_current_links(pages))
+
+
+def archive_docs(config: Config, number: int, pages: int, page: Sequence[Story]) -> list[ArchiveDoc]:
+    """Archive page ``number`` of ``pages`` (its RSS and Atom documents), holding ``page``."""
+    links = _archive_links(number, pages)
+    shown = newest_first(page)
+    key = _archive_key(number, links, shown)
+    channel = Channel.site(config)
+    return [ArchiveDoc(name, key, functools.partial(_archive_xml, config, channel, shown, kind, name, links))
+            for kind in (RSS, ATOM) for name in (archive_name(kind, number),)]
 
 
 def _archive_key(number: int, links: list[tuple[str, str]], shown: list[Story]) -> str:
@@ -156,14 +168,14 @@ def archive_pages(stories: Sequence[Story], limit: int, size: int) -> tuple[list
     cut = max(0, len(by_seq) - limit)
     archived = by_seq[:cut]
     pages = [archived[i:i + size] for i in range(0, len(archived), size)]
-    return _newest_first(by_seq[cut:]), pages
+    return newest_first(by_seq[cut:]), pages
 
 
 def archive_name(kind: str, number: int) -> str:
     return f"{ARCHIVE}/{'rss' if kind == RSS else 'atom'}-{number}.xml"
 
 
-def _newest_first(stories: Sequence[Story]) -> list[Story]:
+def newest_first(stories: Sequence[Story]) -> list[Story]:
     return sorted(stories, key=lambda s: (-s.published.timestamp(), s.seq))
 
 

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import sys
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 
 import jinja2
@@ -28,14 +29,18 @@ Page = tuple[str, int, int]  # the page's key, and its size and mtime (ns) once 
 class Manifest:
     """Per page: the digest of what it shows, and its size and mtime when written."""
 
-    def __init__(self, folder: Path, config: Config, env: jinja2.Environment) -> None:
+    def __init__(self, folder: Path, config: Config, env: jinja2.Environment,
+                 names: Iterable[str] | None = None) -> None:
+        """``names``: only the pages a build may write (the shards holding them; every other
+        page stays as remembered), else every page (and ``pages`` must name each one kept)."""
         self.path = manifest_path(folder, config.state_dir)
         self.tag = (MANIFEST_VERSION, signature(config, env))
-        self.shards = shards.load(self.path, self.tag)
+        only = None if names is None else {shards.shard_of(name) for name in names}
+        self.shards = shards.load(self.path, self.tag, only)
         self.remembered: dict[str, Page] = {}
         for part in self.shards.values():
             self.remembered.update(part)
-        self.pages: dict[str, Page] = {}
+        self.pages: dict[str, Page] = {} if names is None else dict(self.remembered)
 
     def save(self) -> None:
         """Best effort: what the manifest does not remember is rendered and compared again."""

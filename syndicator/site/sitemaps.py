@@ -23,44 +23,85 @@ NEWS_WINDOW = timedelta(days=2)
 NEWS_MAX = 1_000
 
 
+BLOCK = 10_000  # story URLs per sitemap part past MAX_URLS
+Url = tuple[str, str]  # a page's URL and its last change (W3C datetime)
+
+
 def outputs(config: Config, stories: Sequence[Story], tag_pages: dict[str, datetime],
             now: datetime) -> dict[str, bytes]:
     """``tag_pages``: each tag page's path and the newest change among its stories."""
-    site = config.site.url
-    newest = max((s.updated for s in stories), default=EPOCH)
-    urls = [(site, newest)]
-    urls += [(story_url(config, s), s.updated) for s in stories]
-    urls += [(urljoin(site, page), when) for page, when in sorted(tag_pages.items())]
-    files: dict[str, bytes] = {}
-    if len(urls) <= MAX_URLS:
-        files["sitemap.xml"] = _urlset(urls)
+    pages = site_pages(config, max((s.updated for s in stories), default=EPOCH), tag_pages)
+    if len(stories) + len(pages) <= MAX_URLS:
+        files = {"sitemap.xml": single(pages, [(story_url(config, s), _w3c(s.updated)) for s in stories])}
     else:
-        parts = [urls[i:i + MAX_URLS] for i in range(0, len(urls), MAX_URLS)]
-        for number, part in enumerate(parts, start=1):
-            files[f"sitemap-{number}.xml"] = _urlset(part)
-        files["sitemap.xml"] = _index([(urljoin(site, f"sitemap-{n}.xml"), max(w for _, w in part))
-                                       for n, part in enumerate(parts, start=1)])
+        size = block_size()
+        blocks: dict[int, list[Url]] = {}
+        for s in sorted(stories, key=lambda s: s.seq):
+            blocks.setdefault(block_of(s.seq, size), []).append((story_url(config, s), _w3c(s.updated)))
+        files = {part_name(n): urlset(urls) for n, urls in blocks.items()}
+        parts = [(n, max(w for _, w in urls)) for n, urls in blocks.items()]
+        files.update(split(config, pages, parts))
     files[NEWS] = _news(config, stories, now)
-    files["robots.txt"] = (f"User-agent: *\nAllow: /\n\nSitemap: {urljoin(site, 'sitemap.xml')}\n"
-                           f"Sitemap: {urljoin(site, 'news-sitemap.xml')}\n").encode()
+    files["robots.txt"] = robots(config)
     return files
 
 
-def _urlset(urls: Sequence[tuple[str, datetime]]) -> bytes:
+def robots(config: Config) -> bytes:
+    site = config.site.url
+    return (f"User-agent: *\nAllow: /\n\nSitemap: {urljoin(site, 'sitemap.xml')}\n"
+            f"Sitemap: {urljoin(site, 'news-sitemap.xml')}\n").encode()
+
+
+def site_pages(config: Config, newest: datetime, tag_pages: dict[str, datetime]) -> list[Url]:
+    """The home page (its last change: the newest story's), then every tag page."""
+    site = config.site.url
+    tags = [(urljoin(site, page), _w3c(when)) for page, when in sorted(tag_pages.items())]
+    return [(site, _w3c(newest)), *tags]
+
+
+def single(pages: list[Url], stories: list[Url]) -> bytes:
+    """The one sitemap of a site of at most MAX_URLS pages: home, stories newest first, tags."""
+    return urlset([pages[0], *stories, *pages[1:]])
+
+
+def block_size() -> int:
+    return min(BLOCK, MAX_URLS)
+
+
+def block_of(seq: int, size: int) -> int:
+    """A story's sitemap part past MAX_URLS: by its seq, so a new story changes only the last."""
+    return (seq - 1) // size + 1
+
+
+def part_name(number: int) -> str:
+    return f"sitemap-{number}.xml"
+
+
+def split(config: Config, pages: list[Url], parts: Sequence[tuple[int, str]]) -> dict[str, bytes]:
+    """The sitemap index over the story parts (number, last change) and the site's pages."""
+    site = config.site.url
+    files: dict[str, bytes] = {}
+    listed: list[Url] = []
+    for n, start in enumerate(range(0, len(pages), MAX_URLS), start=1):
+        name = "sitemap-pages.xml" if n == 1 else f"sitemap-pages-{n}.xml"
+        files[name] = urlset(pages[start:start + MAX_URLS])
+        listed.append((urljoin(site, name), max(w for _, w in pages[start:start + MAX_URLS])))
+    listed += [(urljoin(site, part_name(n)), when) for n, when in sorted(parts)]
+    files["sitemap.xml"] = _listing("sitemapindex", "sitemap", listed)
+    return files
+
+
+def urlset(urls: Sequence[Url]) -> bytes:
     return _listing("urlset", "url", urls)
 
 
-def _index(sitemaps: Sequence[tuple[str, datetime]]) -> bytes:
-    return _listing("sitemapindex", "sitemap", sitemaps)
-
-
-def _listing(root_tag: str, item_tag: str, items: Sequence[tuple[str, datetime]]) -> bytes:
+def _listing(root_tag: str, item_tag: str, items: Sequence[Url]) -> bytes:
     """A sitemap (``urlset`` of ``url``) or a sitemap index (``sitemapindex`` of ``sitemap``)."""
     root = etree.Element(f"{{{SITEMAP_NS}}}{root_tag}", nsmap={None: SITEMAP_NS})
     for loc, when in items:
         item = etree.SubElement(root, f"{{{SITEMAP_NS}}}{item_tag}")
         etree.SubElement(item, f"{{{SITEMAP_NS}}}loc").text = loc
-        etree.SubElement(item, f"{{{SITEMAP_NS}}}lastmod").text = _w3c(when)
+        etree.SubElement(item, f"{{{SITEMAP_NS}}}lastmod").text = when
     return _serialise(root)
 
 

@@ -50,16 +50,26 @@ def channel(config: Config, slug: str, name: str) -> Channel:
 
 def outputs(config: Config, env: jinja2.Environment, tagged_by: Tagged) -> dict[str, bytes]:
     """Every tag's feeds and page (``by_tag`` of the stories, newest first)."""
-    files: dict[str, bytes] = {}
-    # The tags readers can choose on their preferences page (served by `serve`).
-    listing = [{"slug": slug, "name": name} for slug, (name, _) in tagged_by.items()]
-    if listing:
-        files[TAG_LIST] = (json.dumps(listing, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+    files = tag_list([(slug, name) for slug, (name, _) in tagged_by.items()])
     for slug, (name, tagged) in tagged_by.items():
-        listed = tagged[: config.feeds.limit]
-        chan = channel(config, slug, name)
-        files.update(render_channel(config, chan, listed))
-        files[chan.page] = _page(config, env, chan, name, listed)
+        files.update(tag_files(config, env, slug, name, tagged[: config.feeds.limit]))
+    return files
+
+
+def tag_list(tags: list[tuple[str, str]]) -> dict[str, bytes]:
+    """The tags readers can choose on their preferences page (served by `serve`), by slug."""
+    if not tags:
+        return {}
+    listing = [{"slug": slug, "name": name} for slug, name in tags]
+    return {TAG_LIST: (json.dumps(listing, ensure_ascii=False, indent=1) + "\n").encode("utf-8")}
+
+
+def tag_files(config: Config, env: jinja2.Environment, slug: str, name: str,
+              listed: list[Story]) -> dict[str, bytes]:
+    """One tag's feeds and page, of its newest ``feeds.limit`` stories (newest first)."""
+    chan = channel(config, slug, name)
+    files = render_channel(config, chan, listed)
+    files[chan.page] = _page(config, env, chan, name, listed)
     return files
 
 

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from syndicator.state import schema
 from syndicator.state.store import Store
 
 RECORD = "last-build.json"
-_VERSION = 1
+_VERSION = 2
 _RACY_NS = 2_000_000_000  # a seed written this close to a build may change again unseen
 STORIES = "stories"
 
@@ -52,6 +52,8 @@ class Seen:
 
     seeds: str  # digest of every seed's name, size and mtime; "" when one is too recent
     signature: str
+    # Every seed's name, size and mtime (-1 for one too recent to trust: it counts as changed).
+    listing: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Record:
     files: dict[str, list[int]]  # every other file written: [size, mtime_ns]
     folder_mtime: int  # of stories/
     news: list[NewsItem]
+    catalog: str = ""  # the token of the catalog written with it (``catalog.Catalog``)
 
 
 def seen(config: Config, env: jinja2.Environment) -> Seen:
@@ -75,20 +78,31 @@ def seen(config: Config, env: jinja2.Environment) -> Seen:
         listing = stat_paths(config.seeds_dir)
     except SeedError:
         listing, recent = [], True  # the complete build's seed loading says what is wrong
+    seeds: dict[str, tuple[int, int]] = {}
     for path, size, mtime in listing:
         digest.update(f"{path.name}\0{size}\0{mtime}\n".encode("utf-8", "surrogatepass"))
+        seeds[path.name] = (size, mtime if mtime < racy else -1)
         recent = recent or mtime >= racy
     whole = repr((signature(config, env), config.digest.timezone, config.store_url,
                   str(config.seeds_dir.resolve()))).encode("utf-8", "surrogatepass")
-    return Seen("" if recent else digest.hexdigest(), hashlib.blake2b(whole, digest_size=16).hexdigest())
+    return Seen("" if recent else digest.hexdigest(), hashlib.blake2b(whole, digest_size=16).hexdigest(),
+                seeds)
 
 
-def candidate(config: Config, folder: Path, now_seen: Seen) -> Record | None:
-    """The folder's record when the seeds and the signature are as it says (store unchecked)."""
-    if not now_seen.seeds:
-        return None
+def load(config: Config, folder: Path, now_seen: Seen) -> Record | None:
+    """The folder's record if it was made with today's signature (seeds and store unchecked)."""
     record = _load(manifest_path(folder, config.state_dir) / RECORD)
-    return record if record is not None and record.seen == now_seen else None
+    return record if record is not None and record.seen.signature == now_seen.signature else None
+
+
+def matches(record: Record, now_seen: Seen) -> bool:
+    """Whether no seed changed since the record was made (as far as sizes and mtimes tell)."""
+    return bool(now_seen.seeds) and record.seen == now_seen
+
+
+def state_folder(config: Config, folder: Path) -> Path:
+    """Where the build's remembered state for ``folder`` lives (manifest, record, catalog)."""
+    return manifest_path(folder, config.state_dir)
 
 
 def store_state(store: Store) -> list[int]:
@@ -105,7 +119,7 @@ def store_state(store: Store) -> list[int]:
 def rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
             record: Record) -> tuple[list[str], Record] | None:
     """Write what the clock changes (news sitemap, editions listing); None: build it all."""
-    if now.timestamp() < record.now or store_state(store) != record.store or not _intact(folder, record):
+    if not usable(store, folder, now, record):
         return None
     published = editions.published(store)
     if any(not (folder / editions.page_of(config, e)).exists() for e in published):
@@ -121,11 +135,15 @@ def rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path,
     return written, replace(record, now=now.timestamp(), files=kept)
 
 
+def usable(store: Store, folder: Path, now: datetime, record: Record) -> bool:
+    """Whether the record still tells what the folder holds: the clock did not go back, no one
+    recorded a story since, and every file it names is as it was written."""
+    return now.timestamp() >= record.now and store_state(store) == record.store and _intact(folder, record)
+
+
 def remember(config: Config, store: Store, folder: Path, now_seen: Seen, now: datetime,
-             stories: list[Story], names: list[str]) -> None:
+             stories: list[Story], names: list[str], catalog: str) -> None:
     """After a complete build: what it was made from and what it wrote (best effort)."""
-    if not now_seen.seeds:
-        return
     files: dict[str, list[int]] = {}
     try:
         for name in names:
@@ -136,7 +154,7 @@ def remember(config: Config, store: Store, folder: Path, now_seen: Seen, now: da
         return
     save(config, folder, Record(now_seen, store_state(store), now.timestamp(), len(stories),
                                 files, folder_mtime,
-                                sitemaps.news_candidates(config, stories, now)))
+                                sitemaps.news_candidates(config, stories, now), catalog))
 
 
 def forget(config: Config, folder: Path) -> None:
@@ -149,7 +167,7 @@ def save(config: Config, folder: Path, record: Record) -> None:
     data = {"version": _VERSION, "seeds": record.seen.seeds, "signature": record.seen.signature,
             "store": record.store, "now": record.now, "stories": record.stories,
             "files": record.files, "folder_mtime": record.folder_mtime,
-            "news": [[u, t, p.isoformat(), s] for u, t, p, s in record.news]}
+            "news": [[u, t, p.isoformat(), s] for u, t, p, s in record.news], "catalog": record.catalog}
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
@@ -164,7 +182,7 @@ def _load(path: Path) -> Record | None:
         return Record(Seen(str(data["seeds"]), str(data["signature"])), [int(v) for v in data["store"]],
                       float(data["now"]), int(data["stories"]),
                       {str(k): [int(v[0]), int(v[1])] for k, v in data["files"].items()},
-                      int(data["folder_mtime"]), news)
+                      int(data["folder_mtime"]), news, str(data["catalog"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None  # no record, or not one this syndicator wrote: build it all
 

@@ -33,10 +33,10 @@ def split(entries: dict[str, Any]) -> dict[int, Shard]:
     return shards
 
 
-def load(folder: Path, tag: Tag) -> dict[int, Shard]:
-    """Every readable shard made with ``tag``."""
+def load(folder: Path, tag: Tag, only: set[int] | None = None) -> dict[int, Shard]:
+    """Every readable shard made with ``tag`` (``only``: of these numbers)."""
     shards: dict[int, Shard] = {}
-    for shard in range(SHARDS):
+    for shard in range(SHARDS) if only is None else sorted(only):
         try:
             raw = _path(folder, shard).read_bytes()
             payload = raw[16:]

@@ -210,6 +210,41 @@ class Store:
             keys[key] = stored
         return keys
 
+    def keys_of(self, keys: Iterable[str]) -> dict[str, StoredStory]:
+        """The stored story of each of ``keys`` that names one (``story_keys``, for a few keys)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, StoredStory] = {}
+        stories: dict[str, StoredStory] = {}
+        with self.read() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                part = wanted[start:start + _CHUNK]
+                marks = ", ".join(_mark(conn, n) for n in range(1, len(part) + 1))
+                rows = conn.exec_driver_sql(
+                    "SELECT k.key, s.id, s.seq, s.first_seen, s.slug, s.digest, s.revised_at"
+                    f" FROM story_keys k JOIN stories s ON s.id = k.story_id WHERE k.key IN ({marks})",
+                    tuple(part)).fetchall()
+                for key, story_id, seq, first_seen, slug, digest, revised_at in rows:
+                    stored = stories.get(story_id)
+                    if stored is None:
+                        stored = stories[story_id] = StoredStory(story_id, seq, first_seen, slug, digest,
+                                                                 revised_at)
+                    found[key] = stored
+        return found
+
+    def slug_owner(self, slug: str) -> str | None:
+        """The id of the story whose page name ``slug`` is, if any."""
+        with self.read() as conn:
+            owner = conn.exec_driver_sql(f"SELECT id FROM stories WHERE slug = {_mark(conn, 1)}",
+                                         (slug,)).scalar()
+        return None if owner is None else str(owner)
+
+    def latest_first_seen(self) -> int | None:
+        from sqlalchemy import func
+
+        with self.read() as conn:
+            latest = conn.execute(select(func.max(schema.stories.c.first_seen))).scalar()
+        return None if latest is None else int(latest)
+
     def max_seq(self) -> int:
         from sqlalchemy import func
 
@@ -263,6 +298,9 @@ class Store:
             rows = conn.exec_driver_sql(f"SELECT id, seq FROM stories WHERE seq > {_mark(conn, 1)}",
                                         (before,))
             return {story_id: seq for story_id, seq in rows if story_id in ids}
+
+
+_CHUNK = 500  # parameters per statement: under SQLite's oldest limit (999)
 
 
 def _mark(conn: Connection, n: int) -> str:

@@ -1,0 +1,306 @@
+"""The catalog: every live story of a folder's last build, indexed as the outputs read them.
+
+A build's outputs each show a slice of the stories: the feeds the newest-seen ``feeds.limit``,
+the index and each tag the newest-published, an archive page a run of ranks by first-seen
+time, a sitemap part a block of seq. A complete build writes them all from the list of every
+story; it also writes that list here (an SQLite file beside its page manifest, in the
+project's state/ folder, never the published one), with the seed files each story's entries
+came from. A rebuild after a few seeds changed (``incremental``) then re-resolves only the
+stories those seeds touch and asks the catalog for each slice it must write again: its cost
+follows the change and the slices, not the archive.
+
+It is derived data: always SQLite whatever the store is, replaced whole by each complete
+build, and trusted only when the build record names its token (``unchanged.Record``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import secrets
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from syndicator.model import Story, tag_slug
+from syndicator.text import one_line
+
+CATALOG = "catalog.db"
+_VERSION = 1
+_CHUNK = 500  # parameters per statement: under SQLite's oldest limit (999)
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE seeds (name TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime INTEGER NOT NULL);
+CREATE TABLE sources (seed TEXT NOT NULL, story_id TEXT NOT NULL, PRIMARY KEY (seed, story_id));
+CREATE INDEX sources_story ON sources (story_id);
+CREATE TABLE stories (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, first_seen INTEGER NOT NULL,
+                      published REAL NOT NULL, updated REAL NOT NULL, slug TEXT NOT NULL,
+                      lastmod TEXT NOT NULL, data BLOB NOT NULL);
+CREATE INDEX stories_seen ON stories (first_seen, seq);
+CREATE INDEX stories_published ON stories (published DESC, seq);
+CREATE INDEX stories_seq ON stories (seq);
+CREATE INDEX stories_updated ON stories (updated);
+CREATE TABLE story_tags (slug TEXT NOT NULL, spelling TEXT NOT NULL, story_id TEXT NOT NULL,
+                         published REAL NOT NULL, seq INTEGER NOT NULL, updated REAL NOT NULL,
+                         PRIMARY KEY (slug, story_id));
+CREATE INDEX story_tags_order ON story_tags (slug, published DESC, seq);
+CREATE INDEX story_tags_story ON story_tags (story_id);
+CREATE TABLE tags (slug TEXT PRIMARY KEY, name TEXT NOT NULL);
+"""
+
+Listing = dict[str, tuple[int, int]]  # seed file name -> (size, mtime_ns)
+
+
+def freeze(story: Story) -> bytes:
+    """A story as the catalog keeps it (marshal: a tenth of pickle's cost to read back)."""
+    return marshal.dumps((
+        story.id, story.slug, story.title, story.paragraphs, story.is_lead,
+        story.published.isoformat(), story.first_seen.isoformat(), story.seq, story.author,
+        story.url, story.tags, str(story.path), story.line,
+        None if story.revised is None else story.revised.isoformat(), story.correction), 2)
+
+
+def thaw(data: bytes) -> Story:
+    (id_, slug, title, paragraphs, is_lead, published, first_seen, seq, author, url, tags, path,
+     line, revised, correction) = marshal.loads(data)
+    return Story(id=id_, slug=slug, title=title, paragraphs=paragraphs, is_lead=is_lead,
+                 published=datetime.fromisoformat(published), first_seen=datetime.fromisoformat(first_seen),
+                 seq=seq, author=author, url=url, tags=tags, path=Path(path), line=line,
+                 revised=None if revised is None else datetime.fromisoformat(revised), correction=correction)
+
+
+def tag_rows(story: Story) -> list[tuple[str, str, str, float, int, float]]:
+    """The story's (tag slug, spelling, ...) rows: one per slug, its last spelling (``tags.by_tag``)."""
+    published, updated = story.published.timestamp(), story.updated.timestamp()
+    return [(slug, one_line(tag), story.id, published, story.seq, updated)
+            for slug, tag in {tag_slug(t): t for t in story.tags}.items()]
+
+
+def _story_row(story: Story) -> tuple[str, int, int, float, float, str, str, bytes]:
+    return (story.id, story.seq, int(story.first_seen.timestamp()), story.published.timestamp(),
+            story.updated.timestamp(), story.slug, story.updated.isoformat(timespec="seconds"),
+            freeze(story))
+
+
+@dataclass(frozen=True)
+class UrlRow:
+    slug: str
+    lastmod: str  # the story's last change, as a sitemap writes it
+
+
+class Catalog:
+    """One open catalog file; ``write`` replaces it whole, ``apply`` changes some stories."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        self.path = path
+        self.db = db
+
+    @classmethod
+    def open(cls, folder: Path, token: str) -> Catalog | None:
+        """The catalog in ``folder`` if it is the one the build record names (``token``)."""
+        path = folder / CATALOG
+        if not token or not path.exists():
+            return None
+        try:
+            db = sqlite3.connect(path, isolation_level=None)
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError:
+            return None
+        if meta.get("version") != str(_VERSION) or meta.get("token") != token:
+            db.close()
+            return None
+        return cls(path, db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writing -----------------------------------------------------------------------------
+    @staticmethod
+    def write(folder: Path, listing: Listing, stories: Sequence[Story],
+              sources: dict[str, tuple[str, ...]]) -> str:
+        """Replace the folder's catalog with these stories (atomically); return its token."""
+        folder.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(8)
+        tmp = folder / f".{CATALOG}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=OFF")  # a fresh file: the rename is the commit
+                db.execute("PRAGMA synchronous=OFF")
+                db.executescript(_SCHEMA)
+                db.execute("BEGIN")
+                db.executemany("INSERT INTO meta VALUES (?, ?)",
+                               [("version", str(_VERSION)), ("token", token)])
+                db.executemany("INSERT INTO seeds VALUES (?, ?, ?)",
+                               ((name, size, mtime) for name, (size, mtime) in listing.items()))
+                db.executemany("INSERT INTO sources VALUES (?, ?)",
+                               ((seed, sid) for sid, seeds in sources.items() for seed in seeds))
+                db.executemany("INSERT INTO stories VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               map(_story_row, stories))
+                db.executemany("INSERT INTO story_tags VALUES (?, ?, ?, ?, ?, ?)",
+                               (row for story in stories for row in tag_rows(story)))
+                db.executemany("INSERT INTO tags VALUES (?, ?)", _names(stories))
+                db.execute("COMMIT")
+            finally:
+                db.close()
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, folder / CATALOG)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        for stale in ("-wal", "-shm"):  # of the catalog this one replaced
+            with contextlib.suppress(OSError):
+                (folder / (CATALOG + stale)).unlink()
+        return token
+
+    def apply(self, listing: Listing, gone_seeds: Iterable[str], sources: dict[str, tuple[str, ...]],
+              parsed: Iterable[str], removed: Iterable[str], stories: Sequence[Story],
+              tags: Iterable[str]) -> str:
+        """One transaction: the seeds' new sizes and mtimes (``listing``: only those that
+        changed), the ``parsed`` seeds' sources, stories ``removed`` and ``stories`` as they
+        are now, and the names of ``tags``; return the catalog's new token."""
+        token = secrets.token_hex(8)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM seeds WHERE name = ?", ((n,) for n in gone_seeds))
+            db.executemany("INSERT OR REPLACE INTO seeds VALUES (?, ?, ?)",
+                           ((name, size, mtime) for name, (size, mtime) in listing.items()))
+            db.executemany("DELETE FROM sources WHERE seed = ?", ((n,) for n in parsed))
+            db.executemany("INSERT OR IGNORE INTO sources VALUES (?, ?)",
+                           ((seed, sid) for sid, seeds in sources.items() for seed in seeds))
+            gone = [(sid,) for sid in removed]
+            for table, column in (("stories", "id"), ("story_tags", "story_id"), ("sources", "story_id")):
+                db.executemany(f"DELETE FROM {table} WHERE {column} = ?", gone)
+            db.executemany("DELETE FROM story_tags WHERE story_id = ?", ((s.id,) for s in stories))
+            db.executemany("INSERT OR REPLACE INTO stories VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           map(_story_row, stories))
+            db.executemany("INSERT INTO story_tags VALUES (?, ?, ?, ?, ?, ?)",
+                           (row for story in stories for row in tag_rows(story)))
+            for slug in tags:
+                name = self.tag_name(slug)
+                if name is None:
+                    db.execute("DELETE FROM tags WHERE slug = ?", (slug,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (slug, name))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'token'", (token,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return token
+
+    # -- reading -----------------------------------------------------------------------------
+    def seeds(self) -> Listing:
+        return {name: (size, mtime) for name, size, mtime in self.db.execute("SELECT * FROM seeds")}
+
+    def stories_of_seeds(self, seeds: Iterable[str]) -> set[str]:
+        return {row[0] for row in self._each("SELECT story_id FROM sources WHERE seed IN", seeds)}
+
+    def seeds_of_stories(self, ids: Iterable[str]) -> set[str]:
+        return {row[0] for row in self._each("SELECT seed FROM sources WHERE story_id IN", ids)}
+
+    def stories(self, ids: Iterable[str]) -> dict[str, bytes]:
+        """The frozen stories of these ids that the catalog holds."""
+        return dict(self._each("SELECT id, data FROM stories WHERE id IN", ids))
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM stories").fetchone()[0])
+
+    def rank(self, first_seen: int, seq: int) -> int:
+        """How many stories were seen before (first_seen, seq)."""
+        row = self.db.execute("SELECT COUNT(*) FROM stories"
+                              " WHERE first_seen < ? OR (first_seen = ? AND seq < ?)",
+                              (first_seen, first_seen, seq)).fetchone()
+        return int(row[0])
+
+    def by_seen(self, offset: int, limit: int) -> list[Story]:
+        """Stories ``offset`` to ``offset + limit`` in the order they were first seen."""
+        return self._thaw("SELECT data FROM stories ORDER BY first_seen, seq LIMIT ? OFFSET ?",
+                          (limit, offset))
+
+    def newest(self, limit: int) -> list[Story]:
+        """The newest-published ``limit`` stories, newest first (ties: lower seq first)."""
+        return self._thaw("SELECT data FROM stories ORDER BY published DESC, seq LIMIT ?", (limit,))
+
+    def published_since(self, start: float) -> list[Story]:
+        return self._thaw("SELECT data FROM stories WHERE published >= ?", (start,))
+
+    def ids(self) -> list[str]:
+        return [i for (i,) in self.db.execute("SELECT id FROM stories")]
+
+    def last_changed(self) -> datetime | None:
+        """The newest change (``Story.updated``) among all stories."""
+        row = self.db.execute("SELECT data FROM stories ORDER BY updated DESC LIMIT 1").fetchone()
+        return None if row is None else thaw(row[0]).updated
+
+    def urls(self) -> list[UrlRow]:
+        """Every story's page and last change, newest-published first (the sitemap's order)."""
+        return [UrlRow(slug, lastmod) for slug, lastmod in
+                self.db.execute("SELECT slug, lastmod FROM stories ORDER BY published DESC, seq")]
+
+    def urls_by_seq(self, low: int, high: int) -> list[UrlRow]:
+        """The pages of stories whose seq is in [low, high), by seq."""
+        return [UrlRow(slug, lastmod) for slug, lastmod in self.db.execute(
+            "SELECT slug, lastmod FROM stories WHERE seq >= ? AND seq < ? ORDER BY seq", (low, high))]
+
+    def seq_blocks(self, size: int) -> list[int]:
+        """The numbers (from 1) of the blocks of ``size`` seqs that hold a story."""
+        return [int(n) for (n,) in self.db.execute(
+            "SELECT DISTINCT (seq - 1) / ? + 1 FROM stories ORDER BY 1", (size,))]
+
+    def block_lastmod(self, number: int, size: int) -> str:
+        low, high = (number - 1) * size + 1, number * size + 1
+        row = self.db.execute("SELECT lastmod FROM stories WHERE seq >= ? AND seq < ? ORDER BY updated DESC"
+                              " LIMIT 1", (low, high)).fetchone()
+        return "" if row is None else str(row[0])
+
+    def tagged(self, slug: str, limit: int) -> list[Story]:
+        """The newest-published ``limit`` stories with this tag, newest first."""
+        return self._thaw("SELECT s.data FROM story_tags t JOIN stories s ON s.id = t.story_id"
+                          " WHERE t.slug = ? ORDER BY t.published DESC, t.seq LIMIT ?", (slug, limit))
+
+    def tag_changed(self, slug: str) -> datetime | None:
+        row = self.db.execute("SELECT s.data FROM story_tags t JOIN stories s ON s.id = t.story_id"
+                              " WHERE t.slug = ? ORDER BY t.updated DESC LIMIT 1", (slug,)).fetchone()
+        return None if row is None else thaw(row[0]).updated
+
+    def tag_name(self, slug: str) -> str | None:
+        """The tag as most often written (a tie: as the newest story writes it); None: no story."""
+        spellings = Counter(s for (s,) in self.db.execute(
+            "SELECT spelling FROM story_tags WHERE slug = ? ORDER BY published DESC, seq", (slug,)))
+        return spellings.most_common(1)[0][0] if spellings else None
+
+    def tags(self) -> list[tuple[str, str]]:
+        """Every tag's slug and name, by slug."""
+        return [(slug, name) for slug, name in self.db.execute("SELECT slug, name FROM tags ORDER BY slug")]
+
+    def tags_of(self, ids: Iterable[str]) -> set[str]:
+        return {row[0] for row in self._each("SELECT slug FROM story_tags WHERE story_id IN", ids)}
+
+    def _thaw(self, sql: str, params: tuple[object, ...]) -> list[Story]:
+        return [thaw(data) for (data,) in self.db.execute(sql, params)]
+
+    def _each(self, sql: str, values: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        wanted = list(dict.fromkeys(values))
+        for start in range(0, len(wanted), _CHUNK):
+            part = wanted[start:start + _CHUNK]
+            yield from self.db.execute(f"{sql} ({', '.join('?' * len(part))})", part)
+
+
+def _names(stories: Sequence[Story]) -> list[tuple[str, str]]:
+    """Every tag's name as ``tags.by_tag`` gives it (``stories`` newest first)."""
+    spellings: dict[str, Counter[str]] = {}
+    for story in stories:
+        for slug, tag in {tag_slug(t): t for t in story.tags}.items():
+            spellings.setdefault(slug, Counter())[one_line(tag)] += 1
+    return [(slug, counts.most_common(1)[0][0]) for slug, counts in spellings.items()]
+

@@ -1,0 +1,178 @@
+"""The incremental rebuild: after a few seeds changed, a build parses only the seeds those
+changes touch, and writes what a complete build into an empty folder writes, file for file."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from syndicator.config import Config, load_config
+from syndicator.seeds import parse
+from syndicator.site import incremental, sitemaps
+from syndicator.site.build import BuildResult, build
+from syndicator.state.store import Store
+from tests.conftest import Project
+
+WORDS = ["harbour", "council", "vote", "storm", "ferry", "snow", "road", "budget", "school",
+         "bridge", "market", "river"]
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def age(project: Project) -> None:
+    """Seeds saved in the last minute get an mtime an hour back, each time a new one (a seed
+    saved within 2 s of a build counts as changed again at the next: it could change unseen)."""
+    old = time.time() - 3600
+    for seed in project.seeds.iterdir():
+        if seed.stat().st_mtime > time.time() - 60:
+            os.utime(seed, (old, old))
+
+
+def seed_text(rng: random.Random, n: int, *, tags: str | None = None, brief_of: str | None = None) -> str:
+    lines = []
+    if n % 3 == 0 or tags:
+        lines += ["---", f"id: story-{n}", f"date: 2026-11-{1 + n % 25:02d}T{n % 24:02d}:00:00Z",
+                  f"tags: {tags or rng.choice(['weather', 'Weather, roads', 'council', 'roads'])}", "---"]
+    lines += [f"Lead {n}: the {rng.choice(WORDS)} {rng.choice(WORDS)}", "",
+              f"First paragraph of {n}.", f"Second paragraph of {n}.", ""]
+    lines += [f"Brief {n}.{b} on the {rng.choice(WORDS)}\nOne line of brief {n}.{b}.\n" for b in range(2)]
+    if brief_of:
+        lines += [brief_of, "A follow-up line.", ""]
+    return "\n".join(lines)
+
+
+def lead_of(project: Project, name: str) -> str:
+    text = (project.seeds / name).read_text()
+    body = text.split("---\n")[-1] if text.startswith("---") else text
+    return body.splitlines()[0]
+
+
+@pytest.fixture
+def newsroom(project: Project, clock: datetime) -> Iterator[tuple[Project, Config, Store]]:
+    text = project.config.read_text().replace("limit = 50", "limit = 3\narchive_size = 2")
+    project.write_config(text)
+    for seed in project.seeds.iterdir():
+        seed.unlink()
+    rng = random.Random(5)
+    for n in range(12):
+        project.seed(f"{n:03d}_seed.txt", seed_text(rng, n))
+    age(project)
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        build(config, store, clock)
+        yield project, config, store
+    finally:
+        store.close()
+
+
+def complete(config: Config, store: Store, now: datetime, where: Path) -> dict[str, bytes]:
+    build(config, store, now, where)
+    return files(where)
+
+
+def assert_as_complete(config: Config, store: Store, now: datetime, where: Path) -> None:
+    """The folder holds what a complete build into an empty folder writes, and beyond it only
+    what such a build would leave in place (pages of stories gone, files of emptied tags or
+    archive pages)."""
+    done, full = files(config.output_dir), complete(config, store, now, where)
+    assert [name for name in full if done.get(name) != full[name]] == []
+    extra = set(done) - set(full)
+    assert all(name.split("/")[0] in ("stories", "archive", "tags") or name.startswith("sitemap-")
+               for name in extra), extra
+
+
+Change = Callable[[Project, random.Random, int], None]
+
+
+def edit_lead(project: Project, rng: random.Random, n: int) -> None:
+    path = rng.choice(sorted(project.seeds.iterdir()))
+    path.write_text(path.read_text().replace("Second paragraph", f"Second, edited ({n}) paragraph", 1))
+
+
+def add_seed(project: Project, rng: random.Random, n: int) -> None:
+    project.seed(f"{100 + n:03d}_new.txt", seed_text(rng, 100 + n))
+
+
+def add_linked_seed(project: Project, rng: random.Random, n: int) -> None:
+    """A new file repeats an older file's lead as a brief: one story in two files."""
+    other = rng.choice(sorted(project.seeds.iterdir())).name
+    project.seed(f"{100 + n:03d}_linked.txt", seed_text(rng, 100 + n, brief_of=lead_of(project, other)))
+
+
+def remove_seed(project: Project, rng: random.Random, n: int) -> None:
+    rng.choice(sorted(project.seeds.iterdir())).unlink()
+
+
+def retag(project: Project, rng: random.Random, n: int) -> None:
+    path = rng.choice(sorted(p for p in project.seeds.iterdir() if p.read_text().startswith("---")))
+    head, _, rest = path.read_text().partition("tags: ")
+    old, _, rest = rest.partition("\n")
+    new = rng.choice([t for t in ("Council", "schools", "weather", "roads, Weather") if t != old])
+    path.write_text(f"{head}tags: {new}\n{rest}")
+
+
+def correct(project: Project, rng: random.Random, n: int) -> None:
+    path = rng.choice(sorted(p for p in project.seeds.iterdir() if p.read_text().startswith("---")))
+    text = path.read_text().replace("First paragraph", "First corrected paragraph", 1)
+    path.write_text(text.replace("---\n", f"---\ncorrection: A fix ({n}).\n", 1) if "correction:" not in text
+                    else text)
+
+
+def drop_brief(project: Project, rng: random.Random, n: int) -> None:
+    path = rng.choice(sorted(project.seeds.iterdir()))
+    blocks = path.read_text().rstrip("\n").split("\n\n")
+    if len(blocks) > 3:
+        path.write_text("\n\n".join(blocks[:-1]) + "\n")
+
+
+def touch(project: Project, rng: random.Random, n: int) -> None:
+    path = rng.choice(sorted(project.seeds.iterdir()))
+    os.utime(path, (time.time() - 120, time.time() - 120))
+
+
+CHANGES: list[Change] = [edit_lead, add_seed, add_linked_seed, remove_seed, retag, correct, drop_brief, touch]
+
+
+@pytest.mark.parametrize("max_urls", [50_000, 9], ids=["one-sitemap", "sitemap-parts"])
+def test_after_each_kind_of_change_the_output_is_a_complete_builds(
+        newsroom: tuple[Project, Config, Store], clock: datetime, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, max_urls: int) -> None:
+    project, config, store = newsroom
+    monkeypatch.setattr(sitemaps, "MAX_URLS", max_urls)
+    build(config, store, clock, full=True)  # the first build's sitemaps, at this MAX_URLS
+    rng = random.Random(max_urls)
+    parsed: list[Path] = []
+    done: list[incremental.Done | None] = []
+    real_read, real_rebuild = parse.read_seed, incremental.rebuild
+
+    def counted(path: Path, zone: object) -> object:
+        parsed.append(path)
+        return real_read(path, zone)  # type: ignore[arg-type]
+
+    def spied(*args: object, **kwargs: object) -> incremental.Done | None:
+        done.append(real_rebuild(*args, **kwargs))  # type: ignore[arg-type]
+        return done[-1]
+
+    monkeypatch.setattr(incremental, "read_seed", counted)
+    monkeypatch.setattr(incremental, "rebuild", spied)
+    for n, change in enumerate(CHANGES * 3):
+        change(project, rng, n)
+        if n % 4 != 3:
+            age(project)  # else a seed saved just now: seen as changed, and next time again
+        now = clock + timedelta(hours=n + 1)
+        parsed.clear()
+        done.clear()
+        result: BuildResult = build(config, store, now)
+        assert done and done[0] is not None, change.__name__  # not a complete build
+        assert len(parsed) < len(list(project.seeds.iterdir())), (change.__name__, parsed)
+        assert_as_complete(config, store, now, tmp_path / f"full-{n}")
+        assert result.stories == len(list((tmp_path / f"full-{n}" / "stories").iterdir()))
