@@ -33,7 +33,15 @@ def stat_paths(folder: Path) -> list[tuple[Path, int, int]]:
     """Like ``seed_paths``, with each file's size and mtime from one scan."""
     if not folder.is_dir():
         return [(p, -1, -1) for p in seed_paths(folder)]  # raises the right error
-    found: list[tuple[Path, int, int]] = []
+    return [(folder / name, size, mtime) for name, size, mtime in stat_names(folder)]
+
+
+def stat_names(folder: Path) -> list[tuple[str, int, int]]:
+    """Every seed file's name, size and mtime, by name (``stat_paths`` without the paths,
+    which cost a tenth of a second per 10,000 seeds)."""
+    if not folder.is_dir():
+        return [(p.name, -1, -1) for p in seed_paths(folder)]  # raises the right error
+    found: list[tuple[str, int, int]] = []
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
@@ -45,11 +53,11 @@ def stat_paths(folder: Path) -> list[tuple[Path, int, int]]:
                     st = entry.stat()
                 except OSError:
                     continue
-                found.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+                found.append((entry.name, st.st_size, st.st_mtime_ns))
     except OSError as exc:
         raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
                         key="paths.seeds") from None
-    found.sort(key=lambda item: item[0].name)
+    found.sort()
     return found
 
 

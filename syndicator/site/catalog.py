@@ -16,6 +16,7 @@ build, and trusted only when the build record names its token (``unchanged.Recor
 from __future__ import annotations
 
 import contextlib
+import functools
 import marshal
 import os
 import secrets
@@ -70,8 +71,13 @@ def thaw(data: bytes) -> Story:
      line, revised, correction) = marshal.loads(data)
     return Story(id=id_, slug=slug, title=title, paragraphs=paragraphs, is_lead=is_lead,
                  published=datetime.fromisoformat(published), first_seen=datetime.fromisoformat(first_seen),
-                 seq=seq, author=author, url=url, tags=tags, path=Path(path), line=line,
+                 seq=seq, author=author, url=url, tags=tags, path=_path(path), line=line,
                  revised=None if revised is None else datetime.fromisoformat(revised), correction=correction)
+
+
+@functools.lru_cache(maxsize=4096)
+def _path(text: str) -> Path:
+    return Path(text)  # 13 us each: a tenth of thawing a story, and stories share their seed's
 
 
 def tag_rows(story: Story) -> list[tuple[str, str, str, float, int, float]]:
@@ -231,8 +237,12 @@ class Catalog:
         """The newest-published ``limit`` stories, newest first (ties: lower seq first)."""
         return self._thaw("SELECT data FROM stories ORDER BY published DESC, seq LIMIT ?", (limit,))
 
-    def published_since(self, start: float) -> list[Story]:
-        return self._thaw("SELECT data FROM stories WHERE published >= ?", (start,))
+    def news(self, start: float, soon: float, limit: int) -> list[Story]:
+        """The stories a news sitemap can name (``sitemaps.news_candidates``): every one
+        published after ``soon``, and the newest ``limit`` published from ``start`` to it."""
+        return [*self._thaw("SELECT data FROM stories WHERE published > ?", (soon,)),
+                *self._thaw("SELECT data FROM stories WHERE published >= ? AND published <= ?"
+                            " ORDER BY published DESC, seq LIMIT ?", (start, soon, limit))]
 
     def ids(self) -> list[str]:
         return [i for (i,) in self.db.execute("SELECT id FROM stories")]

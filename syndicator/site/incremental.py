@@ -159,7 +159,8 @@ def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path
     top.update(editions.outputs(config, env, store, folder, _ById(catalog)))
     maps, live = _sitemaps(config, catalog, record, total, removed + changed)
     top.update(maps)
-    recent = catalog.published_since((now - sitemaps.NEWS_WINDOW).timestamp())
+    recent = catalog.news((now - sitemaps.NEWS_WINDOW).timestamp(), (now + sitemaps.NEWS_AHEAD).timestamp(),
+                          sitemaps.NEWS_MAX)
     news = sitemaps.news_candidates(config, recent, now)
     top[sitemaps.NEWS] = sitemaps.render_news(config, news, now)
     top["robots.txt"] = sitemaps.robots(config)
@@ -256,7 +257,7 @@ def _sitemaps(config: Config, catalog: Catalog, record: Record, total: int,
     """The sitemap files to write, and the names of every sitemap file the site has now."""
     tag_pages = {f"tags/{slug}/index.html": catalog.tag_changed(slug) or EPOCH for slug, _ in catalog.tags()}
     pages = sitemaps.site_pages(config, catalog.last_changed() or EPOCH, tag_pages)
-    if total + len(pages) <= sitemaps.MAX_URLS:
+    if total + len(pages) <= sitemaps.block_size():
         return {"sitemap.xml": sitemaps.single(pages, [(page_url(config, r.slug), r.lastmod)
                                                        for r in catalog.urls()])}, {"sitemap.xml"}
     size = sitemaps.block_size()

@@ -1,6 +1,6 @@
-"""Sitemaps for search engines: ``sitemap.xml`` (every page; a sitemap index past 50,000 URLs,
-as the protocol requires), ``news-sitemap.xml`` (Google News: the last two days' stories, at
-most 1,000) and ``robots.txt`` naming both."""
+"""Sitemaps for search engines: ``sitemap.xml`` (every page; past 5,000 URLs a sitemap index
+of parts, each well under the protocol's 50,000), ``news-sitemap.xml`` (Google News: the last
+two days' stories, at most 1,000) and ``robots.txt`` naming both."""
 
 from __future__ import annotations
 
@@ -21,9 +21,12 @@ NEWS = "news-sitemap.xml"
 MAX_URLS = 50_000  # per sitemap file (the protocol's limit)
 NEWS_WINDOW = timedelta(days=2)
 NEWS_MAX = 1_000
+NEWS_AHEAD = timedelta(minutes=5)  # a story dated this little ahead of the clock is news now
 
 
-BLOCK = 10_000  # story URLs per sitemap part past MAX_URLS
+# Past BLOCK URLs, the sitemap is an index of parts, each the stories of a block of BLOCK seqs:
+# a new story (the newest seq) rewrites the last part, an edited one its own, never all.
+BLOCK = 5_000
 Url = tuple[str, str]  # a page's URL and its last change (W3C datetime)
 
 
@@ -31,7 +34,7 @@ def outputs(config: Config, stories: Sequence[Story], tag_pages: dict[str, datet
             now: datetime) -> dict[str, bytes]:
     """``tag_pages``: each tag page's path and the newest change among its stories."""
     pages = site_pages(config, max((s.updated for s in stories), default=EPOCH), tag_pages)
-    if len(stories) + len(pages) <= MAX_URLS:
+    if len(stories) + len(pages) <= block_size():
         files = {"sitemap.xml": single(pages, [(story_url(config, s), _w3c(s.updated)) for s in stories])}
     else:
         size = block_size()
@@ -60,7 +63,7 @@ def site_pages(config: Config, newest: datetime, tag_pages: dict[str, datetime])
 
 
 def single(pages: list[Url], stories: list[Url]) -> bytes:
-    """The one sitemap of a site of at most MAX_URLS pages: home, stories newest first, tags."""
+    """The one sitemap of a site of at most BLOCK pages: home, stories newest first, tags."""
     return urlset([pages[0], *stories, *pages[1:]])
 
 
@@ -69,7 +72,7 @@ def block_size() -> int:
 
 
 def block_of(seq: int, size: int) -> int:
-    """A story's sitemap part past MAX_URLS: by its seq, so a new story changes only the last."""
+    """A story's sitemap part: by its seq, so a new story changes only the last."""
     return (seq - 1) // size + 1
 
 
@@ -112,7 +115,7 @@ def news_candidates(config: Config, stories: Sequence[Story], now: datetime) -> 
     """What a news sitemap at ``now`` or at any later time can name: the newest ``NEWS_MAX``
     stories it names now (later, more stories enter only from the future, and the window's
     old end only lets stories go), and every future-dated story."""
-    soon = now + timedelta(minutes=5)
+    soon = now + NEWS_AHEAD
     shown = [s for s in stories if now - NEWS_WINDOW <= s.published <= soon]
     shown.sort(key=lambda s: (-s.published.timestamp(), s.seq))
     ahead = [s for s in stories if s.published > soon]
@@ -125,7 +128,7 @@ def _news(config: Config, stories: Sequence[Story], now: datetime) -> bytes:
 
 def render_news(config: Config, items: Sequence[NewsItem], now: datetime) -> bytes:
     """Google News wants only recent articles: published within two days of this build."""
-    recent = [i for i in items if now - NEWS_WINDOW <= i[2] <= now + timedelta(minutes=5)]
+    recent = [i for i in items if now - NEWS_WINDOW <= i[2] <= now + NEWS_AHEAD]
     recent.sort(key=lambda i: (-i[2].timestamp(), i[3]))
     root = etree.Element(f"{{{SITEMAP_NS}}}urlset", nsmap={None: SITEMAP_NS, "news": NEWS_NS})
     for loc, title, published, _seq in recent[:NEWS_MAX]:

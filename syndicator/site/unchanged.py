@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from syndicator.config import Config
 from syndicator.errors import SeedError
 from syndicator.model import Story
-from syndicator.seeds.cache import stat_paths
+from syndicator.seeds.cache import stat_names
 from syndicator.site import editions, sitemaps
 from syndicator.site.manifest import manifest_path, signature
 from syndicator.site.sitemaps import NewsItem
@@ -75,13 +75,13 @@ def seen(config: Config, env: jinja2.Environment) -> Seen:
     racy = time.time_ns() - _RACY_NS
     recent = False
     try:
-        listing = stat_paths(config.seeds_dir)
+        listing = stat_names(config.seeds_dir)
     except SeedError:
         listing, recent = [], True  # the complete build's seed loading says what is wrong
     seeds: dict[str, tuple[int, int]] = {}
-    for path, size, mtime in listing:
-        digest.update(f"{path.name}\0{size}\0{mtime}\n".encode("utf-8", "surrogatepass"))
-        seeds[path.name] = (size, mtime if mtime < racy else -1)
+    for name, size, mtime in listing:
+        digest.update(f"{name}\0{size}\0{mtime}\n".encode("utf-8", "surrogatepass"))
+        seeds[name] = (size, mtime if mtime < racy else -1)
         recent = recent or mtime >= racy
     whole = repr((signature(config, env), config.digest.timezone, config.store_url,
                   str(config.seeds_dir.resolve()))).encode("utf-8", "surrogatepass")
