@@ -17,7 +17,7 @@ from syndicator.seeds import parse
 from syndicator.site import incremental, sitemaps
 from syndicator.site.build import BuildResult, build
 from syndicator.state.store import Store
-from tests.conftest import Project
+from tests.conftest import CLOCK, Project
 
 WORDS = ["harbour", "council", "vote", "storm", "ferry", "snow", "road", "budget", "school",
          "bridge", "market", "river"]
@@ -112,6 +112,22 @@ def remove_seed(project: Project, rng: random.Random, n: int) -> None:
     rng.choice(sorted(project.seeds.iterdir())).unlink()
 
 
+def restore_seed(project: Project, rng: random.Random, n: int) -> None:
+    """A removed file comes back: its stories return with the times they were first seen,
+    between stories seen after them, not at the newest end."""
+    path = rng.choice(sorted(project.seeds.iterdir()))
+    text = path.read_text()
+    path.unlink()
+    config = load_config(project.config)
+    store = Store.open(config.store_url)
+    try:
+        build(config, store, CLOCK + timedelta(hours=n, minutes=30))  # between the test's builds
+    finally:
+        store.close()
+    age(project)
+    path.write_text(text)
+
+
 def retag(project: Project, rng: random.Random, n: int) -> None:
     path = rng.choice(sorted(p for p in project.seeds.iterdir() if p.read_text().startswith("---")))
     head, _, rest = path.read_text().partition("tags: ")
@@ -139,7 +155,8 @@ def touch(project: Project, rng: random.Random, n: int) -> None:
     os.utime(path, (time.time() - 120, time.time() - 120))
 
 
-CHANGES: list[Change] = [edit_lead, add_seed, add_linked_seed, remove_seed, retag, correct, drop_brief, touch]
+CHANGES: list[Change] = [edit_lead, add_seed, add_linked_seed, remove_seed, retag, correct, drop_brief, touch,
+                         restore_seed]
 
 
 @pytest.mark.parametrize("max_urls", [50_000, 9], ids=["one-sitemap", "sitemap-parts"])

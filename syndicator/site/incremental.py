@@ -140,8 +140,10 @@ def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path
     limit, size = config.feeds.limit, config.feeds.archive_size
     archived = max(0, total - limit)
     pages = math.ceil(archived / size)
-    numbers = _archive_numbers(catalog, removed, [s for s in changed if s.id in before], size,
-                               archived, max(0, total_before - limit), pages, total != total_before)
+    edited = [s for s in changed if s.id in before]
+    added = [s for s in changed if s.id not in before]
+    numbers = _archive_numbers(catalog, [*removed, *added], edited, size, archived,
+                               max(0, total_before - limit), pages, total != total_before)
     docs = [doc for n in sorted(numbers) for doc in archive_docs(
         config, n, pages, catalog.by_seen((n - 1) * size, min(size, archived - (n - 1) * size)))]
     manifest = Manifest(folder, config, env, [s.slug + ".html" for s in changed] + [d.name for d in docs])
@@ -202,12 +204,16 @@ def _close_over(config: Config, store: Store, catalog: Catalog,
         ids |= catalog.stories_of_seeds(more)
 
 
-def _archive_numbers(catalog: Catalog, removed: list[Story], edited: list[Story], size: int,
+def _archive_numbers(catalog: Catalog, moved: list[Story], edited: list[Story], size: int,
                      archived: int, archived_before: int, pages: int, resized: bool) -> set[int]:
-    """The archive pages (numbers from 1) whose stories or links changed."""
+    """The archive pages (numbers from 1) whose stories or links changed.
+
+    ``moved``: stories removed or added. Every story seen after one moved a rank; a new story
+    is seen last, but one that comes back (its seed restored) keeps the time it was first seen.
+    """
     numbers: set[int] = set()
-    if removed:  # every later story moved up a rank
-        first = min(removed, key=lambda s: (s.first_seen, s.seq))
+    if moved:
+        first = min(moved, key=lambda s: (s.first_seen, s.seq))
         start = catalog.rank(int(first.first_seen.timestamp()), first.seq) // size + 1
         numbers.update(range(start, pages + 1))
     for story in edited:
