@@ -90,13 +90,25 @@ def count_stories(files: list[SeedFile]) -> int:
 Sources = dict[str, tuple[str, ...]]  # story id -> the names of the seed files holding it
 
 
+@dataclass
+class NewTimes:
+    """First-seen times for the new stories of several resolves that make one build (a build
+    in batches): the build's first new story is first seen at ``base``, each next one a
+    second earlier, as if the batches were one resolve."""
+
+    base: int
+    given: int = 0  # new stories given a time so far
+
+
 def resolve(files: list[SeedFile], store: Store, now: datetime, *, persist: bool = True,
-            sources: Sources | None = None, partial: bool = False) -> list[Story]:
+            sources: Sources | None = None, partial: bool = False,
+            times: NewTimes | None = None) -> list[Story]:
     """One story per identity, newest first; new stories are recorded unless ``persist`` is false.
 
     ``sources``: filled with the seed files each story's entries come from. ``partial``: the
     files are some of the seeds, holding every entry of each story they touch (the caller
     closed them over shared stories): the store is asked only for their keys, not for all.
+    ``times``: where this resolve's new stories' first-seen times go on from (else from now).
 
     Another process (a second build, a send) may record the same new stories (or give a page
     name to another story) between our read and our write: then the write fails on a unique
@@ -105,10 +117,10 @@ def resolve(files: list[SeedFile], store: Store, now: datetime, *, persist: bool
     with paused_gc():
         for _attempt in range(_ATTEMPTS - 1):
             try:
-                return _resolve(files, store, now, persist, sources, partial)
+                return _resolve(files, store, now, persist, sources, partial, times)
             except (IntegrityError, NamesTaken):
                 continue
-        return _resolve(files, store, now, persist, sources, partial)
+        return _resolve(files, store, now, persist, sources, partial, times)
 
 
 class _StoredSlugs:
@@ -129,7 +141,7 @@ class _StoredSlugs:
 
 
 def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool,
-             sources: Sources | None, partial: bool) -> list[Story]:
+             sources: Sources | None, partial: bool, times: NewTimes | None) -> list[Story]:
     entries = [e for f in files for e in f.entries]
     taken: _StoredSlugs | None = None
     if partial:
@@ -144,7 +156,9 @@ def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool,
     # New stories are newer than every stored one, so no two share a time even when
     # builds follow each other within seconds (or this machine's now is behind).
     base = int(now.timestamp())
-    if latest is not None:
+    if times is not None:
+        base = times.base - times.given
+    elif latest is not None:
         base = max(base, latest + fresh)
     new: list[tuple[str, int]] = []
     aliases: dict[tuple[str, str], None] = {}  # ordered and de-duplicated
@@ -177,6 +191,8 @@ def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool,
         resolved.append((group, public_id, first_seen, seq, slug))
     slugs, named = _name_pages(resolved, known, taken)
     seqs = _record(store, [(i, f, slugs[i], digests[i]) for i, f in new], list(aliases), named, persist)
+    if times is not None:
+        times.given += len(new)
     if persist:
         store.revise(revisions)
     stories = [_story(g, i, f, seq if seq is not None else seqs[i], slug or slugs[i], revised.get(i))

@@ -67,6 +67,7 @@ class Prepared:
     seen: unchanged.Seen
     record: unchanged.Record | None  # the folder's last build, when no seed changed since
     plan: incremental.Plan | None = None  # when a few seeds changed since (parsed)
+    entries: int | None = None  # every seed parsed, entries counted (a build in batches)
 
 
 def prepare(config: Config, output: Path | None = None) -> Prepared:
@@ -85,9 +86,12 @@ def prepare(config: Config, output: Path | None = None) -> Prepared:
     last = unchanged.load(config, folder, seen)
     record = last if last is not None and unchanged.matches(last, seen) else None
     plan = incremental.plan(config, folder, seen, last) if last is not None and record is None else None
-    files = None if record is not None or plan is not None else load_files(config)
+    quicker = record is not None or plan is not None
+    batched = not quicker and incremental.batched(seen)
+    entries = incremental.check_seeds(config, seen) if batched else None
+    files = None if quicker or batched else load_files(config)
     check_writable(folder)
-    return Prepared(folder, files, env, seen, record, plan)
+    return Prepared(folder, files, env, seen, record, plan, entries)
 
 
 def build(config: Config, store: Store, now: datetime, output: Path | None = None, *,
@@ -119,6 +123,8 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
             runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                         f"{done.stories} stories, {len(done.written)} files written (incremental)")
             return BuildResult(folder, done.stories, tuple(done.written), done.kept)
+    if incremental.batched(ready.seen):
+        return _in_batches(config, env, store, folder, now, ready, prune, started, clock)
     files = ready.files if ready.files is not None else load_files(config)
     # Before anything is written: a build that fails midway must not leave a record behind
     # that would let the next one skip what this one did not finish.
@@ -168,6 +174,15 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                 f"{len(stories)} stories, {len(written)} files written")
     return BuildResult(folder, len(stories), tuple(written), kept, pruned)
+
+
+def _in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
+                ready: Prepared, prune: bool, started: float, clock: float) -> BuildResult:
+    done = incremental.in_batches(config, env, store, folder, now, ready.seen, entries=ready.entries,
+                                  prune=prune_pages if prune else None)
+    runs.record(store, runs.BUILD, started, time.monotonic() - clock,
+                f"{done.stories} stories, {len(done.written)} files written (in batches)")
+    return BuildResult(folder, done.stories, tuple(done.written), done.kept, done.pruned)
 
 
 def _catalogue(config: Config, folder: Path, seen: unchanged.Seen, stories: list[Story],

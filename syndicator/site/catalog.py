@@ -233,6 +233,27 @@ class Catalog:
         return self._thaw("SELECT data FROM stories ORDER BY first_seen, seq LIMIT ? OFFSET ?",
                           (limit, offset))
 
+    def seen_pages(self, numbers: Sequence[int], size: int,
+                   archived: int) -> Iterator[tuple[int, list[Story]]]:
+        """Archive pages ``numbers`` (sorted, from 1): each ``size`` stories by the time they
+        were first seen, the last clipped at ``archived``. A run of consecutive pages is one
+        read (an OFFSET per page would walk the index again for each: quadratic)."""
+        i = 0
+        while i < len(numbers):
+            j = i
+            while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+                j += 1
+            low, high = (numbers[i] - 1) * size, min(archived, numbers[j] * size)
+            cursor = self.db.execute("SELECT data FROM stories ORDER BY first_seen, seq LIMIT ? OFFSET ?",
+                                     (high - low, low))
+            try:
+                for number in numbers[i:j + 1]:
+                    rows = cursor.fetchmany(min(size, archived - (number - 1) * size))
+                    yield number, [thaw(data) for (data,) in rows]
+            finally:
+                cursor.close()
+            i = j + 1
+
     def newest(self, limit: int) -> list[Story]:
         """The newest-published ``limit`` stories, newest first (ties: lower seq first)."""
         return self._thaw("SELECT data FROM stories ORDER BY published DESC, seq LIMIT ?", (limit,))
@@ -243,6 +264,9 @@ class Catalog:
         return [*self._thaw("SELECT data FROM stories WHERE published > ?", (soon,)),
                 *self._thaw("SELECT data FROM stories WHERE published >= ? AND published <= ?"
                             " ORDER BY published DESC, seq LIMIT ?", (start, soon, limit))]
+
+    def slugs(self) -> Iterator[str]:
+        return (slug for (slug,) in self.db.execute("SELECT slug FROM stories"))
 
     def ids(self) -> list[str]:
         return [i for (i,) in self.db.execute("SELECT id FROM stories")]

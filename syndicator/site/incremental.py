@@ -28,6 +28,7 @@ import contextlib
 import functools
 import math
 import os
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -37,22 +38,35 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from syndicator.config import Config
-from syndicator.errors import InputError, InputErrors, SeedError
+from syndicator.errors import InputError, InputErrors, OutputError, SeedError
 from syndicator.model import SeedFile, Story, tag_slug
-from syndicator.seeds.identity import Sources, resolve
+from syndicator.seeds.identity import NewTimes, Sources, resolve
 from syndicator.seeds.parse import read_seed
 from syndicator.site import editions, sitemaps, tags, unchanged
 from syndicator.site.catalog import Catalog, freeze, thaw
-from syndicator.site.feeds import EPOCH, archive_docs, current_feeds, newest_first, page_url
+from syndicator.site.feeds import (
+    ATOM,
+    EPOCH,
+    RSS,
+    archive_docs,
+    archive_name,
+    current_feeds,
+    newest_first,
+    page_url,
+)
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, page_key, render_index
+from syndicator.site.parallel import Todo, discard, render_all
 from syndicator.site.unchanged import Record, Seen
-from syndicator.site.writer import sync_folder, write_atomic
+from syndicator.site.writer import commit, sync_folder, write_atomic
 from syndicator.state.store import Store
 
 STORIES = "stories"
 MIN_CHANGES = 100  # up to this many changed seeds always go incremental
 SHARE = 10  # past this fraction (1/SHARE) of the seeds changed, build it all
+# Seeds: a complete build of more is made a batch at a time (``in_batches``). A batch of
+# 25,000 (100,000 stories) holds about what a complete build of 25,000 seeds holds.
+BATCH = 25_000
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,7 @@ class Done:
     written: list[str]
     stories: int
     kept: int
+    pruned: int = 0
 
 
 def plan(config: Config, folder: Path, now_seen: Seen, record: Record) -> Plan | None:
@@ -122,35 +137,149 @@ def rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path,
         plan.catalog.close()
 
 
+def batched(seen: Seen) -> bool:
+    """Whether a complete build of these seeds is made in batches (``in_batches``)."""
+    return len(seen.listing) > BATCH
+
+
+def check_seeds(config: Config, seen: Seen) -> int:
+    """How many entries the seeds hold; raises InputErrors naming every seed that does not
+    parse. Each is read and let go."""
+    zone = ZoneInfo(config.digest.timezone)
+    errors: list[InputError] = []
+    entries = 0
+    for name in seen.listing:
+        try:
+            entries += len(read_seed(config.seeds_dir / name, zone).entries)
+        except SeedError as exc:
+            errors.append(exc)
+    if errors:
+        raise InputErrors(errors)
+    return entries
+
+
+def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
+               seen: Seen, *, entries: int | None = None,
+               prune: Callable[[Path, set[str]], int] | None = None) -> Done:
+    """A complete build, ``BATCH`` seeds at a time: memory follows the batch, not the archive.
+
+    Every seed is parsed first and let go (``entries``: the caller did, and counted their
+    entries), so a bad one still stops the build before anything is written. Then, into a
+    new catalog, each batch is resolved as an incremental rebuild resolves its changed
+    seeds (closed over the stories they share with earlier batches' seeds, whose pages are
+    then written again), and its story pages are written. New stories are first seen a
+    second apart in seed order across the batches, as in one pass. Last come every archive
+    page, feed, tag file and sitemap, each read from the catalog: until then nothing a
+    reader follows has changed, so a new page is linked only once it is written.
+    """
+    if entries is None:
+        entries = check_seeds(config, seen)
+    unchanged.forget(config, folder)  # an interrupted build leaves no record: the next starts over
+    state = unchanged.state_folder(config, folder)
+    catalog = Catalog.open(state, Catalog.write(state, {}, [], {}))
+    if catalog is None:
+        raise OutputError("the build's catalog could not be opened", path=state)
+    zone = ZoneInfo(config.digest.timezone)
+    names = sorted(seen.listing)
+    written: list[str] = []
+    token = ""
+    latest = store.latest_first_seen()
+    # One pass starts at the newest stored time plus its new stories (``resolve``); their
+    # count is not known before the last batch, the entries' is: the same unless builds
+    # follow each other within as many seconds.
+    times = NewTimes(int(now.timestamp()) if latest is None else max(int(now.timestamp()), latest + entries))
+    try:
+        for start in range(0, len(names), BATCH):
+            try:
+                batch = {name: read_seed(config.seeds_dir / name, zone)
+                         for name in names[start:start + BATCH]}
+            except SeedError as exc:  # changed since it was checked
+                raise InputErrors([exc]) from None
+            step = _step(config, store, now, catalog, seen.listing, batch, frozenset(), times)
+            manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed])
+            written += _write_pages(config, env, folder, manifest, step.changed)
+            manifest.save()
+            token = step.token
+        archived = max(0, catalog.count() - config.feeds.limit)
+        numbers = set(range(1, math.ceil(archived / config.feeds.archive_size) + 1))
+        manifest = Manifest(folder, config, env, _doc_names(numbers))
+        done = _publish(config, env, store, folder, now, catalog, seen, None, manifest, written, numbers,
+                        {slug for slug, _ in catalog.tags()}, [], token)
+        if prune is None:
+            return done
+        return replace(done, pruned=prune(folder, {slug + ".html" for slug in catalog.slugs()}))
+    finally:
+        catalog.close()
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What one pass over some changed seeds did to the catalog."""
+
+    changed: list[Story]  # new or changed stories, as they are now
+    removed: list[Story]  # as they were
+    added: list[Story]  # of ``changed``: those the catalog did not hold
+    touched: set[str]  # the tags a changed or removed story had or has
+    total_before: int
+    token: str
+
+
 def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
              plan: Plan) -> Done:
     catalog, record = plan.catalog, plan.record
-    files, ids = _close_over(config, store, catalog, plan)
-    sources: Sources = {}
-    stories = resolve([files[name] for name in sorted(files)], store, now, sources=sources, partial=True)
-    before = catalog.stories(ids | {s.id for s in stories})
-    removed = [thaw(before[i]) for i in before.keys() - {s.id for s in stories}]
-    changed = [s for s in stories if before.get(s.id) != freeze(s)]
-    touched = catalog.tags_of([s.id for s in removed] + [s.id for s in changed])
-    touched |= {tag_slug(t) for s in changed for t in s.tags}
-    total_before = catalog.count()
-    token = catalog.apply({name: plan.seen.listing[name] for name in plan.changed}, plan.gone, sources,
-                          [*files, *plan.gone], [s.id for s in removed], changed, touched)
+    step = _step(config, store, now, catalog, plan.seen.listing, plan.changed, plan.gone)
     total = catalog.count()
     limit, size = config.feeds.limit, config.feeds.archive_size
     archived = max(0, total - limit)
     pages = math.ceil(archived / size)
-    edited = [s for s in changed if s.id in before]
-    added = [s for s in changed if s.id not in before]
-    numbers = _archive_numbers(catalog, [*removed, *added], edited, size, archived,
-                               max(0, total_before - limit), pages, total != total_before)
-    docs = [doc for n in sorted(numbers) for doc in archive_docs(
-        config, n, pages, catalog.by_seen((n - 1) * size, min(size, archived - (n - 1) * size)))]
-    manifest = Manifest(folder, config, env, [s.slug + ".html" for s in changed] + [d.name for d in docs])
-    written = _write_pages(config, env, folder, manifest, changed)
-    for doc in docs:
-        if _write_doc(folder, manifest, doc.name, doc.key, doc.render):
-            written.append(doc.name)
+    added = {s.id for s in step.added}
+    edited = [s for s in step.changed if s.id not in added]
+    numbers = _archive_numbers(catalog, [*step.removed, *step.added], edited, size, archived,
+                               max(0, step.total_before - limit), pages, total != step.total_before)
+    manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed] + _doc_names(numbers))
+    written = _write_pages(config, env, folder, manifest, step.changed)
+    return _publish(config, env, store, folder, now, catalog, plan.seen, record, manifest, written, numbers,
+                    step.touched, step.removed + step.changed, step.token)
+
+
+def _step(config: Config, store: Store, now: datetime, catalog: Catalog,
+          listing: Mapping[str, tuple[int, int]], changed: dict[str, SeedFile],
+          gone: frozenset[str], times: NewTimes | None = None) -> _Step:
+    """Re-resolve the stories the ``changed`` and ``gone`` seeds touch; apply them to the catalog."""
+    files, ids = _close_over(config, store, catalog, changed, gone)
+    sources: Sources = {}
+    stories = resolve([files[name] for name in sorted(files)], store, now, sources=sources, partial=True,
+                      times=times)
+    before = catalog.stories(ids | {s.id for s in stories})
+    removed = [thaw(before[i]) for i in before.keys() - {s.id for s in stories}]
+    fresh = [s for s in stories if before.get(s.id) != freeze(s)]
+    touched = catalog.tags_of([s.id for s in removed] + [s.id for s in fresh])
+    touched |= {tag_slug(t) for s in fresh for t in s.tags}
+    total_before = catalog.count()
+    token = catalog.apply({name: listing[name] for name in changed}, gone, sources, [*files, *gone],
+                          [s.id for s in removed], fresh, touched)
+    return _Step(fresh, removed, [s for s in fresh if s.id not in before], touched, total_before, token)
+
+
+def _doc_names(numbers: set[int]) -> list[str]:
+    return [archive_name(kind, n) for n in numbers for kind in (RSS, ATOM)]
+
+
+def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
+             catalog: Catalog, seen: Seen, record: Record | None, manifest: Manifest, written: list[str],
+             numbers: set[int], touched: set[str], moved: list[Story], token: str) -> Done:
+    """Write the archive pages ``numbers``, the feeds, index and sitemaps, the ``touched`` tags'
+    files, and the record; ``record``: the last build's (None: every file is new)."""
+    total = catalog.count()
+    limit, size = config.feeds.limit, config.feeds.archive_size
+    archived = max(0, total - limit)
+    pages = math.ceil(archived / size)
+    docs: list[str] = []
+    for number, page in catalog.seen_pages(sorted(numbers), size, archived):
+        for doc in archive_docs(config, number, pages, page):
+            docs.append(doc.name)
+            if _write_doc(folder, manifest, doc.name, doc.key, doc.render):
+                written.append(doc.name)
     top = {**current_feeds(config, newest_first(catalog.by_seen(archived, limit)), pages),
            "index.html": render_index(config, env, catalog.newest(limit))}
     for slug in sorted(touched):
@@ -159,38 +288,37 @@ def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path
             top.update(tags.tag_files(config, env, slug, name, catalog.tagged(slug, limit)))
     top.update(tags.tag_list(catalog.tags()))
     top.update(editions.outputs(config, env, store, folder, _ById(catalog)))
-    maps, live = _sitemaps(config, catalog, record, total, removed + changed)
-    top.update(maps)
+    maps, live = _sitemaps(config, catalog, record, total, moved)
     recent = catalog.news((now - sitemaps.NEWS_WINDOW).timestamp(), (now + sitemaps.NEWS_AHEAD).timestamp(),
                           sitemaps.NEWS_MAX)
     news = sitemaps.news_candidates(config, recent, now)
     top[sitemaps.NEWS] = sitemaps.render_news(config, news, now)
     top["robots.txt"] = sitemaps.robots(config)
     written += [name for name, data in top.items() if write_atomic(folder / name, data)]
+    written += [name for name, render in maps.items() if write_atomic(folder / name, render())]
     manifest.save()
-    kept = _kept(record, pages, catalog, live)
-    for name in [*top, *(d.name for d in docs)]:
+    kept = {} if record is None else _kept(record, pages, catalog, live)
+    for name in [*top, *maps, *docs]:
         st = os.stat(folder / name)
         kept[name] = [st.st_size, st.st_mtime_ns]
     folder_mtime = os.stat(folder / STORIES).st_mtime_ns if total else -1
-    unchanged.save(config, folder, replace(
-        record, seen=plan.seen, store=unchanged.store_state(store), now=now.timestamp(), stories=total,
-        files=kept, folder_mtime=folder_mtime, news=news, catalog=token))
+    unchanged.save(config, folder, unchanged.Record(
+        seen, unchanged.store_state(store), now.timestamp(), total, kept, folder_mtime, news, token))
     return Done(written, total, total + len(kept) - len(written))
 
 
-def _close_over(config: Config, store: Store, catalog: Catalog,
-                plan: Plan) -> tuple[dict[str, SeedFile], set[str]]:
+def _close_over(config: Config, store: Store, catalog: Catalog, changed: dict[str, SeedFile],
+                gone: frozenset[str]) -> tuple[dict[str, SeedFile], set[str]]:
     """The changed seeds, and every seed holding an entry of a story any of these holds (by
     the catalog: the stories they held; by the store: the stories their keys name), to a
     fixpoint; and the ids of every story they held or hold."""
-    files = dict(plan.changed)
-    ids = catalog.stories_of_seeds([*files, *plan.gone])
+    files = dict(changed)
+    ids = catalog.stories_of_seeds([*files, *gone])
     zone = ZoneInfo(config.digest.timezone)
     while True:
         stored = store.keys_of(key for seed in files.values() for entry in seed.entries for key in entry.keys)
         ids |= {s.id for s in stored.values()}
-        more = catalog.seeds_of_stories(ids) - files.keys() - plan.gone
+        more = catalog.seeds_of_stories(ids) - files.keys() - gone
         if not more:
             return files, ids
         errors: list[InputError] = []
@@ -227,17 +355,38 @@ def _archive_numbers(catalog: Catalog, moved: list[Story], edited: list[Story], 
 
 def _write_pages(config: Config, env: jinja2.Environment, folder: Path, manifest: Manifest,
                  stories: list[Story]) -> list[str]:
+    """The pages of ``stories`` not on disk as the manifest remembers them (one process per
+    core for many, as a complete build renders them)."""
     if not stories:
         return []
     pages = folder / STORIES
     pages.mkdir(parents=True, exist_ok=True)
-    renderer = StoryPages(config, env)
-    written = []
+    todo: Todo = []
     for story in stories:
         name = story.slug + ".html"
-        render = functools.partial(renderer.render, story)
-        if _write_doc(pages, manifest, name, page_key(story), render, durable=False):
-            written.append(f"{STORIES}/{name}")
+        try:
+            st = os.stat(pages / name)
+        except OSError:
+            todo.append((name, story, None))
+            continue
+        known = manifest.remembered.get(name)
+        stat = (st.st_size, st.st_mtime_ns)
+        if known is not None and (known[1], known[2]) == stat and known[0] == page_key(story):
+            continue
+        todo.append((name, story, stat))
+    done = render_all(pages, StoryPages(config, env), todo, False, f"{os.getpid()}-{secrets.token_hex(4)}")
+    written = []
+    committed = 0
+    try:
+        for name, tmp, key, size, mtime in done:
+            if tmp is not None:
+                commit(tmp, pages / name)
+                written.append(f"{STORIES}/{name}")
+            manifest.pages[name] = (key, size, mtime)
+            committed += 1
+    except BaseException:
+        discard(done[committed:])
+        raise
     if written:
         sync_folder(pages)
     return written
@@ -258,24 +407,30 @@ def _write_doc(folder: Path, manifest: Manifest, name: str, key: str, render: Ca
     return wrote
 
 
-def _sitemaps(config: Config, catalog: Catalog, record: Record, total: int,
-              touched: list[Story]) -> tuple[dict[str, bytes], set[str]]:
-    """The sitemap files to write, and the names of every sitemap file the site has now."""
+def _sitemaps(config: Config, catalog: Catalog, record: Record | None, total: int,
+              touched: list[Story]) -> tuple[dict[str, Callable[[], bytes]], set[str]]:
+    """The sitemap files to write (each rendered when called: at a million stories the parts
+    are hundreds of megabytes), and the names of every sitemap file the site has now."""
     tag_pages = {f"tags/{slug}/index.html": catalog.tag_changed(slug) or EPOCH for slug, _ in catalog.tags()}
     pages = sitemaps.site_pages(config, catalog.last_changed() or EPOCH, tag_pages)
     if total + len(pages) <= sitemaps.block_size():
-        return {"sitemap.xml": sitemaps.single(pages, [(page_url(config, r.slug), r.lastmod)
-                                                       for r in catalog.urls()])}, {"sitemap.xml"}
+        urls = [(page_url(config, r.slug), r.lastmod) for r in catalog.urls()]
+        return {"sitemap.xml": functools.partial(sitemaps.single, pages, urls)}, {"sitemap.xml"}
     size = sitemaps.block_size()
     blocks = catalog.seq_blocks(size)
-    if "sitemap-pages.xml" in record.files:
+    if record is not None and "sitemap-pages.xml" in record.files:
         due = {sitemaps.block_of(s.seq, size) for s in touched} & set(blocks)
-    else:  # the site outgrew one sitemap: every part is new
+    else:  # a site built anew, or one that outgrew one sitemap: every part is new
         due = set(blocks)
-    files = {sitemaps.part_name(n): sitemaps.urlset([(page_url(config, r.slug), r.lastmod) for r in
-                                                     catalog.urls_by_seq((n - 1) * size + 1, n * size + 1)])
-             for n in sorted(due)}
-    files.update(sitemaps.split(config, pages, [(n, catalog.block_lastmod(n, size)) for n in blocks]))
+
+    def part(n: int) -> bytes:
+        return sitemaps.urlset([(page_url(config, r.slug), r.lastmod)
+                                for r in catalog.urls_by_seq((n - 1) * size + 1, n * size + 1)])
+
+    files: dict[str, Callable[[], bytes]] = {sitemaps.part_name(n): functools.partial(part, n)
+                                             for n in sorted(due)}
+    index = sitemaps.split(config, pages, [(n, catalog.block_lastmod(n, size)) for n in blocks])
+    files.update({name: functools.partial(bytes, data) for name, data in index.items()})
     return files, {*files, *(sitemaps.part_name(n) for n in blocks)}
 
 

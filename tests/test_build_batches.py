@@ -1,0 +1,123 @@
+"""A complete build of many seeds is made a batch at a time (``incremental.in_batches``): its
+output is the one-pass build's, file for file, and a bad seed still stops it before anything
+is written. Here a batch is 4 seeds, so 14 seeds take four batches."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from syndicator.config import Config, load_config
+from syndicator.errors import InputErrors
+from syndicator.site import incremental, sitemaps
+from syndicator.site.build import build
+from syndicator.state import schema
+from syndicator.state.store import Store
+from tests.conftest import Project
+from tests.test_rebuild_incremental import age, files, lead_of, seed_text
+
+
+@pytest.fixture
+def archive(project: Project) -> Config:
+    """14 seeds, two of them repeating a lead of a seed in another batch as a brief."""
+    project.write_config(project.config.read_text().replace("limit = 50", "limit = 3\narchive_size = 2"))
+    for seed in project.seeds.iterdir():
+        seed.unlink()
+    rng = random.Random(7)
+    for n in range(12):
+        project.seed(f"{n:03d}_seed.txt", seed_text(rng, n))
+    project.seed("100_linked.txt", seed_text(rng, 100, brief_of=lead_of(project, "000_seed.txt")))
+    project.seed("101_linked.txt", seed_text(rng, 101, brief_of=lead_of(project, "009_seed.txt")))
+    age(project)
+    return load_config(project.config)
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+    one, other = Store.open(f"sqlite:///{tmp_path}/one.db"), Store.open(f"sqlite:///{tmp_path}/other.db")
+    try:
+        yield one, other
+    finally:
+        one.close()
+        other.close()
+
+
+def stories_in(store: Store) -> int:
+    with store.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(schema.stories)).scalar_one())
+
+
+@pytest.mark.parametrize("max_urls", [50_000, 9], ids=["one-sitemap", "sitemap-parts"])
+def test_a_build_in_batches_writes_what_one_pass_writes(
+        project: Project, archive: Config, stores: tuple[Store, Store], clock: datetime, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, max_urls: int) -> None:
+    monkeypatch.setattr(sitemaps, "MAX_URLS", max_urls)
+    batches: list[incremental.Done] = []
+    real = incremental.in_batches
+
+    def spied(*args: object, **kwargs: object) -> incremental.Done:
+        batches.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return batches[-1]
+
+    monkeypatch.setattr(incremental, "in_batches", spied)
+    one_pass = build(archive, stores[0], clock, tmp_path / "one-pass")
+    assert not batches
+    monkeypatch.setattr(incremental, "BATCH", 4)
+    result = build(archive, stores[1], clock, tmp_path / "batched")
+    assert len(batches) == 1
+    assert files(tmp_path / "batched") == files(tmp_path / "one-pass")
+    assert (result.stories, len(result.written)) == (one_pass.stories, len(one_pass.written))
+
+    # Its catalog and record serve the next rebuild: one seed changed is incremental, and
+    # still a complete build's output.
+    seed = archive.seeds_dir / "005_seed.txt"
+    seed.write_text(seed.read_text().replace("Second paragraph", "Second, edited paragraph"))
+    age(project)
+    later = clock + timedelta(hours=1)
+    spied_rebuild: list[incremental.Done | None] = []
+    real_rebuild = incremental.rebuild
+
+    def rebuilt(*args: object, **kwargs: object) -> incremental.Done | None:
+        spied_rebuild.append(real_rebuild(*args, **kwargs))  # type: ignore[arg-type]
+        return spied_rebuild[-1]
+
+    monkeypatch.setattr(incremental, "rebuild", rebuilt)
+    build(archive, stores[1], later, tmp_path / "batched")
+    assert spied_rebuild and spied_rebuild[0] is not None
+    build(archive, stores[0], later, tmp_path / "one-pass-later")
+    assert files(tmp_path / "batched") == files(tmp_path / "one-pass-later")
+
+
+def test_a_bad_seed_stops_a_build_in_batches_before_anything_is_written(
+        archive: Config, stores: tuple[Store, Store], clock: datetime, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(incremental, "BATCH", 4)
+    (archive.seeds_dir / "010_seed.txt").write_bytes(b"\xff\xfe not UTF-8\n")
+    (archive.seeds_dir / "003_seed.txt").write_text("---\nbogus: 1\n---\nA lead\n\nText.\n")
+    with pytest.raises(InputErrors) as caught:
+        build(archive, stores[0], clock, tmp_path / "out")
+    named = sorted(Path(str(e.path)).name for e in caught.value.errors)
+    assert named == ["003_seed.txt", "010_seed.txt"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert stories_in(stores[0]) == 0
+
+
+def test_prune_in_batches_deletes_the_pages_of_stories_gone(
+        archive: Config, stores: tuple[Store, Store], clock: datetime, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(incremental, "BATCH", 4)
+    out = tmp_path / "out"
+    build(archive, stores[0], clock, out)
+    before = {p.name for p in (out / "stories").iterdir()}
+    (archive.seeds_dir / "004_seed.txt").unlink()
+    result = build(archive, stores[0], clock + timedelta(hours=1), out, prune=True)
+    after = {p.name for p in (out / "stories").iterdir()}
+    assert result.pruned == len(before - after) > 0
+    assert after < before
+    build(archive, stores[1], clock + timedelta(hours=1), tmp_path / "fresh")
+    assert after == {p.name for p in (tmp_path / "fresh" / "stories").iterdir()}
