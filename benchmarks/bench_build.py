@@ -1,6 +1,9 @@
 """Build benchmark: ``syndicator build`` beside Hugo on the same generated stories, one run.
 
-    .venv/bin/python benchmarks/bench_build.py [--sizes 10000,100000] [--keep]
+    .venv/bin/python benchmarks/bench_build.py [--sizes 10000,100000] [--keep] [--hugo-up-to N]
+
+A million seeds: ``--sizes 10000,1000000 --hugo-up-to 50000`` (Hugo there would need about
+85 GB; syndicator's 1M rows are then compared with its own 10k rows from the same run).
 
 For every size N this generates N seed files in a temp project (each: a lead with a few
 paragraphs and 2-4 briefs, unique titles, every 5th file with front matter, every 10th
@@ -111,8 +114,10 @@ def sentence(rng: random.Random, words: int) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def generate(seeds: Path, n: int, seed: int = 1) -> list[tuple[str, list[str], str | None]]:
-    """Write n seed files; return every distinct story (title, paragraphs, date) for Hugo."""
+def generate(seeds: Path, n: int, seed: int = 1, *,
+             collect: bool = True) -> list[tuple[str, list[str], str | None]]:
+    """Write n seed files; return every distinct story (title, paragraphs, date) for Hugo
+    (none without ``collect``: at a million seeds they would be gigabytes)."""
     rng = random.Random(seed)
     seeds.mkdir(parents=True)
     stories: dict[str, tuple[str, list[str], str | None]] = {}
@@ -142,9 +147,10 @@ def generate(seeds: Path, n: int, seed: int = 1) -> list[tuple[str, list[str], s
         # remember a file modified within 2 s of a build (it could change again unseen).
         os.utime(path, (time.time() - 3600, time.time() - 3600))
         leads.append(lead)
-        stories[lead] = (lead, paragraphs, date)
-        for title, summary in briefs:
-            stories[title] = (title, [summary], None)
+        if collect:
+            stories[lead] = (lead, paragraphs, date)
+            for title, summary in briefs:
+                stories[title] = (title, [summary], None)
     return list(stories.values())
 
 
@@ -205,7 +211,7 @@ def hugo_binary() -> str:
     return str(binary)
 
 
-def settle(hugo: str) -> None:
+def settle(hugo: str | None) -> None:
     """Flush the kernel's caches (see the module's notes), then warm up both programs."""
     os.sync()
     try:
@@ -215,50 +221,59 @@ def settle(hugo: str) -> None:
               "deleting many may be slow", file=sys.stderr)
     subprocess.run([PY, "-c", "import syndicator.cli, syndicator.site.build"], check=True,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
-    subprocess.run([hugo, "version"], check=True, capture_output=True)
+    if hugo is not None:
+        subprocess.run([hugo, "version"], check=True, capture_output=True)
 
 
-def bench(n: int, hugo: str, root: Path) -> dict[str, tuple[Run, Run]]:
+def bench(n: int, hugo: str | None, root: Path) -> dict[str, tuple[Run, Run | None]]:
+    """Every figure at n seeds; Hugo's (the second of each pair) unless ``hugo`` is None."""
     settle(hugo)
     project = root / "project"
     (project / "config").mkdir(parents=True)
     (project / "config" / "syndicator.toml").write_text(CONFIG)
     print(f"[{n}] generating seeds ...", file=sys.stderr, flush=True)
-    stories = generate(project / "seeds", n)
+    stories = generate(project / "seeds", n, collect=hugo is not None)
     site = root / "hugo"
-    write_hugo_site(site, stories)
+    if hugo is not None:
+        write_hugo_site(site, stories)
     os.sync()  # the generated files on disk: no writeback competes with the first build
-    print(f"[{n}] {n} seed files, {len(stories)} stories", file=sys.stderr, flush=True)
+    print(f"[{n}] {n} seed files, {len(stories) if hugo else 'uncounted'} stories", file=sys.stderr,
+          flush=True)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     syn = [PY, "-m", "syndicator", "--config", str(project / "config" / "syndicator.toml"),
            "build"]
-    hug = [hugo, "--quiet", "--destination", str(root / "hugo_public")]
-    results: dict[str, tuple[Run, Run]] = {}
+    hug = None if hugo is None else [hugo, "--quiet", "--destination", str(root / "hugo_public")]
+    results: dict[str, tuple[Run, Run | None]] = {}
+
+    def hugo_run(cmd: list[str] | None = hug) -> Run | None:
+        return None if cmd is None else measure(cmd, site)
 
     full_s = measure(syn, project, env)
-    full_h = measure(hug, site)
-    results["full"] = (full_s, full_h)
-    results["no change"] = (measure(syn, project, env), measure(hug, site))
+    results["full"] = (full_s, hugo_run())
+    results["no change"] = (measure(syn, project, env), hugo_run())
 
     seed = sorted((project / "seeds").iterdir())[n // 2]
     blocks = seed.read_text().split("\n\n")
     blocks[1] += "\nAn added paragraph."  # the lead's body gains a paragraph
     seed.write_text("\n\n".join(blocks))
-    page = sorted((site / "content" / "stories").iterdir())[len(stories) // 2]
-    page.write_text(page.read_text() + "\nAn added paragraph.\n")
-    results["one file changed"] = (measure(syn, project, env), measure(hug, site))
+    if hugo is not None:
+        page = sorted((site / "content" / "stories").iterdir())[len(stories) // 2]
+        page.write_text(page.read_text() + "\nAn added paragraph.\n")
+    results["one file changed"] = (measure(syn, project, env), hugo_run())
     # A new seed file (the newsroom's usual change): four new stories, an hour old like the rest.
     fresh = project / "seeds" / "zz_new.txt"
     fresh.write_text("A new report on the harbour\n\nBoats went out at dawn.\n\n"
                      + "".join(f"Brief {b} of the new report\nOne more line.\n\n" for b in range(3)))
     os.utime(fresh, (time.time() - 3600, time.time() - 3600))
-    (site / "content" / "stories" / "zz_new.md").write_text(
-        '+++\ntitle = "A new report on the harbour"\ndate = 2025-01-02T00:00:00+00:00\n+++\n\n'
-        "Boats went out at dawn.\n")
-    results["one new seed"] = (measure(syn, project, env), measure(hug, site))
+    if hugo is not None:
+        (site / "content" / "stories" / "zz_new.md").write_text(
+            '+++\ntitle = "A new report on the harbour"\ndate = 2025-01-02T00:00:00+00:00\n+++\n\n'
+            "Boats went out at dawn.\n")
+    results["one new seed"] = (measure(syn, project, env), hugo_run())
     # Process start-up alone (the interpreter and the command's imports), for "work beyond
     # start-up": the same command line, asking for its help.
-    results["start-up"] = (measure([*syn, "--help"], project, env), measure([hugo, "version"], site))
+    results["start-up"] = (measure([*syn, "--help"], project, env),
+                           hugo_run(None if hugo is None else [hugo, "version"]))
     pages = sum(1 for _ in (project / "public" / "stories").iterdir())
     print(f"[{n}] syndicator wrote {pages} story pages", file=sys.stderr, flush=True)
     return results
@@ -269,16 +284,18 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated seed file counts")
     parser.add_argument("--keep", action="store_true", help="keep the temp projects")
+    parser.add_argument("--hugo-up-to", type=int, default=100_000,
+                        help="run Hugo only at sizes up to this (it needs 85 MB a thousand seeds)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     hugo = hugo_binary()
     version = subprocess.run([hugo, "version"], capture_output=True, text=True).stdout.split()[1]
     version = version.split("-")[0]
-    rows = []
+    rows: list[tuple[int, str, Run, Run | None]] = []
     roots = [Path(tempfile.mkdtemp(prefix=f"bench_build_{n}_")) for n in sizes]
     try:
         for n, root in zip(sizes, roots, strict=True):
-            for kind, (s, h) in bench(n, hugo, root).items():
+            for kind, (s, h) in bench(n, hugo if n <= args.hugo_up_to else None, root).items():
                 rows.append((n, kind, s, h))
     finally:
         for root in roots:
@@ -292,13 +309,18 @@ def main() -> None:
     print(head)
     print("-" * len(head))
     for n, kind, s, h in rows:
+        if h is None:
+            dash = "-"
+            print(f"{n:>7} {kind:<17} {s.seconds:>8.2f} {dash:>8} {dash:>8} {s.peak_mb:>8.0f} "
+                  f"{dash:>8} {dash:>8}")
+            continue
         print(f"{n:>7} {kind:<17} {s.seconds:>8.2f} {h.seconds:>8.2f} {s.seconds / h.seconds:>8.2f} "
               f"{s.peak_mb:>8.0f} {h.peak_mb:>8.0f} {s.peak_mb / h.peak_mb:>8.2f}")
     if len(sizes) > 1:
         scaling(rows, sizes[0], sizes[-1])
 
 
-def scaling(rows: list[tuple[int, str, Run, Run]], small: int, large: int) -> None:
+def scaling(rows: list[tuple[int, str, Run, Run | None]], small: int, large: int) -> None:
     """syndicator's growth from the smallest size to the largest, and its work beyond start-up."""
     runs = {(n, kind): s for n, kind, s, _ in rows}
     print(f"\nsyndicator at {large} seeds against {small} (same run); beyond start-up = the build's "

@@ -26,12 +26,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from syndicator.model import Story, tag_slug
 from syndicator.text import one_line
 
 CATALOG = "catalog.db"
-_VERSION = 1
+_VERSION = 2
 _CHUNK = 500  # parameters per statement: under SQLite's oldest limit (999)
 
 _SCHEMA = """
@@ -51,9 +52,13 @@ CREATE TABLE story_tags (slug TEXT NOT NULL, spelling TEXT NOT NULL, story_id TE
                          PRIMARY KEY (slug, story_id));
 CREATE INDEX story_tags_order ON story_tags (slug, published DESC, seq);
 CREATE INDEX story_tags_story ON story_tags (story_id);
+CREATE INDEX story_tags_updated ON story_tags (slug, updated);
 CREATE TABLE tags (slug TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE block_lastmods (size INTEGER NOT NULL, number INTEGER NOT NULL, lastmod TEXT NOT NULL,
+                             PRIMARY KEY (size, number));
 """
 
+_LAST_SEEN = "ORDER BY first_seen DESC, seq DESC"  # the index stories_seen, read backwards
 Listing = dict[str, tuple[int, int]]  # seed file name -> (size, mtime_ns)
 
 
@@ -142,7 +147,7 @@ class Catalog:
                 db.executescript(_SCHEMA)
                 db.execute("BEGIN")
                 db.executemany("INSERT INTO meta VALUES (?, ?)",
-                               [("version", str(_VERSION)), ("token", token)])
+                               [("version", str(_VERSION)), ("token", token), ("count", str(len(stories)))])
                 db.executemany("INSERT INTO seeds VALUES (?, ?, ?)",
                                ((name, size, mtime) for name, (size, mtime) in listing.items()))
                 db.executemany("INSERT INTO sources VALUES (?, ?)",
@@ -184,7 +189,14 @@ class Catalog:
             db.executemany("INSERT OR IGNORE INTO sources VALUES (?, ?)",
                            ((seed, sid) for sid, seeds in sources.items() for seed in seeds))
             gone = [(sid,) for sid in removed]
-            for table, column in (("stories", "id"), ("story_tags", "story_id"), ("sources", "story_id")):
+            # The sitemap parts these stories were or are in change their last-change time.
+            seqs = [(seq,) for (seq,) in self._each("SELECT seq FROM stories WHERE id IN", removed)]
+            db.executemany("DELETE FROM block_lastmods WHERE number = (? - 1) / size + 1",
+                           seqs + [(s.seq,) for s in stories])
+            present = sum(1 for _ in self._each("SELECT 1 FROM stories WHERE id IN", [s.id for s in stories]))
+            count = self.count() + len(stories) - present
+            count -= db.executemany("DELETE FROM stories WHERE id = ?", gone).rowcount
+            for table, column in (("story_tags", "story_id"), ("sources", "story_id")):
                 db.executemany(f"DELETE FROM {table} WHERE {column} = ?", gone)
             db.executemany("DELETE FROM story_tags WHERE story_id = ?", ((s.id,) for s in stories))
             db.executemany("INSERT OR REPLACE INTO stories VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -198,6 +210,7 @@ class Catalog:
                 else:
                     db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (slug, name))
             db.execute("UPDATE meta SET value = ? WHERE key = 'token'", (token,))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'count'", (str(count),))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -219,14 +232,21 @@ class Catalog:
         return dict(self._each("SELECT id, data FROM stories WHERE id IN", ids))
 
     def count(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM stories").fetchone()[0])
+        """How many stories (kept in meta: SQLite counts rows one by one)."""
+        return int(self.db.execute("SELECT value FROM meta WHERE key = 'count'").fetchone()[0])
 
     def rank(self, first_seen: int, seq: int) -> int:
-        """How many stories were seen before (first_seen, seq)."""
-        row = self.db.execute("SELECT COUNT(*) FROM stories"
-                              " WHERE first_seen < ? OR (first_seen = ? AND seq < ?)",
-                              (first_seen, first_seen, seq)).fetchone()
-        return int(row[0])
+        """How many stories were seen before (first_seen, seq): two index ranges (an OR of
+        the two is a scan of the table)."""
+        before = self.db.execute("SELECT COUNT(*) FROM stories WHERE first_seen < ?",
+                                 (first_seen,)).fetchone()
+        tied = self.db.execute("SELECT COUNT(*) FROM stories WHERE first_seen = ? AND seq < ?",
+                               (first_seen, seq)).fetchone()
+        return int(before[0]) + int(tied[0])
+
+    def newest_seen(self, limit: int) -> list[Story]:
+        """The ``limit`` stories seen last, in the order they were seen."""
+        return self._thaw(f"SELECT data FROM stories {_LAST_SEEN} LIMIT ?", (limit,))[::-1]
 
     def by_seen(self, offset: int, limit: int) -> list[Story]:
         """Stories ``offset`` to ``offset + limit`` in the order they were first seen."""
@@ -244,6 +264,13 @@ class Catalog:
             while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
                 j += 1
             low, high = (numbers[i] - 1) * size, min(archived, numbers[j] * size)
+            if len(numbers[i:j + 1]) == 1 and low > (total := self.count()) // 2:
+                # One page in the newer half (the usual: the newest), counted from the end.
+                page = self._thaw(f"SELECT data FROM stories {_LAST_SEEN} LIMIT ? OFFSET ?",
+                                  (high - low, total - high))
+                yield numbers[i], page[::-1]
+                i = j + 1
+                continue
             cursor = self.db.execute("SELECT data FROM stories ORDER BY first_seen, seq LIMIT ? OFFSET ?",
                                      (high - low, low))
             try:
@@ -287,15 +314,32 @@ class Catalog:
             "SELECT slug, lastmod FROM stories WHERE seq >= ? AND seq < ? ORDER BY seq", (low, high))]
 
     def seq_blocks(self, size: int) -> list[int]:
-        """The numbers (from 1) of the blocks of ``size`` seqs that hold a story."""
-        return [int(n) for (n,) in self.db.execute(
-            "SELECT DISTINCT (seq - 1) / ? + 1 FROM stories ORDER BY 1", (size,))]
+        """The numbers (from 1) of the blocks of ``size`` seqs that hold a story: one index
+        lookup a block (a DISTINCT would read every row)."""
+        blocks: list[int] = []
+        low = 1
+        while (row := self.db.execute("SELECT seq FROM stories WHERE seq >= ? ORDER BY seq LIMIT 1",
+                                      (low,)).fetchone()) is not None:
+            blocks.append((int(row[0]) - 1) // size + 1)
+            low = blocks[-1] * size + 1
+        return blocks
 
-    def block_lastmod(self, number: int, size: int) -> str:
-        low, high = (number - 1) * size + 1, number * size + 1
-        row = self.db.execute("SELECT lastmod FROM stories WHERE seq >= ? AND seq < ? ORDER BY updated DESC"
-                              " LIMIT 1", (low, high)).fetchone()
-        return "" if row is None else str(row[0])
+    def block_lastmods(self, numbers: Sequence[int], size: int) -> list[str]:
+        """The last change of each block of ``size`` seqs: remembered (``apply`` forgets a
+        block whose stories change), else read from its stories and remembered."""
+        known = dict(self.db.execute("SELECT number, lastmod FROM block_lastmods WHERE size = ?", (size,)))
+        missing = [n for n in numbers if n not in known]
+        for number in missing:
+            row = self.db.execute("SELECT lastmod FROM stories WHERE seq >= ? AND seq < ?"
+                                  " ORDER BY updated DESC LIMIT 1",
+                                  ((number - 1) * size + 1, number * size + 1)).fetchone()
+            known[number] = "" if row is None else str(row[0])
+        if missing:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO block_lastmods VALUES (?, ?, ?)",
+                                [(size, n, known[n]) for n in missing])
+            self.db.execute("COMMIT")
+        return [known[n] for n in numbers]
 
     def tagged(self, slug: str, limit: int) -> list[Story]:
         """The newest-published ``limit`` stories with this tag, newest first."""
@@ -323,7 +367,7 @@ class Catalog:
     def _thaw(self, sql: str, params: tuple[object, ...]) -> list[Story]:
         return [thaw(data) for (data,) in self.db.execute(sql, params)]
 
-    def _each(self, sql: str, values: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    def _each(self, sql: str, values: Iterable[str]) -> Iterator[tuple[Any, ...]]:
         wanted = list(dict.fromkeys(values))
         for start in range(0, len(wanted), _CHUNK):
             part = wanted[start:start + _CHUNK]

@@ -280,7 +280,7 @@ def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path
             docs.append(doc.name)
             if _write_doc(folder, manifest, doc.name, doc.key, doc.render):
                 written.append(doc.name)
-    top = {**current_feeds(config, newest_first(catalog.by_seen(archived, limit)), pages),
+    top = {**current_feeds(config, newest_first(catalog.newest_seen(min(limit, total))), pages),
            "index.html": render_index(config, env, catalog.newest(limit))}
     for slug in sorted(touched):
         name = catalog.tag_name(slug)
@@ -429,7 +429,8 @@ def _sitemaps(config: Config, catalog: Catalog, record: Record | None, total: in
 
     files: dict[str, Callable[[], bytes]] = {sitemaps.part_name(n): functools.partial(part, n)
                                              for n in sorted(due)}
-    index = sitemaps.split(config, pages, [(n, catalog.block_lastmod(n, size)) for n in blocks])
+    lastmods = catalog.block_lastmods(blocks, size)
+    index = sitemaps.split(config, pages, list(zip(blocks, lastmods, strict=True)))
     files.update({name: functools.partial(bytes, data) for name, data in index.items()})
     return files, {*files, *(sitemaps.part_name(n) for n in blocks)}
 
