@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import shutil
 import sqlite3
 import tempfile
@@ -36,10 +35,10 @@ from syndicator.seeds.identity import Sources, load_files, resolve
 from syndicator.seeds.parse import SeedFiles
 from syndicator.site import editions, incremental, sitemaps, tags, unchanged
 from syndicator.site.catalog import Catalog
-from syndicator.site.feeds import ArchiveDoc, site_feeds
+from syndicator.site.feeds import site_feeds
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
-from syndicator.site.parallel import Todo, discard, render_all
+from syndicator.site.parallel import Todo, discard, render_all, temp_token
 from syndicator.site.writer import check_writable, commit, current_umask, sync_folder, write_atomic
 from syndicator.state import runs
 from syndicator.state.store import Store
@@ -153,24 +152,24 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
             committed += 1
         if staged:
             sync_folder(folder / STORIES)
-        skipped = _remembered_archive(folder, archive, manifest)
-        top.update({doc.name: doc.render() for doc in archive if doc.name not in skipped})
+        # The archive first: the feeds link its newest page.
+        docs = incremental.write_docs(folder, manifest, archive)
         written = [name for name, data in top.items() if write_atomic(folder / name, data)]
-        _remember_archive(folder, archive, skipped, manifest)
     except BaseException:
         discard([(name, tmp, "", 0, 0) for name, tmp in staged[committed:]])
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
         raise
-    kept += len(top) - len(written) + len(skipped)
+    kept += len(top) + len(archive) - len(written) - len(docs)
     manifest.save()
     # After the feeds and the index: nothing written now links a page about to go.
     pruned = prune_pages(folder, {story.slug + ".html" for story in stories}) if prune else 0
     if isinstance(files, SeedFiles):
         files.save_cache()
-    unchanged.remember(config, store, folder, ready.seen, now, stories, [*top, *skipped],
+    names = [*top, *(doc.name for doc in archive)]
+    unchanged.remember(config, store, folder, ready.seen, now, stories, names,
                        _catalogue(config, folder, ready.seen, stories, sources))
-    written = [name for name, _ in staged] + written
+    written = [name for name, _ in staged] + docs + written
     runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                 f"{len(stories)} stories, {len(written)} files written")
     return BuildResult(folder, len(stories), tuple(written), kept, pruned)
@@ -224,30 +223,6 @@ def prune_pages(folder: Path, keep: set[str]) -> int:
     return removed
 
 
-def _remembered_archive(folder: Path, archive: list[ArchiveDoc], manifest: Manifest) -> set[str]:
-    """Archive documents the manifest says are on disk as they would be rendered now."""
-    skipped: set[str] = set()
-    for doc in archive:
-        known = manifest.remembered.get(doc.name)
-        if known is None or known[0] != doc.key:
-            continue
-        try:
-            st = os.stat(folder / doc.name)
-        except OSError:
-            continue
-        if (st.st_size, st.st_mtime_ns) == (known[1], known[2]):
-            skipped.add(doc.name)
-            manifest.pages[doc.name] = known
-    return skipped
-
-
-def _remember_archive(folder: Path, archive: list[ArchiveDoc], skipped: set[str], manifest: Manifest) -> None:
-    for doc in archive:
-        if doc.name not in skipped:
-            st = os.stat(folder / doc.name)
-            manifest.pages[doc.name] = (doc.key, st.st_size, st.st_mtime_ns)
-
-
 def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, config: Config,
                  stories: Sequence[Story]) -> tuple[list[tuple[str, str]], int, Manifest, Path | None]:
     """Render and stage every page that changed.
@@ -295,7 +270,7 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
         pages.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[str, str]] = []
     try:
-        done = render_all(fresh or pages, renderer, todo, fresh is not None, _temp_token())
+        done = render_all(fresh or pages, renderer, todo, fresh is not None, temp_token())
     except BaseException:
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
@@ -310,12 +285,6 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
 
 
 _STALE_NS = 3600 * 10**9
-
-
-def _temp_token() -> str:
-    """This build's part of its temp pages' names: no other build, now or later, shares it,
-    so the temp pages of a failed process can be found by name (and by nobody else's)."""
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _remove_stale_staging(folder: Path) -> None:

@@ -28,7 +28,6 @@ import contextlib
 import functools
 import math
 import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -48,6 +47,7 @@ from syndicator.site.feeds import (
     ATOM,
     EPOCH,
     RSS,
+    ArchiveDoc,
     archive_docs,
     archive_name,
     current_feeds,
@@ -56,7 +56,7 @@ from syndicator.site.feeds import (
 )
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, page_key, render_index
-from syndicator.site.parallel import Todo, discard, render_all
+from syndicator.site.parallel import Job, Todo, discard, render_all, render_jobs, temp_token
 from syndicator.site.unchanged import Record, Seen
 from syndicator.site.writer import commit, sync_folder, write_atomic
 from syndicator.state.store import Store
@@ -67,6 +67,8 @@ SHARE = 10  # past this fraction (1/SHARE) of the seeds changed, build it all
 # Seeds: a complete build of more is made a batch at a time (``in_batches``). A batch of
 # 25,000 (100,000 stories) holds about what a complete build of 25,000 seeds holds.
 BATCH = 25_000
+_DOCS_PARALLEL = 16  # archive documents (5 ms each): from this many, one process per core
+_DOCS_AT_ONCE = 2_000  # archive documents rendered together (their stories held meanwhile)
 
 
 @dataclass(frozen=True)
@@ -275,11 +277,13 @@ def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path
     archived = max(0, total - limit)
     pages = math.ceil(archived / size)
     docs: list[str] = []
+    run: list[ArchiveDoc] = []
     for number, page in catalog.seen_pages(sorted(numbers), size, archived):
-        for doc in archive_docs(config, number, pages, page):
-            docs.append(doc.name)
-            if _write_doc(folder, manifest, doc.name, doc.key, doc.render):
-                written.append(doc.name)
+        run += archive_docs(config, number, pages, page)
+        if len(run) >= _DOCS_AT_ONCE or number == max(numbers):
+            docs += [doc.name for doc in run]
+            written += write_docs(folder, manifest, run)
+            run = []
     top = {**current_feeds(config, newest_first(catalog.newest_seen(min(limit, total))), pages),
            "index.html": render_index(config, env, catalog.newest(limit))}
     for slug in sorted(touched):
@@ -374,7 +378,7 @@ def _write_pages(config: Config, env: jinja2.Environment, folder: Path, manifest
         if known is not None and (known[1], known[2]) == stat and known[0] == page_key(story):
             continue
         todo.append((name, story, stat))
-    done = render_all(pages, StoryPages(config, env), todo, False, f"{os.getpid()}-{secrets.token_hex(4)}")
+    done = render_all(pages, StoryPages(config, env), todo, False, temp_token())
     written = []
     committed = 0
     try:
@@ -390,6 +394,47 @@ def _write_pages(config: Config, env: jinja2.Environment, folder: Path, manifest
     if written:
         sync_folder(pages)
     return written
+
+
+def write_docs(folder: Path, manifest: Manifest, docs: list[ArchiveDoc]) -> list[str]:
+    """Write the documents not on disk as the manifest remembers them (many: one process per
+    core, as story pages are); return the names of those written."""
+    jobs: list[Job] = []
+    for doc in docs:
+        try:
+            st = os.stat(folder / doc.name)
+        except OSError:
+            jobs.append((doc.name, functools.partial(_keyed, doc), None))
+            continue
+        known = manifest.remembered.get(doc.name)
+        stat = (st.st_size, st.st_mtime_ns)
+        if known is not None and known[0] == doc.key and (known[1], known[2]) == stat:
+            manifest.pages[doc.name] = known
+            continue
+        jobs.append((doc.name, functools.partial(_keyed, doc), stat))
+    parents = {(folder / name).parent for name, _, _ in jobs}
+    for parent in parents:
+        parent.mkdir(parents=True, exist_ok=True)
+    done = render_jobs(folder, jobs, False, temp_token(), parallel_from=_DOCS_PARALLEL)
+    written = []
+    committed = 0
+    try:
+        for name, tmp, key, size, mtime in done:
+            if tmp is not None:
+                commit(tmp, folder / name)
+                written.append(name)
+            manifest.pages[name] = (key, size, mtime)
+            committed += 1
+    except BaseException:
+        discard(done[committed:])
+        raise
+    for parent in parents:
+        sync_folder(parent)
+    return written
+
+
+def _keyed(doc: ArchiveDoc) -> tuple[bytes, str]:
+    return doc.render(), doc.key
 
 
 def _write_doc(folder: Path, manifest: Manifest, name: str, key: str, render: Callable[[], bytes],

@@ -10,11 +10,14 @@ included, every child is waited for and everything staged is removed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import marshal
 import os
 import pickle
+import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,18 +31,20 @@ _PARALLEL_FROM = 1000  # pages: below this a second process costs more than it s
 # and the size and mtime (ns) the page has once committed (a rename keeps both).
 Rendered = list[tuple[str, str | None, str, int, int]]
 Todo = list[tuple[str, Story, tuple[int, int] | None]]
+# A document to write: its name under the folder, what renders it and its key, and the size
+# and mtime it has on disk (None: not there).
+Job = tuple[str, Callable[[], tuple[bytes, str]], tuple[int, int] | None]
 
 
-def _render_part(pages: Path, renderer: StoryPages, todo: Todo, direct: bool, token: str) -> Rendered:
-    """Render and stage pages; on any error, remove what this call staged."""
+def _render_part(pages: Path, jobs: list[Job], direct: bool, token: str) -> Rendered:
+    """Render and stage documents; on any error, remove what this call staged."""
     out: Rendered = []
     where = str(pages)
     umask = current_umask()
     try:
-        for name, story, stat in todo:
-            data = renderer.render(story)
+        for name, render, stat in jobs:
+            data, key = render()
             path = os.path.join(where, name)
-            key = page_key(story)
             if stat is not None and same_content(Path(path), data, stat[0]):
                 out.append((name, None, key, *stat))
             else:
@@ -56,6 +61,12 @@ def discard(done: Rendered) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def temp_token() -> str:
+    """This build's part of its temp pages' names: no other build, now or later, shares it,
+    so the temp pages of a failed process can be found by name (and by nobody else's)."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _workers() -> int:
@@ -79,23 +90,37 @@ def render_all(pages: Path, renderer: StoryPages, todo: Todo, direct: bool, toke
     process does its own share; each child reports what it staged through a pipe. Two
     processes creating files in one folder took 0.46 s for 40,000 files where one took 0.77 s.
     """
-    workers = _workers() if len(todo) >= _PARALLEL_FROM else 1
+    return render_jobs(pages, [(name, functools.partial(_page, renderer, story), stat)
+                               for name, story, stat in todo], direct, token)
+
+
+def _page(renderer: StoryPages, story: Story) -> tuple[bytes, str]:
+    # The key is computed here, in the process that renders the page (a child, when there is one).
+    return renderer.render(story), page_key(story)
+
+
+def render_jobs(pages: Path, jobs: list[Job], direct: bool, token: str, *,
+                parallel_from: int | None = None) -> Rendered:
+    """``render_all`` for any documents (archive pages too): each rendered by its job; in
+    parallel from ``parallel_from`` of them (story pages': ``_PARALLEL_FROM``)."""
+    least = _PARALLEL_FROM if parallel_from is None else parallel_from
+    workers = _workers() if len(jobs) >= least else 1
     if workers == 1:
-        return _render_part(pages, renderer, todo, direct, token)
+        return _render_part(pages, jobs, direct, token)
     gc.freeze()  # a child then copies no memory page just because the collector touched it
     children: list[_Child] = []
     try:
         for k in range(1, workers):
-            children.append(_Child.start(pages, renderer, todo[k::workers], direct, token))
+            children.append(_Child.start(pages, jobs[k::workers], direct, token))
     except OSError:  # no process to be had: those started are undone, and this one renders all
         _undo(children, [])
-        return _render_part(pages, renderer, todo, direct, token)
+        return _render_part(pages, jobs, direct, token)
     finally:
         gc.unfreeze()
     out: Rendered = []
     results: list[Rendered] = []
     try:
-        out = _render_part(pages, renderer, todo[::workers], direct, token)
+        out = _render_part(pages, jobs[::workers], direct, token)
         for child in children:
             results.append(child.finish())
     except BaseException:
@@ -122,21 +147,21 @@ class _Child:
 
     pid: int
     pipe: int
-    share: Todo
+    share: list[Job]
     pages: Path
     direct: bool
     token: str
     reaped: bool = False
 
     @classmethod
-    def start(cls, pages: Path, renderer: StoryPages, share: Todo, direct: bool, token: str) -> _Child:
+    def start(cls, pages: Path, share: list[Job], direct: bool, token: str) -> _Child:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: never returns
             code = 1
             try:
                 os.close(read_end)
-                _child_main(write_end, pages, renderer, share, direct, token)
+                _child_main(write_end, pages, share, direct, token)
                 code = 0
             finally:
                 os._exit(code)
@@ -171,7 +196,7 @@ class _Child:
         if self.direct:
             return  # its files are in the staging folder, which goes as a whole
         where = str(self.pages)
-        for name, _story, _stat in self.share:
+        for name, _render, _stat in self.share:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(where, f".{name}.{self.token}.tmp"))
 
@@ -183,10 +208,10 @@ class _Child:
         return status
 
 
-def _child_main(fd: int, pages: Path, renderer: StoryPages, share: Todo, direct: bool, token: str) -> None:
+def _child_main(fd: int, pages: Path, share: list[Job], direct: bool, token: str) -> None:
     with os.fdopen(fd, "wb") as pipe:
         try:
-            done = _render_part(pages, renderer, share, direct, token)
+            done = _render_part(pages, share, direct, token)
         except BaseException as exc:
             try:
                 blob = pickle.dumps(exc)
