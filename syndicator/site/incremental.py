@@ -24,7 +24,6 @@ a tenth of the seeds changed (a complete build is then about as quick).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -435,21 +434,6 @@ def write_docs(folder: Path, manifest: Manifest, docs: list[ArchiveDoc]) -> list
 
 def _keyed(doc: ArchiveDoc) -> tuple[bytes, str]:
     return doc.render(), doc.key
-
-
-def _write_doc(folder: Path, manifest: Manifest, name: str, key: str, render: Callable[[], bytes],
-               *, durable: bool = True) -> bool:
-    """Write a document unless the manifest says it is on disk as it would be rendered now."""
-    path = folder / name
-    known = manifest.remembered.get(name)
-    with contextlib.suppress(OSError):
-        st = os.stat(path)
-        if known is not None and known[0] == key and (known[1], known[2]) == (st.st_size, st.st_mtime_ns):
-            return False
-    wrote = write_atomic(path, render(), durable=durable)
-    st = os.stat(path)
-    manifest.pages[name] = (key, st.st_size, st.st_mtime_ns)
-    return wrote
 
 
 def _sitemaps(config: Config, catalog: Catalog, record: Record | None, total: int,
