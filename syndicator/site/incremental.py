@@ -20,6 +20,11 @@ Its output is a complete build's, file for file (a test holds it to that after e
 of change). Anything in doubt takes the complete build: no catalog or another one, the store
 changed by someone else, a file of the last build touched, the clock gone back, or more than
 a tenth of the seeds changed (a complete build is then about as quick).
+
+A complete build of more than ``BATCH`` seeds goes through the same steps (``in_batches``):
+an empty catalog, then each batch of seeds added as if it had just appeared, then every
+archive page, feed, tag file and sitemap written from the catalog. Its memory follows the
+batch, not the archive (a test holds its output to the one-pass build's).
 """
 
 from __future__ import annotations
