@@ -1,6 +1,7 @@
 """A complete build of many seeds is made a batch at a time (``incremental.in_batches``): its
 output is the one-pass build's, file for file, and a bad seed still stops it before anything
-is written. Here a batch is 4 seeds, so 14 seeds take four batches."""
+is written. Here a batch is 4 seeds, so 14 seeds take four batches; the store of the
+batches is SQLite and, when configured, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ def archive(project: Project) -> Config:
 
 
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
-    one, other = Store.open(f"sqlite:///{tmp_path}/one.db"), Store.open(f"sqlite:///{tmp_path}/other.db")
+def stores(tmp_path: Path, store_url: str) -> Iterator[tuple[Store, Store]]:
+    """A SQLite store for the one-pass build, and one on SQLite or PostgreSQL for the batches."""
+    one, other = Store.open(f"sqlite:///{tmp_path}/one.db"), Store.open(store_url)
     try:
         yield one, other
     finally:
