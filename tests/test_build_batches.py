@@ -17,8 +17,10 @@ from syndicator.config import Config, load_config
 from syndicator.errors import InputErrors
 from syndicator.site import incremental, sitemaps
 from syndicator.site.build import build
+from syndicator.site.manifest import Manifest
 from syndicator.state import schema
 from syndicator.state.store import Store
+from syndicator.templating import environment
 from tests.conftest import Project
 from tests.test_rebuild_incremental import age, files, lead_of, seed_text
 
@@ -74,6 +76,11 @@ def test_a_build_in_batches_writes_what_one_pass_writes(
     assert len(batches) == 1
     assert files(tmp_path / "batched") == files(tmp_path / "one-pass")
     assert (result.stories, len(result.written)) == (one_pass.stories, len(one_pass.written))
+    # Each batch merged its pages into the manifest: a later build renders none of them again.
+    remembered = Manifest(tmp_path / "batched", archive, environment(archive.templates_dir)).remembered
+    written = {p.relative_to(tmp_path / "batched").as_posix() for p in (tmp_path / "batched").rglob("*.*")
+               if p.parts[-2] in ("stories", "archive")}
+    assert written and {name.removeprefix("stories/") for name in written} <= remembered.keys()
 
     # Its catalog and record serve the next rebuild: one seed changed is incremental, and
     # still a complete build's output.

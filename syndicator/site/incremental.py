@@ -202,13 +202,13 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
             except SeedError as exc:  # changed since it was checked
                 raise InputErrors([exc]) from None
             step = _step(config, store, now, catalog, seen.listing, batch, frozenset(), times)
-            manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed])
+            manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed], lean=True)
             written += _write_pages(config, env, folder, manifest, step.changed)
             manifest.save()
             token = step.token
         archived = max(0, catalog.count() - config.feeds.limit)
         numbers = set(range(1, math.ceil(archived / config.feeds.archive_size) + 1))
-        manifest = Manifest(folder, config, env, _doc_names(numbers))
+        manifest = Manifest(folder, config, env, _doc_names(numbers), lean=True)
         done = _publish(config, env, store, folder, now, catalog, seen, None, manifest, written, numbers,
                         {slug for slug, _ in catalog.tags()}, [], token)
         if prune is None:

@@ -30,17 +30,31 @@ class Manifest:
     """Per page: the digest of what it shows, and its size and mtime when written."""
 
     def __init__(self, folder: Path, config: Config, env: jinja2.Environment,
-                 names: Iterable[str] | None = None) -> None:
+                 names: Iterable[str] | None = None, *, lean: bool = False) -> None:
         """``names``: only the pages a build may write (the shards holding them; every other
-        page stays as remembered), else every page (and ``pages`` must name each one kept)."""
+        page stays as remembered), else every page (and ``pages`` must name each one kept).
+
+        ``lean`` (with ``names``): remember only those pages, reading the shards one at a time,
+        and merge into them one at a time on saving: a batch of a big build then holds its own
+        pages' entries, not the manifest of millions.
+        """
         self.path = manifest_path(folder, config.state_dir)
         self.tag = (MANIFEST_VERSION, signature(config, env))
+        self.lean = lean and names is not None
+        self.remembered: dict[str, Page] = {}
+        self.shards: dict[int, shards.Shard] = {}
+        if self.lean:
+            wanted = set(names or ())
+            for number in sorted({shards.shard_of(name) for name in wanted}):
+                part = shards.load(self.path, self.tag, {number}).get(number, {})
+                self.remembered.update({name: part[name] for name in wanted & part.keys()})
+            self.pages: dict[str, Page] = dict(self.remembered)
+            return
         only = None if names is None else {shards.shard_of(name) for name in names}
         self.shards = shards.load(self.path, self.tag, only)
-        self.remembered: dict[str, Page] = {}
         for part in self.shards.values():
             self.remembered.update(part)
-        self.pages: dict[str, Page] = {} if names is None else dict(self.remembered)
+        self.pages = {} if names is None else dict(self.remembered)
 
     def save(self) -> None:
         """Best effort: what the manifest does not remember is rendered and compared again."""
@@ -49,6 +63,12 @@ class Manifest:
         # The JSON manifest of syndicator 0.1, if there is one, is of no more use.
         with contextlib.suppress(OSError):
             self.path.with_name(self.path.name + ".json").unlink(missing_ok=True)
+        if self.lean:
+            for number, entries in shards.split(self.pages).items():
+                part = shards.load(self.path, self.tag, {number}).get(number, {})
+                part.update(entries)
+                shards.save(self.path, self.tag, {number: part})
+            return
         now = shards.split(self.pages)
         changed = {n: now.get(n, {}) for n in set(now) | set(self.shards) if now.get(n) != self.shards.get(n)}
         shards.save(self.path, self.tag, changed)
