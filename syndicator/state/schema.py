@@ -34,6 +34,9 @@ stories = Table(
     Column("revised_at", BigInteger),
 )
 Index("uq_stories_slug", stories.c.slug, unique=True)
+# Every build reads the newest of each (migration 0010).
+Index("ix_stories_first_seen", stories.c.first_seen)
+Index("ix_stories_revised_at", stories.c.revised_at)
 
 story_keys = Table(
     "story_keys",
