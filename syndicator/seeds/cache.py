@@ -15,6 +15,7 @@ import sys
 import time
 import unicodedata
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -57,8 +58,11 @@ def stat_names(folder: Path) -> list[tuple[str, int, int]]:
     except OSError as exc:
         raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
                         key="paths.seeds") from None
-    found.sort()
+    found.sort(key=_by_name)  # names are unique: a tuple's compare would only add work
     return found
+
+
+_by_name = itemgetter(0)
 
 
 def _cache_signature(zone: ZoneInfo) -> str:

@@ -24,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 
 import jinja2
@@ -44,6 +45,7 @@ RECORD = "last-build.json"
 _VERSION = 2
 _RACY_NS = 2_000_000_000  # a seed written this close to a build may change again unseen
 STORIES = "stories"
+_NAME, _STAT, _MTIME = itemgetter(0), itemgetter(1, 2), itemgetter(2)
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,12 @@ def seen(config: Config, env: jinja2.Environment) -> Seen:
         listing = stat_names(config.seeds_dir)
     except SeedError:
         listing, recent = [], True  # the complete build's seed loading says what is wrong
-    seeds = {name: (size, mtime if mtime < racy else -1) for name, size, mtime in listing}
-    recent = recent or any(mtime >= racy for _, _, mtime in listing)
+    # In C where it can be (map, zip, itemgetter): a million seeds cost a second in Python.
+    recent = recent or max(map(_MTIME, listing), default=0) >= racy
+    if recent:
+        seeds = {name: (size, mtime if mtime < racy else -1) for name, size, mtime in listing}
+    else:
+        seeds = dict(zip(map(_NAME, listing), map(_STAT, listing), strict=True))
     # An update per 10,000 seeds (one a seed cost 3 us each; one for all, a second copy of
     # the listing at a million seeds).
     for start in range(0, len(listing), 10_000):
@@ -192,11 +198,12 @@ def _load(path: Path) -> Record | None:
 
 def _intact(folder: Path, record: Record) -> bool:
     """Every file the record names is as the build left it (size and mtime)."""
+    base = str(folder)
     try:
         if record.stories and os.stat(folder / STORIES).st_mtime_ns != record.folder_mtime:
             return False
         for name, (size, mtime) in record.files.items():
-            st = os.stat(folder / name)
+            st = os.stat(os.path.join(base, name))  # not Path: 6 us each, at 80,000 archive files
             if st.st_size != size or st.st_mtime_ns != mtime:
                 return False
     except OSError:
