@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ CREATE TABLE block_lastmods (size INTEGER NOT NULL, number INTEGER NOT NULL, las
                              PRIMARY KEY (size, number));
 """
 
+_NAME, _STAT = itemgetter(0), itemgetter(1, 2)
 _LAST_SEEN = "ORDER BY first_seen DESC, seq DESC"  # the index stories_seen, read backwards
 Listing = dict[str, tuple[int, int]]  # seed file name -> (size, mtime_ns)
 
@@ -219,7 +221,8 @@ class Catalog:
 
     # -- reading -----------------------------------------------------------------------------
     def seeds(self) -> Listing:
-        return {name: (size, mtime) for name, size, mtime in self.db.execute("SELECT * FROM seeds")}
+        rows = self.db.execute("SELECT name, size, mtime FROM seeds").fetchall()
+        return dict(zip(map(_NAME, rows), map(_STAT, rows), strict=True))  # in C: a million rows
 
     def stories_of_seeds(self, seeds: Iterable[str]) -> set[str]:
         return {row[0] for row in self._each("SELECT story_id FROM sources WHERE seed IN", seeds)}

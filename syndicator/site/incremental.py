@@ -110,15 +110,19 @@ def plan(config: Config, folder: Path, now_seen: Seen, record: Record) -> Plan |
         catalog.close()
         raise
     listing = now_seen.listing
-    changed = [name for name, stat in listing.items() if before.get(name) != stat or stat[1] == -1]
-    gone = frozenset(name for name in before if name not in listing)
+    # Set operations on the dicts' views (in C: a million seeds cost a second in Python);
+    # a seed saved too recently to trust (mtime -1) counts as changed every time.
+    changed = {name for name, _ in listing.items() - before.items()}
+    if not now_seen.seeds:
+        changed |= {name for name, stat in listing.items() if stat[1] == -1}
+    gone = frozenset(before.keys() - listing.keys())
     if len(changed) + len(gone) > max(MIN_CHANGES, len(listing) // SHARE):
         catalog.close()
         return None
     zone = ZoneInfo(config.digest.timezone)
     parsed: dict[str, SeedFile] = {}
     errors: list[InputError] = []
-    for name in changed:
+    for name in sorted(changed):
         try:
             parsed[name] = read_seed(config.seeds_dir / name, zone)
         except SeedError as exc:
@@ -242,7 +246,8 @@ def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path
     edited = [s for s in step.changed if s.id not in added]
     numbers = _archive_numbers(catalog, [*step.removed, *step.added], edited, size, archived,
                                max(0, step.total_before - limit), pages, total != step.total_before)
-    manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed] + _doc_names(numbers))
+    manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed] + _doc_names(numbers),
+                        lean=True)
     written = _write_pages(config, env, folder, manifest, step.changed)
     return _publish(config, env, store, folder, now, catalog, plan.seen, record, manifest, written, numbers,
                     step.touched, step.removed + step.changed, step.token)
