@@ -60,7 +60,7 @@ from syndicator.site.feeds import (
 )
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, page_key, render_index
-from syndicator.site.parallel import Job, Todo, discard, render_all, render_jobs, temp_token
+from syndicator.site.parallel import Job, Rendered, Todo, discard, render_all, render_jobs, temp_token
 from syndicator.site.unchanged import Record, Seen
 from syndicator.site.writer import commit, sync_folder, write_atomic
 from syndicator.state.store import Store
@@ -388,20 +388,27 @@ def _write_pages(config: Config, env: jinja2.Environment, folder: Path, manifest
             continue
         todo.append((name, story, stat))
     done = render_all(pages, StoryPages(config, env), todo, False, temp_token())
+    written = [f"{STORIES}/{name}" for name in _commit_rendered(pages, done, manifest)]
+    if written:
+        sync_folder(pages)
+    return written
+
+
+def _commit_rendered(folder: Path, done: Rendered, manifest: Manifest) -> list[str]:
+    """Rename the staged documents into place, remembering each; the names of those written.
+    On an error, the ones not yet renamed are removed."""
     written = []
     committed = 0
     try:
         for name, tmp, key, size, mtime in done:
             if tmp is not None:
-                commit(tmp, pages / name)
-                written.append(f"{STORIES}/{name}")
+                commit(tmp, folder / name)
+                written.append(name)
             manifest.pages[name] = (key, size, mtime)
             committed += 1
     except BaseException:
         discard(done[committed:])
         raise
-    if written:
-        sync_folder(pages)
     return written
 
 
@@ -425,18 +432,7 @@ def write_docs(folder: Path, manifest: Manifest, docs: list[ArchiveDoc]) -> list
     for parent in parents:
         parent.mkdir(parents=True, exist_ok=True)
     done = render_jobs(folder, jobs, False, temp_token(), parallel_from=_DOCS_PARALLEL)
-    written = []
-    committed = 0
-    try:
-        for name, tmp, key, size, mtime in done:
-            if tmp is not None:
-                commit(tmp, folder / name)
-                written.append(name)
-            manifest.pages[name] = (key, size, mtime)
-            committed += 1
-    except BaseException:
-        discard(done[committed:])
-        raise
+    written = _commit_rendered(folder, done, manifest)
     for parent in parents:
         sync_folder(parent)
     return written
