@@ -251,11 +251,6 @@ class Catalog:
         """The ``limit`` stories seen last, in the order they were seen."""
         return self._thaw(f"SELECT data FROM stories {_LAST_SEEN} LIMIT ?", (limit,))[::-1]
 
-    def by_seen(self, offset: int, limit: int) -> list[Story]:
-        """Stories ``offset`` to ``offset + limit`` in the order they were first seen."""
-        return self._thaw("SELECT data FROM stories ORDER BY first_seen, seq LIMIT ? OFFSET ?",
-                          (limit, offset))
-
     def seen_pages(self, numbers: Sequence[int], size: int,
                    archived: int) -> Iterator[tuple[int, list[Story]]]:
         """Archive pages ``numbers`` (sorted, from 1): each ``size`` stories by the time they
@@ -267,7 +262,7 @@ class Catalog:
             while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
                 j += 1
             low, high = (numbers[i] - 1) * size, min(archived, numbers[j] * size)
-            if len(numbers[i:j + 1]) == 1 and low > (total := self.count()) // 2:
+            if i == j and low > (total := self.count()) // 2:
                 # One page in the newer half (the usual: the newest), counted from the end.
                 page = self._thaw(f"SELECT data FROM stories {_LAST_SEEN} LIMIT ? OFFSET ?",
                                   (high - low, total - high))

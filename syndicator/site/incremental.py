@@ -287,9 +287,10 @@ def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path
     pages = math.ceil(archived / size)
     docs: list[str] = []
     run: list[ArchiveDoc] = []
+    last = max(numbers, default=0)
     for number, page in catalog.seen_pages(sorted(numbers), size, archived):
         run += archive_docs(config, number, pages, page)
-        if len(run) >= _DOCS_AT_ONCE or number == max(numbers):
+        if len(run) >= _DOCS_AT_ONCE or number == last:
             docs += [doc.name for doc in run]
             written += write_docs(folder, manifest, run)
             run = []
