@@ -156,3 +156,41 @@ def test_temp_pages_a_killed_build_left_are_removed_once_stale(project: Project)
     result = runner.invoke(cli, ["build"])
     assert result.exit_code == 0 and "0 files written" in result.output
     assert not stale.exists() and live.exists()  # a young one may be another build's
+
+
+def test_failed_archive_rendering_with_children_leaves_no_temp_file(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Archive documents live in archive/: when this process fails while a child has staged
+    its share there, the child's temp files go too, and the archive and the feeds are as they
+    were (the story pages, committed before them, may be new: the build's stated order)."""
+    import os
+
+    from syndicator.site import feeds
+
+    project.write_config(project.config.read_text().replace("limit = 50", "limit = 1\narchive_size = 1"))
+    monkeypatch.setattr(parallel, "_workers", lambda: 2)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["build"]).exit_code == 0
+    public = project.root / "public"
+    before = files(public)
+    assert sum(name.startswith("archive/") for name in before) >= 4
+    parent, real = os.getpid(), feeds._archive_xml
+
+    def failing(*args: Any, **kwargs: Any) -> bytes:
+        if os.getpid() == parent:
+            raise RuntimeError("disk on fire")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(feeds, "_archive_xml", failing)
+    _restyle_archive(project)
+    result = runner.invoke(cli, ["build"])
+    assert result.exit_code != 0
+    after = files(public)
+    assert {n: d for n, d in after.items() if not n.startswith("stories/")} == \
+        {n: d for n, d in before.items() if not n.startswith("stories/")}
+    assert [p.name for p in (public / "archive").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def _restyle_archive(project: Project) -> None:
+    """A change every archive document shows: the site's title."""
+    project.write_config(project.config.read_text().replace('title = "', 'title = "Restyled ', 1))

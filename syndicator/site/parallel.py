@@ -197,8 +197,10 @@ class _Child:
             return  # its files are in the staging folder, which goes as a whole
         where = str(self.pages)
         for name, _render, _stat in self.share:
+            # Named as stage_page names it: beside the document, in its own folder (archive/).
+            head, tail = os.path.split(os.path.join(where, name))
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(where, f".{name}.{self.token}.tmp"))
+                os.unlink(os.path.join(head, f".{tail}.{self.token}.tmp"))
 
     def _reap(self) -> int:
         if self.reaped:
