@@ -33,7 +33,7 @@ from syndicator.model import Story, tag_slug
 from syndicator.text import one_line
 
 CATALOG = "catalog.db"
-_VERSION = 2
+_VERSION = 3  # 3: tag spellings counted (``tag_name`` reads no tag's every story)
 _CHUNK = 500  # parameters per statement: under SQLite's oldest limit (999)
 
 _SCHEMA = """
@@ -54,7 +54,10 @@ CREATE TABLE story_tags (slug TEXT NOT NULL, spelling TEXT NOT NULL, story_id TE
 CREATE INDEX story_tags_order ON story_tags (slug, published DESC, seq);
 CREATE INDEX story_tags_story ON story_tags (story_id);
 CREATE INDEX story_tags_updated ON story_tags (slug, updated);
+CREATE INDEX story_tags_spelling ON story_tags (slug, spelling, published DESC, seq);
 CREATE TABLE tags (slug TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE tag_spellings (slug TEXT NOT NULL, spelling TEXT NOT NULL, n INTEGER NOT NULL,
+                            PRIMARY KEY (slug, spelling));
 CREATE TABLE block_lastmods (size INTEGER NOT NULL, number INTEGER NOT NULL, lastmod TEXT NOT NULL,
                              PRIMARY KEY (size, number));
 """
@@ -158,7 +161,12 @@ class Catalog:
                                map(_story_row, stories))
                 db.executemany("INSERT INTO story_tags VALUES (?, ?, ?, ?, ?, ?)",
                                (row for story in stories for row in tag_rows(story)))
-                db.executemany("INSERT INTO tags VALUES (?, ?)", _names(stories))
+                spellings = _spellings(stories)
+                db.executemany("INSERT INTO tags VALUES (?, ?)",
+                               [(slug, counts.most_common(1)[0][0]) for slug, counts in spellings.items()])
+                db.executemany("INSERT INTO tag_spellings VALUES (?, ?, ?)",
+                               [(slug, spelling, n) for slug, counts in spellings.items()
+                                for spelling, n in counts.items()])
                 db.execute("COMMIT")
             finally:
                 db.close()
@@ -198,13 +206,19 @@ class Catalog:
             present = sum(1 for _ in self._each("SELECT 1 FROM stories WHERE id IN", [s.id for s in stories]))
             count = self.count() + len(stories) - present
             count -= db.executemany("DELETE FROM stories WHERE id = ?", gone).rowcount
+            # Each tag's spellings stay counted: less the rows about to go, plus the new ones.
+            spelt = Counter[tuple[str, str]](self._each(
+                "SELECT slug, spelling FROM story_tags WHERE story_id IN",
+                [*(sid for (sid,) in gone), *(s.id for s in stories)]))
             for table, column in (("story_tags", "story_id"), ("sources", "story_id")):
                 db.executemany(f"DELETE FROM {table} WHERE {column} = ?", gone)
             db.executemany("DELETE FROM story_tags WHERE story_id = ?", ((s.id,) for s in stories))
             db.executemany("INSERT OR REPLACE INTO stories VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            map(_story_row, stories))
-            db.executemany("INSERT INTO story_tags VALUES (?, ?, ?, ?, ?, ?)",
-                           (row for story in stories for row in tag_rows(story)))
+            rows = [row for story in stories for row in tag_rows(story)]
+            db.executemany("INSERT INTO story_tags VALUES (?, ?, ?, ?, ?, ?)", rows)
+            spelt.subtract(Counter((slug, spelling) for slug, spelling, *_ in rows))
+            self._spell(spelt)
             for slug in tags:
                 name = self.tag_name(slug)
                 if name is None:
@@ -350,10 +364,21 @@ class Catalog:
         return None if row is None else thaw(row[0]).updated
 
     def tag_name(self, slug: str) -> str | None:
-        """The tag as most often written (a tie: as the newest story writes it); None: no story."""
-        spellings = Counter(s for (s,) in self.db.execute(
-            "SELECT spelling FROM story_tags WHERE slug = ? ORDER BY published DESC, seq", (slug,)))
-        return spellings.most_common(1)[0][0] if spellings else None
+        """The tag as most often written (a tie: as the newest story writes it); None: no story.
+
+        From the spellings' counts, and for a tie one index lookup per tied spelling: a tag on
+        most stories of a million-story archive is not read story by story."""
+        counts = self.db.execute("SELECT spelling, n FROM tag_spellings WHERE slug = ?", (slug,)).fetchall()
+        if not counts:
+            return None
+        most = max(n for _, n in counts)
+        tied = [spelling for spelling, n in counts if n == most]
+        if len(tied) == 1:
+            return str(tied[0])
+        newest = {spelling: self.db.execute(
+            "SELECT -published, seq FROM story_tags WHERE slug = ? AND spelling = ?"
+            " ORDER BY published DESC, seq LIMIT 1", (slug, spelling)).fetchone() for spelling in tied}
+        return str(min(tied, key=lambda spelling: tuple(newest[spelling])))
 
     def tags(self) -> list[tuple[str, str]]:
         """Every tag's slug and name, by slug."""
@@ -361,6 +386,15 @@ class Catalog:
 
     def tags_of(self, ids: Iterable[str]) -> set[str]:
         return {row[0] for row in self._each("SELECT slug FROM story_tags WHERE story_id IN", ids)}
+
+    def _spell(self, less: Counter[tuple[str, str]]) -> None:
+        """Count each (tag slug, spelling) ``less`` times fewer (more, where negative)."""
+        self.db.executemany("INSERT INTO tag_spellings VALUES (?, ?, 0) ON CONFLICT DO NOTHING",
+                            [key for key, n in less.items() if n < 0])
+        self.db.executemany("UPDATE tag_spellings SET n = n - ? WHERE slug = ? AND spelling = ?",
+                            [(n, slug, spelling) for (slug, spelling), n in less.items() if n])
+        self.db.executemany("DELETE FROM tag_spellings WHERE slug = ? AND spelling = ? AND n <= 0",
+                            [key for key, n in less.items() if n > 0])
 
     def _thaw(self, sql: str, params: tuple[object, ...]) -> list[Story]:
         return [thaw(data) for (data,) in self.db.execute(sql, params)]
@@ -372,11 +406,11 @@ class Catalog:
             yield from self.db.execute(f"{sql} ({', '.join('?' * len(part))})", part)
 
 
-def _names(stories: Sequence[Story]) -> list[tuple[str, str]]:
-    """Every tag's name as ``tags.by_tag`` gives it (``stories`` newest first)."""
+def _spellings(stories: Sequence[Story]) -> dict[str, Counter[str]]:
+    """Every tag's spellings and how many stories write each (``stories`` newest first, so
+    ``most_common`` gives the name ``tags.by_tag`` gives)."""
     spellings: dict[str, Counter[str]] = {}
     for story in stories:
         for slug, tag in {tag_slug(t): t for t in story.tags}.items():
             spellings.setdefault(slug, Counter())[one_line(tag)] += 1
-    return [(slug, counts.most_common(1)[0][0]) for slug, counts in spellings.items()]
-
+    return spellings

@@ -28,7 +28,6 @@ from operator import itemgetter
 from pathlib import Path
 
 import jinja2
-from sqlalchemy import func, select
 
 from syndicator.config import Config
 from syndicator.errors import SeedError
@@ -38,11 +37,10 @@ from syndicator.site import editions, sitemaps
 from syndicator.site.manifest import manifest_path, signature
 from syndicator.site.sitemaps import NewsItem
 from syndicator.site.writer import write_atomic
-from syndicator.state import schema
 from syndicator.state.store import Store
 
 RECORD = "last-build.json"
-_VERSION = 2
+_VERSION = 3  # 3: the store's state is its change counter (migration 0011)
 _RACY_NS = 2_000_000_000  # a seed written this close to a build may change again unseen
 STORIES = "stories"
 _NAME, _STAT, _MTIME = itemgetter(0), itemgetter(1, 2), itemgetter(2)
@@ -115,14 +113,8 @@ def state_folder(config: Config, folder: Path) -> Path:
 
 
 def store_state(store: Store) -> list[int]:
-    """The store's story rows in brief: a build or send recording or revising any moves it."""
-    s = schema.stories.c
-    with store.read() as conn:
-        row = conn.execute(select(func.count(), func.coalesce(func.max(s.seq), 0),
-                                  func.coalesce(func.max(s.first_seen), 0),
-                                  func.coalesce(func.max(s.revised_at), 0),
-                                  func.count(s.slug))).one()
-    return [int(v) for v in row]
+    """The store's stories in brief: a build or send recording or revising any moves it."""
+    return list(store.story_changes())
 
 
 def rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,

@@ -38,6 +38,16 @@ Index("uq_stories_slug", stories.c.slug, unique=True)
 Index("ix_stories_first_seen", stories.c.first_seen)
 Index("ix_stories_revised_at", stories.c.revised_at)
 
+# Counters moved by writers in the transaction of their change (migration 0011): "stories" by
+# every write to the stories table, so a reader tells "changed since" by one row.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+STORY_CHANGES = "stories"
+
 story_keys = Table(
     "story_keys",
     metadata,

@@ -28,7 +28,7 @@ from syndicator.errors import StoreError
 from syndicator.state import schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0010"  # the newest migration's revision; a test holds it to migrations/versions
+SCHEMA_HEAD = "0011"  # the newest migration's revision; a test holds it to migrations/versions
 
 
 def _revision(conn: Connection) -> str | None:
@@ -251,6 +251,17 @@ class Store:
         with self.read() as conn:
             return int(conn.execute(select(func.coalesce(func.max(schema.stories.c.seq), 0))).scalar_one())
 
+    def story_changes(self) -> tuple[int, int]:
+        """The stories' change counter and their highest seq: both move with every write to
+        the stories (two index reads, where counting the stories is a scan of millions)."""
+        from sqlalchemy import func
+
+        with self.read() as conn:
+            changes = conn.execute(select(schema.counters.c.value)
+                                   .where(schema.counters.c.name == schema.STORY_CHANGES)).scalar()
+            top = conn.execute(select(func.coalesce(func.max(schema.stories.c.seq), 0))).scalar_one()
+        return int(changes or 0), int(top)
+
     def revise(self, revisions: Iterable[tuple[str, str, int | None]]) -> None:
         """Record (id, digest, revised_at) for stories whose text changed, or whose digest an
         older syndicator did not keep."""
@@ -260,6 +271,7 @@ class Store:
         with self.begin() as conn:
             sets = f"digest = {_mark(conn, 1)}, revised_at = {_mark(conn, 2)}"
             conn.exec_driver_sql(f"UPDATE stories SET {sets} WHERE id = {_mark(conn, 3)}", rows)
+            _count_change(conn)
 
     def add_stories(
         self, new: Iterable[tuple[str, int, str, str]], aliases: Iterable[tuple[str, str]],
@@ -292,6 +304,8 @@ class Store:
                     " AND slug IS NULL", named)
                 if updated.rowcount != len(named):  # summed over the rows (sqlite3, psycopg 3)
                     raise NamesTaken(f"{len(named) - updated.rowcount} stories were named meanwhile")
+            if new or named:
+                _count_change(conn)
             if not new:
                 return {}
             ids = {story_id for story_id, _, _, _ in new}
@@ -315,6 +329,12 @@ def _mark(conn: Connection, n: int) -> str:
 def insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:
     """Rows as plain tuples straight to the driver (one executemany), on either database."""
     _insert_many(conn, table, columns, rows)
+
+
+def _count_change(conn: Connection) -> None:
+    """Move the stories' change counter, in the writer's transaction (``story_changes``)."""
+    conn.exec_driver_sql(f"UPDATE counters SET value = value + 1 WHERE name = {_mark(conn, 1)}",
+                         (schema.STORY_CHANGES,))
 
 
 def _insert_many(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[Any]) -> None:
