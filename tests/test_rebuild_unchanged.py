@@ -3,6 +3,7 @@ output is always what a complete build writes; any change since takes the comple
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -267,3 +268,31 @@ def test_a_revision_another_writer_records_is_seen_though_no_count_moves(
     monkeypatch.setattr(build_mod, "load_files", counted)
     build(config, store, clock + timedelta(hours=1))
     assert complete_builds, "the no-change rebuild trusted a store another writer changed"
+
+
+def test_the_seed_listing_comparison_names_each_edit_addition_removal_and_recent_seed() -> None:
+    from syndicator.seeds.cache import Scan
+
+    before = Scan(["a.txt", "b.txt", "c.txt", "d.txt"], [10, 20, 30, 40], [1, 2, 3, 4])
+    assert unchanged.changes(before, before) == (set(), set())
+    same_names = Scan(["a.txt", "b.txt", "c.txt", "d.txt"], [10, 21, 30, 40], [1, 2, 9, -1])
+    assert unchanged.changes(same_names, before) == ({"b.txt", "c.txt", "d.txt"}, set())
+    # b removed, an edit to c after it (the lists no longer align by position), two added
+    now = Scan(["a.txt", "aa.txt", "c.txt", "d.txt", "e.txt"], [10, 5, 30, 41, 50], [1, 5, 3, 4, 5])
+    assert unchanged.changes(now, before) == ({"aa.txt", "d.txt", "e.txt"}, {"b.txt"})
+
+
+def test_the_kept_scan_reads_back_only_with_its_catalogs_token(newsroom: tuple[Config, Store]) -> None:
+    from syndicator.seeds.cache import Scan
+
+    config, _ = newsroom
+    # A complete build keeps its own scan, for the catalog it wrote.
+    state = manifest_path(config.output_dir, config.state_dir)
+    token = json.loads((state / unchanged.RECORD).read_text())["catalog"]
+    kept = unchanged.load_scan(config, config.output_dir, token)
+    assert kept is not None and kept.names == sorted(p.name for p in config.seeds_dir.iterdir())
+    scan = Scan(["caf\u00e9.txt", "na\udcffme.txt", "z.txt"], [1, 2, 3], [10, -1, 2**62])
+    unchanged.save_scan(config, config.output_dir, "token-a", scan)
+    assert unchanged.load_scan(config, config.output_dir, "token-a") == scan
+    assert unchanged.load_scan(config, config.output_dir, "token-b") is None
+    assert unchanged.load_scan(config, config.output_dir, token) is None  # replaced

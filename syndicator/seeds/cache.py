@@ -8,14 +8,20 @@ would otherwise go unseen (the "racy git" problem).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
+import re
+import stat
 import sys
 import time
 import unicodedata
+from array import array
+from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
+from itertools import compress
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,29 +46,75 @@ def stat_paths(folder: Path) -> list[tuple[Path, int, int]]:
 def stat_names(folder: Path) -> list[tuple[str, int, int]]:
     """Every seed file's name, size and mtime, by name (``stat_paths`` without the paths,
     which cost a tenth of a second per 10,000 seeds)."""
+    found = scan_seeds(folder)
+    return list(zip(found.names, found.sizes, found.mtimes, strict=True))
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The seed files' names (sorted), sizes and mtimes (ns), as three parallel lists: made,
+    hashed and compared in C (``map``, ``compress``), a few ms at 50,000 seeds."""
+
+    names: list[str]
+    sizes: list[int]
+    mtimes: list[int]
+
+    def stat_of(self, name: str) -> tuple[int, int]:
+        """The (size, mtime) of the seed ``name``; KeyError if the scan has none."""
+        i = bisect.bisect_left(self.names, name)
+        if i == len(self.names) or self.names[i] != name:
+            raise KeyError(name)
+        return self.sizes[i], self.mtimes[i]
+
+    def pack(self) -> tuple[bytes, bytes, bytes]:
+        """As three runs of bytes (a few ms at 50,000 seeds; marshal of the lists, 25 ms)."""
+        return ("\0".join(self.names).encode("utf-8", "surrogatepass"),
+                array("q", self.sizes).tobytes(), array("q", self.mtimes).tobytes())
+
+    @classmethod
+    def unpack(cls, names: bytes, sizes: bytes, mtimes: bytes) -> Scan:
+        listed = names.decode("utf-8", "surrogatepass").split("\0") if names else []
+        many, when = array("q"), array("q")
+        many.frombytes(sizes)
+        when.frombytes(mtimes)
+        if not len(listed) == len(many) == len(when):
+            raise ValueError("a scan's lists differ in length")
+        return cls(listed, many.tolist(), when.tolist())
+
+
+def scan_seeds(folder: Path) -> Scan:
+    """Every seed file (``*.txt``, a regular file) directly in ``folder``, by name."""
     if not folder.is_dir():
-        return [(p.name, -1, -1) for p in seed_paths(folder)]  # raises the right error
-    found: list[tuple[str, int, int]] = []
+        paths = seed_paths(folder)  # raises the right error
+        return Scan([p.name for p in paths], [-1] * len(paths), [-1] * len(paths))
     try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if not entry.name.endswith(".txt") or entry.name == ".txt":
-                    continue
-                try:
-                    if not entry.is_file():
-                        continue
-                    st = entry.stat()
-                except OSError:
-                    continue
-                found.append((entry.name, st.st_size, st.st_mtime_ns))
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+        entries = list(compress(entries, map(_is_seed_name, map(_entry_name, entries))))
+        entries.sort(key=_entry_name)  # names are unique
+        stats: list[os.stat_result | None] = list(map(_stat, entries))
     except OSError as exc:
         raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
                         key="paths.seeds") from None
-    found.sort(key=_by_name)  # names are unique: a tuple's compare would only add work
-    return found
+    if None in stats:  # gone since the listing, or not a regular file: not a seed
+        keep = [st is not None for st in stats]
+        entries, stats = list(compress(entries, keep)), list(compress(stats, keep))
+    return Scan(list(map(_entry_name, entries)), list(map(_st_size, stats)), list(map(_st_mtime, stats)))
 
 
-_by_name = itemgetter(0)
+def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:
+    try:
+        st = entry.stat()
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+_entry_name = attrgetter("name")
+_is_seed_name = re.compile(r".+\.txt", re.DOTALL).fullmatch
+_st_size, _st_mtime = attrgetter("st_size"), attrgetter("st_mtime_ns")
+
+
 
 
 def _cache_signature(zone: ZoneInfo) -> str:

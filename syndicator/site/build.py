@@ -187,12 +187,14 @@ def _in_batches(config: Config, env: jinja2.Environment, store: Store, folder: P
 def _catalogue(config: Config, folder: Path, seen: unchanged.Seen, stories: list[Story],
                sources: Sources) -> str:
     """Write the folder's catalog (for the next incremental rebuild); its token, "" if none."""
-    if not seen.listing:
+    if not seen.scan.names:
         return ""
     try:
-        return Catalog.write(unchanged.state_folder(config, folder), seen.listing, stories, sources)
+        token = Catalog.write(unchanged.state_folder(config, folder), seen.listing, stories, sources)
     except (OSError, sqlite3.Error):
         return ""  # only a shortcut: the next build is a complete one
+    unchanged.save_scan(config, folder, token, seen.scan)
+    return token
 
 
 # A story page's name as ``story_slug`` makes it: the title's stem (ASCII letters, digits and

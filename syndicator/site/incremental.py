@@ -43,6 +43,7 @@ import jinja2
 from syndicator.config import Config
 from syndicator.errors import InputError, InputErrors, OutputError, SeedError
 from syndicator.model import SeedFile, Story, tag_slug
+from syndicator.seeds.cache import Scan
 from syndicator.seeds.identity import NewTimes, Sources, resolve
 from syndicator.seeds.parse import read_seed
 from syndicator.site import editions, sitemaps, tags, unchanged
@@ -99,24 +100,19 @@ def plan(config: Config, folder: Path, now_seen: Seen, record: Record) -> Plan |
 
     Raises InputErrors for a changed seed that does not parse (the others parsed before).
     """
-    if not record.catalog or not now_seen.listing:
+    if not record.catalog or not now_seen.scan.names:
         return None
     catalog = Catalog.open(unchanged.state_folder(config, folder), record.catalog)
     if catalog is None:
         return None
     try:
-        before = catalog.seeds()
+        before = unchanged.load_scan(config, folder, record.catalog) or _scan(catalog.seeds())
     except Exception:
         catalog.close()
         raise
-    listing = now_seen.listing
-    # Set operations on the dicts' views (in C: a million seeds cost a second in Python);
-    # a seed saved too recently to trust (mtime -1) counts as changed every time.
-    changed = {name for name, _ in listing.items() - before.items()}
-    if not now_seen.seeds:
-        changed |= {name for name, stat in listing.items() if stat[1] == -1}
-    gone = frozenset(before.keys() - listing.keys())
-    if len(changed) + len(gone) > max(MIN_CHANGES, len(listing) // SHARE):
+    changed, gone_now = unchanged.changes(now_seen.scan, before)
+    gone = frozenset(gone_now)
+    if len(changed) + len(gone) > max(MIN_CHANGES, len(now_seen.scan.names) // SHARE):
         catalog.close()
         return None
     zone = ZoneInfo(config.digest.timezone)
@@ -131,6 +127,11 @@ def plan(config: Config, folder: Path, now_seen: Seen, record: Record) -> Plan |
         catalog.close()
         raise InputErrors(errors)
     return Plan(now_seen, record, catalog, parsed, gone)
+
+
+def _scan(listing: Mapping[str, tuple[int, int]]) -> Scan:
+    names = sorted(listing)
+    return Scan(names, [listing[n][0] for n in names], [listing[n][1] for n in names])
 
 
 def rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
@@ -149,7 +150,7 @@ def rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path,
 
 def batched(seen: Seen) -> bool:
     """Whether a complete build of these seeds is made in batches (``in_batches``)."""
-    return len(seen.listing) > BATCH
+    return len(seen.scan.names) > BATCH
 
 
 def check_seeds(config: Config, seen: Seen) -> int:
@@ -158,7 +159,7 @@ def check_seeds(config: Config, seen: Seen) -> int:
     zone = ZoneInfo(config.digest.timezone)
     errors: list[InputError] = []
     entries = 0
-    for name in seen.listing:
+    for name in seen.scan.names:
         try:
             entries += len(read_seed(config.seeds_dir / name, zone).entries)
         except SeedError as exc:
@@ -190,7 +191,7 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
     if catalog is None:
         raise OutputError("the build's catalog could not be opened", path=state)
     zone = ZoneInfo(config.digest.timezone)
-    names = sorted(seen.listing)
+    names = seen.scan.names
     written: list[str] = []
     token = ""
     latest = store.latest_first_seen()
@@ -205,7 +206,7 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
                          for name in names[start:start + BATCH]}
             except SeedError as exc:  # changed since it was checked
                 raise InputErrors([exc]) from None
-            step = _step(config, store, now, catalog, seen.listing, batch, frozenset(), times)
+            step = _step(config, store, now, catalog, seen.scan, batch, frozenset(), times)
             manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed], lean=True)
             written += _write_pages(config, env, folder, manifest, step.changed)
             manifest.save()
@@ -237,7 +238,7 @@ class _Step:
 def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
              plan: Plan) -> Done:
     catalog, record = plan.catalog, plan.record
-    step = _step(config, store, now, catalog, plan.seen.listing, plan.changed, plan.gone)
+    step = _step(config, store, now, catalog, plan.seen.scan, plan.changed, plan.gone)
     total = catalog.count()
     limit, size = config.feeds.limit, config.feeds.archive_size
     archived = max(0, total - limit)
@@ -254,7 +255,7 @@ def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path
 
 
 def _step(config: Config, store: Store, now: datetime, catalog: Catalog,
-          listing: Mapping[str, tuple[int, int]], changed: dict[str, SeedFile],
+          scan: Scan, changed: dict[str, SeedFile],
           gone: frozenset[str], times: NewTimes | None = None) -> _Step:
     """Re-resolve the stories the ``changed`` and ``gone`` seeds touch; apply them to the catalog."""
     files, ids = _close_over(config, store, catalog, changed, gone)
@@ -267,7 +268,7 @@ def _step(config: Config, store: Store, now: datetime, catalog: Catalog,
     touched = catalog.tags_of([s.id for s in removed] + [s.id for s in fresh])
     touched |= {tag_slug(t) for s in fresh for t in s.tags}
     total_before = catalog.count()
-    token = catalog.apply({name: listing[name] for name in changed}, gone, sources, [*files, *gone],
+    token = catalog.apply({name: scan.stat_of(name) for name in changed}, gone, sources, [*files, *gone],
                           [s.id for s in removed], fresh, touched)
     return _Step(fresh, removed, [s for s in fresh if s.id not in before], touched, total_before, token)
 
@@ -316,6 +317,7 @@ def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path
         st = os.stat(folder / name)
         kept[name] = [st.st_size, st.st_mtime_ns]
     folder_mtime = os.stat(folder / STORIES).st_mtime_ns if total else -1
+    unchanged.save_scan(config, folder, token, seen.scan)
     unchanged.save(config, folder, unchanged.Record(
         seen, unchanged.store_state(store), now.timestamp(), total, kept, folder_mtime, news, token))
     return Done(written, total, total + len(kept) - len(written))

@@ -18,13 +18,17 @@ a seed see it again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import marshal
 import os
 import time
+from array import array
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from operator import itemgetter
+from itertools import compress
+from operator import ne
 from pathlib import Path
 
 import jinja2
@@ -32,7 +36,7 @@ import jinja2
 from syndicator.config import Config
 from syndicator.errors import SeedError
 from syndicator.model import Story
-from syndicator.seeds.cache import stat_names
+from syndicator.seeds.cache import Scan, scan_seeds
 from syndicator.site import editions, sitemaps
 from syndicator.site.manifest import manifest_path, signature
 from syndicator.site.sitemaps import NewsItem
@@ -40,10 +44,11 @@ from syndicator.site.writer import write_atomic
 from syndicator.state.store import Store
 
 RECORD = "last-build.json"
+SCAN = "seeds.scan"  # the seeds' listing the catalog was made from (``save_scan``)
+_SCAN_VERSION = 2
 _VERSION = 3  # 3: the store's state is its change counter (migration 0011)
 _RACY_NS = 2_000_000_000  # a seed written this close to a build may change again unseen
 STORIES = "stories"
-_NAME, _STAT, _MTIME = itemgetter(0), itemgetter(1, 2), itemgetter(2)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,12 @@ class Seen:
     seeds: str  # digest of every seed's name, size and mtime; "" when one is too recent
     signature: str
     # Every seed's name, size and mtime (-1 for one too recent to trust: it counts as changed).
-    listing: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
+    scan: Scan = field(default_factory=lambda: Scan([], [], []), compare=False, repr=False)
+
+    @functools.cached_property
+    def listing(self) -> dict[str, tuple[int, int]]:
+        """The scan as {name: (size, mtime)} (made in C: a fifth of a second at a million)."""
+        return dict(zip(self.scan.names, zip(self.scan.sizes, self.scan.mtimes, strict=True), strict=True))
 
 
 @dataclass(frozen=True)
@@ -71,29 +81,61 @@ class Record:
 
 
 def seen(config: Config, env: jinja2.Environment) -> Seen:
-    digest = hashlib.blake2b(digest_size=16)
     racy = time.time_ns() - _RACY_NS
-    recent = False
     try:
-        listing = stat_names(config.seeds_dir)
+        scan = scan_seeds(config.seeds_dir)
     except SeedError:
-        listing, recent = [], True  # the complete build's seed loading says what is wrong
-    # In C where it can be (map, zip, itemgetter): a million seeds cost a second in Python.
-    recent = recent or max(map(_MTIME, listing), default=0) >= racy
-    if recent:
-        seeds = {name: (size, mtime if mtime < racy else -1) for name, size, mtime in listing}
-    else:
-        seeds = dict(zip(map(_NAME, listing), map(_STAT, listing), strict=True))
-    # An update per 10,000 seeds (one a seed cost 3 us each; one for all, a second copy of
-    # the listing at a million seeds).
-    for start in range(0, len(listing), 10_000):
-        part = listing[start:start + 10_000]
-        digest.update("".join(f"{name}\0{size}\0{mtime}\n" for name, size, mtime in part)
-                      .encode("utf-8", "surrogatepass"))
+        scan = None  # the complete build's seed loading says what is wrong
+    recent = scan is None or max(scan.mtimes, default=0) >= racy
+    if scan is None:
+        scan = Scan([], [], [])
+    elif recent:
+        scan = replace(scan, mtimes=[mtime if mtime < racy else -1 for mtime in scan.mtimes])
+    # Hashed as three runs of bytes made in C: one string a seed cost 2 us each.
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update("\0".join(scan.names).encode("utf-8", "surrogatepass"))
+    digest.update(array("q", scan.sizes).tobytes())
+    digest.update(array("q", scan.mtimes).tobytes())
     whole = repr((signature(config, env), config.digest.timezone, config.store_url,
                   str(config.seeds_dir.resolve()))).encode("utf-8", "surrogatepass")
-    return Seen("" if recent else digest.hexdigest(), hashlib.blake2b(whole, digest_size=16).hexdigest(),
-                seeds)
+    return Seen("" if recent else digest.hexdigest(),
+                hashlib.blake2b(whole, digest_size=16).hexdigest(), scan)
+
+
+def changes(now: Scan, before: Scan) -> tuple[set[str], set[str]]:
+    """The seeds changed or added since ``before``, and those gone: compared in C, aligned by
+    name (both sorted). A seed too recent to trust (mtime -1) counts as changed."""
+    names, sizes, mtimes = now.names, now.sizes, now.mtimes
+    old_sizes, old_mtimes = before.sizes, before.mtimes
+    added: set[str] = set()
+    gone: set[str] = set()
+    if names != before.names:
+        new, old = set(names), set(before.names)
+        added, gone = new - old, old - new
+        here, there = list(map(old.__contains__, names)), list(map(new.__contains__, before.names))
+        names = list(compress(names, here))
+        sizes, mtimes = list(compress(sizes, here)), list(compress(mtimes, here))
+        old_sizes, old_mtimes = list(compress(old_sizes, there)), list(compress(old_mtimes, there))
+    changed = {*compress(names, map(ne, sizes, old_sizes)), *compress(names, map(ne, mtimes, old_mtimes)),
+               *compress(names, map((-1).__eq__, mtimes))}
+    return changed | added, gone
+
+
+def save_scan(config: Config, folder: Path, token: str, scan: Scan) -> None:
+    """Keep the seeds' scan beside the catalog it was made with (``token``): the next build
+    compares its own with it in C (the catalog's table of seeds took 45 ms a 50,000 to read)."""
+    path = manifest_path(folder, config.state_dir) / SCAN
+    with contextlib.suppress(OSError):
+        write_atomic(path, marshal.dumps((_SCAN_VERSION, token, *scan.pack())))
+
+
+def load_scan(config: Config, folder: Path, token: str) -> Scan | None:
+    """The scan kept with the catalog ``token``; None: none, or another catalog's."""
+    try:
+        version, kept, *packed = marshal.loads((manifest_path(folder, config.state_dir) / SCAN).read_bytes())
+        return Scan.unpack(*packed) if version == _SCAN_VERSION and kept == token else None
+    except (OSError, ValueError, EOFError, TypeError, UnicodeDecodeError):
+        return None
 
 
 def load(config: Config, folder: Path, now_seen: Seen) -> Record | None:
