@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from syndicator.errors import SyndicatorError
 from syndicator.mail import workers
 from syndicator.mail.delivery import Stop
 from syndicator.site.build import build
-from syndicator.site.watch import FileChange, start_watching
+from syndicator.site.watch import FileChange, SeedChanges, build_once, start_watching
 from syndicator.state import ledger
 from syndicator.state.store import Store
 from syndicator.websub import announce
@@ -98,6 +99,7 @@ class Runner:
         # Seeds are watched from start to shutdown: a created, changed or removed seed rebuilds.
         self.watch_stop = asyncio.Event()
         self.watcher: asyncio.Task[None] | None = None
+        self.seeds = SeedChanges(config.seeds_dir)  # what the watch saw since the last build
         self.builds = 0
         self.built = asyncio.Event()  # a rebuild for changed seeds finished
         self.building = threading.Lock()  # one build at a time: start-up, feeds, digest, watch
@@ -199,7 +201,9 @@ class Runner:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         await self._watch()  # before the start-up build: a seed saved during it is seen
-        await asyncio.to_thread(self._build_now)
+        started = time.monotonic()
+        if await asyncio.to_thread(self._build_now):
+            self.seeds.built(None, started)
         self.scheduler.start()
         self._log_next()
         server = self._start_server()
@@ -219,18 +223,18 @@ class Runner:
                 loop.remove_signal_handler(sig)
             await self.shutdown()
 
-    def _build_now(self, when: str = "at start") -> None:
-        """Feeds up to date from the start, not only at the first scheduled send."""
-        store = Store.open(self.config.store_url)
+    def _build_now(self, when: str = "at start", changed: frozenset[str] | None = None) -> bool:
+        """Feeds up to date from the start, not only at the first scheduled send; whether the
+        build succeeded. ``changed``: only these seeds changed since the last (``SeedChanges``)."""
         try:
             with self.building:
-                result = build(self.config, store, self.clock())
-            log.info("built %d stories, %d files written", result.stories, len(result.written))
-            announce(self.config, result.written)
+                result = build_once(self.config, self.clock(), changed=changed)
         except SyndicatorError as exc:
             log.error("build %s failed: %s", when, exc)
-        finally:
-            store.close()
+            return False
+        log.info("built %d stories, %d files written", result.stories, len(result.written))
+        announce(self.config, result.written)
+        return True
 
     async def _watch(self) -> None:
         """The seeds watcher (``syndicator.site.watch``), as a task until shutdown."""
@@ -238,8 +242,11 @@ class Runner:
         self.watcher.add_done_callback(self._watch_ended)
 
     async def _seeds_changed(self, changes: set[FileChange]) -> None:
+        self.seeds.add(changes)
+        checked, started = self.seeds.to_check(), time.monotonic()
         try:
-            await asyncio.to_thread(self._build_now, "after a seed change")
+            if await asyncio.to_thread(self._build_now, "after a seed change", checked):
+                self.seeds.built(checked, started)
         except Exception:  # not the watcher's end: the next change may build fine
             log.exception("the build after a seed change crashed")
         self.builds += 1

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -343,3 +344,74 @@ def test_build_watch_command_rebuilds_and_stops_cleanly_on_a_signal(project: Pro
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_watched_rebuild_stats_the_changed_seeds_and_builds_what_a_scan_would(
+        project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from syndicator.site import unchanged
+    from syndicator.site.build import build
+    from syndicator.state.store import Store
+
+    scans: list[Path] = []
+    real_scan = unchanged.scan_seeds  # type: ignore[attr-defined]
+
+    def counted(folder: Path) -> object:
+        scans.append(folder)
+        return real_scan(folder)
+
+    monkeypatch.setattr(unchanged, "scan_seeds", counted)
+
+    async def scenario(watch: Watch) -> None:
+        assert len(scans) == 1  # the first build scanned the folder
+        write_seed(project, 1, "The first version.")
+        assert (await watch.next()).result is not None
+        write_seed(project, 2, "Another story.")
+        (project.seeds / "watched-1.txt").unlink()
+        done = await watch.next()
+        while done.result is not None and "Watched story 1" in watch.rss():  # the removal's own batch
+            done = await watch.next()
+        assert done.result is not None and "Another story." in watch.rss()
+        assert len(scans) == 1, "a watched rebuild scanned the seeds folder"
+
+    watch, _ = watching(project, scenario)
+    config = watch.config
+    store = Store.open(config.store_url)
+    try:
+        build(config, store, CLOCK, tmp_path / "scanned")  # a complete build, every seed scanned
+    finally:
+        store.close()
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    watched, scanned = files(project.output), files(tmp_path / "scanned")
+    # The page of a removed story stays (permalinks keep working) where a new folder has none.
+    assert {name: data for name, data in watched.items() if "watched-story-1-" not in name} == scanned
+
+
+def test_seed_changes_are_kept_until_a_build_that_saw_them_succeeds(tmp_path: Path) -> None:
+    from watchfiles import Change
+
+    from syndicator.site.watch import SeedChanges
+
+    seeds = SeedChanges(tmp_path)
+    assert seeds.to_check() is None  # no scan yet: the first build scans
+    seeds.built(None, time.monotonic())
+    seeds.add({(Change.modified, str(tmp_path / "b.txt")), (Change.added, str(tmp_path / "a.txt")),
+               (Change.added, str(tmp_path / "elsewhere" / "c.txt"))})
+    assert seeds.to_check() == frozenset({"a.txt", "b.txt"})
+    # That build failed (a.txt did not parse); a.txt is mended: b.txt's change is not forgotten.
+    seeds.add({(Change.modified, str(tmp_path / "a.txt"))})
+    checked = seeds.to_check()
+    assert checked == frozenset({"a.txt", "b.txt"})
+    started = time.monotonic()
+    seeds.add({(Change.modified, str(tmp_path / "d.txt"))})  # saved while that build runs
+    seeds.built(checked, started)
+    assert seeds.to_check() == frozenset({"d.txt"})
+    # Many changes at once, or a last scan long ago: scan the folder (inotify can drop events).
+    seeds.add({(Change.added, str(tmp_path / f"n{i}.txt")) for i in range(SeedChanges.MANY + 1)})
+    assert seeds.to_check() is None
+    seeds.built(None, time.monotonic())
+    assert seeds.to_check() == frozenset()
+    seeds.scanned_at = time.monotonic() - SeedChanges.FULL_SCAN_S - 1
+    assert seeds.to_check() is None

@@ -112,6 +112,11 @@ def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:
 
 _entry_name = attrgetter("name")
 _is_seed_name = re.compile(r".+\.txt", re.DOTALL).fullmatch
+
+
+def is_seed_name(name: str) -> bool:
+    """Whether a file of this name is a seed (``*.txt``; not ``.txt`` alone)."""
+    return _is_seed_name(name) is not None
 _st_size, _st_mtime = attrgetter("st_size"), attrgetter("st_mtime_ns")
 
 

@@ -20,7 +20,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -69,11 +69,13 @@ class Prepared:
     entries: int | None = None  # every seed parsed, entries counted (a build in batches)
 
 
-def prepare(config: Config, output: Path | None = None) -> Prepared:
+def prepare(config: Config, output: Path | None = None, *,
+            changed: Collection[str] | None = None) -> Prepared:
     """Every check a build needs, before any store is opened: all problems at once.
 
     Seeds unchanged since the folder's last build (``unchanged``, ``incremental``) are not
-    parsed again: they parsed then, with the same code and settings.
+    parsed again: they parsed then, with the same code and settings. ``changed``: the seed
+    files a watch saw change since that build (``unchanged.seen``): the folder is not scanned.
     """
     folder = output or config.output_dir
     env = environment(config.templates_dir)
@@ -81,7 +83,7 @@ def prepare(config: Config, output: Path | None = None) -> Prepared:
     broken = check_templates(env)
     if broken:
         raise InputErrors(broken)
-    seen = unchanged.seen(config, env)
+    seen = unchanged.seen(config, env, folder, changed)
     last = unchanged.load(config, folder, seen)
     record = last if last is not None and unchanged.matches(last, seen) else None
     plan = incremental.plan(config, folder, seen, last) if last is not None and record is None else None

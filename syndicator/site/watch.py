@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -116,6 +117,46 @@ async def start_watching(folder: Path, on_change: Callable[[set[FileChange]], Aw
     return task
 
 
+class SeedChanges:
+    """The seeds a watch saw change since the last build that succeeded, so that a rebuild
+    stats those instead of every seed (``prepare(changed=...)``).
+
+    inotify can lose events (its queue overflows, and watchfiles does not say so): a rebuild
+    scans the whole folder anyway when the last scan is ``FULL_SCAN_S`` old or the changes
+    are many. A failed build keeps its changes for the next one.
+    """
+
+    FULL_SCAN_S = 600.0
+    MANY = 1_000
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = os.path.abspath(folder)
+        self.pending: dict[str, float] = {}  # seed file name -> when last seen changed (monotonic)
+        self.scanned_at: float | None = None  # when the last build that scanned them all started
+
+    def add(self, batch: set[FileChange]) -> None:
+        now = time.monotonic()
+        for _, path in batch:
+            head, name = os.path.split(os.path.abspath(path))
+            if head == self.folder:
+                self.pending[name] = now
+
+    def to_check(self) -> frozenset[str] | None:
+        """The seeds to stat again for the next build; None: scan them all."""
+        if (self.scanned_at is None or time.monotonic() - self.scanned_at > self.FULL_SCAN_S
+                or len(self.pending) > self.MANY):
+            return None
+        return frozenset(self.pending)
+
+    def built(self, checked: frozenset[str] | None, started: float) -> None:
+        """A build that ``started`` (monotonic) with ``to_check()``'s answer succeeded: the
+        changes it saw are built; one seen since (during the build) waits for the next."""
+        self.pending = {name: when for name, when in self.pending.items()
+                        if when >= started or (checked is not None and name not in checked)}
+        if checked is None:
+            self.scanned_at = started
+
+
 @dataclass(frozen=True)
 class Rebuild:
     """One build of a watch: the first (no changes), or one for a batch of seed changes."""
@@ -126,15 +167,16 @@ class Rebuild:
 
 
 def build_once(config: Config, now: datetime, output: Path | None = None, *,
-               prune: bool = False) -> BuildResult:
+               prune: bool = False, changed: frozenset[str] | None = None) -> BuildResult:
     """One complete build, as ``syndicator build`` runs it: checks first, then the store.
+    ``changed``: only these seeds can have changed since the last build (``SeedChanges``).
 
     A watching process lives on: the few hundred reference cycles a build leaves behind (its
     template environment, its store's engine) are collected now, once its output is written,
     rather than whenever the collector's next full pass comes.
     """
     try:
-        ready = prepare(config, output)
+        ready = prepare(config, output, changed=changed)
         store = Store.open(config.store_url)
         try:
             return build(config, store, now, prepared=ready, prune=prune)
@@ -157,6 +199,7 @@ async def build_and_watch(config: Config, clock: Callable[[], datetime], report:
     under way are awaited before returning). Returns how many rebuilds followed the first.
     """
     first = asyncio.Event()  # batches wait for the first build (they arrive while it runs)
+    seeds = SeedChanges(config.seeds_dir)
     pings: set[asyncio.Task[Any]] = set()
     rebuilds = 0
 
@@ -167,14 +210,18 @@ async def build_and_watch(config: Config, clock: Callable[[], datetime], report:
 
     async def on_change(batch: set[FileChange]) -> None:
         nonlocal rebuilds
+        seeds.add(batch)
         await first.wait()
         if stop.is_set():
             return
+        checked, started = seeds.to_check(), time.monotonic()
         try:
-            result = await asyncio.to_thread(build_once, config, clock(), output, prune=prune)
+            result = await asyncio.to_thread(build_once, config, clock(), output, prune=prune,
+                                             changed=checked)
         except SyndicatorError as exc:
             report(Rebuild(frozenset(batch), None, exc))
         else:
+            seeds.built(checked, started)
             report(Rebuild(frozenset(batch), result))
             announce_later(result)
         rebuilds += 1
@@ -184,7 +231,9 @@ async def build_and_watch(config: Config, clock: Callable[[], datetime], report:
         if watcher.done():
             watcher.result()  # it could not start: raise why
             return 0
+        started = time.monotonic()
         result = await asyncio.to_thread(build_once, config, clock(), output, prune=prune)
+        seeds.built(None, started)
         report(Rebuild(frozenset(), result))
         announce_later(result)
         first.set()
