@@ -193,3 +193,22 @@ def test_after_each_kind_of_change_the_output_is_a_complete_builds(
         assert len(parsed) < len(list(project.seeds.iterdir())), (change.__name__, parsed)
         assert_as_complete(config, store, now, tmp_path / f"full-{n}")
         assert result.stories == len(list((tmp_path / f"full-{n}" / "stories").iterdir()))
+
+
+def test_an_archive_document_removed_by_hand_is_written_again(
+        newsroom: tuple[Project, Config, Store], clock: datetime, tmp_path: Path) -> None:
+    """The archive is trusted by its folder's mtime, as stories/ is: a document taken out of
+    it is seen, after a complete build and after an incremental one."""
+    project, config, store = newsroom
+    rng = random.Random(7)
+    for n in range(2):
+        if n:
+            edit_lead(project, rng, n)
+            age(project)
+            build(config, store, clock + timedelta(hours=n))
+        doc = sorted((config.output_dir / "archive").iterdir())[n]
+        doc.unlink()
+        now = clock + timedelta(hours=n, minutes=30)
+        build(config, store, now)
+        assert doc.exists()
+        assert_as_complete(config, store, now, tmp_path / f"full-{n}")

@@ -116,7 +116,7 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
             runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                         f"{record.stories} stories, {len(names)} files written (no seed changed)")
             return BuildResult(folder, record.stories, tuple(names),
-                               record.stories + len(record.files) - len(names))
+                               unchanged.documents(config, record) - len(names))
     if ready.plan is not None:
         done = None if prune or full else incremental.rebuild(config, env, store, folder, now, ready.plan)
         ready.plan.catalog.close()

@@ -312,15 +312,16 @@ def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path
     written += [name for name, data in top.items() if write_atomic(folder / name, data)]
     written += [name for name, render in maps.items() if write_atomic(folder / name, render())]
     manifest.save()
-    kept = {} if record is None else _kept(record, pages, catalog, live)
-    for name in [*top, *maps, *docs]:
+    kept = {} if record is None else _kept(record, catalog, live)
+    for name in [*top, *maps]:
         st = os.stat(folder / name)
         kept[name] = [st.st_size, st.st_mtime_ns]
     folder_mtime = os.stat(folder / STORIES).st_mtime_ns if total else -1
     unchanged.save_scan(config, folder, token, seen.scan)
     unchanged.save(config, folder, unchanged.Record(
-        seen, unchanged.store_state(store), now.timestamp(), total, kept, folder_mtime, news, token))
-    return Done(written, total, total + len(kept) - len(written))
+        seen, unchanged.store_state(store), now.timestamp(), total, kept, folder_mtime, news, token,
+        unchanged.archive_mtime(folder)))
+    return Done(written, total, total + len(kept) + 2 * pages - len(written))  # 2: RSS and Atom a page
 
 
 def _close_over(config: Config, store: Store, catalog: Catalog, changed: dict[str, SeedFile],
@@ -473,14 +474,13 @@ def _sitemaps(config: Config, catalog: Catalog, record: Record | None, total: in
     return files, {*files, *(sitemaps.part_name(n) for n in blocks)}
 
 
-def _kept(record: Record, pages: int, catalog: Catalog, maps: set[str]) -> dict[str, list[int]]:
+def _kept(record: Record, catalog: Catalog, maps: set[str]) -> dict[str, list[int]]:
     """The record's files a complete build would still write now (and, so, check later)."""
     live = {f"tags/{slug}/" for slug, _ in catalog.tags()}
     kept: dict[str, list[int]] = {}
     for name, stat in record.files.items():
-        if name.startswith("archive/"):
-            number = name.rsplit("-", 1)[-1].removesuffix(".xml")
-            gone = not number.isdigit() or int(number) > pages
+        if name.startswith(unchanged.ARCHIVE):
+            gone = True  # an older record's: the archive is trusted by its folder's mtime now
         elif name.startswith("tags/") and name != tags.TAG_LIST:
             gone = name[:name.index("/", 5) + 1] not in live  # a tag no story has now
         else:

@@ -52,6 +52,7 @@ _SCAN_VERSION = 2
 _VERSION = 3  # 3: the store's state is its change counter (migration 0011)
 _RACY_NS = 2_000_000_000  # a seed written this close to a build may change again unseen
 STORIES = "stories"
+ARCHIVE = "archive/"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class Record:
     folder_mtime: int  # of stories/
     news: list[NewsItem]
     catalog: str = ""  # the token of the catalog written with it (``catalog.Catalog``)
+    # Of archive/ (-1: none), whose documents ``files`` then leaves out: trusted as stories/
+    # is, by its folder's mtime (80,000 of them at a million seeds). None: a record that
+    # names each in ``files``.
+    archive_mtime: int | None = None
 
 
 def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
@@ -234,6 +239,8 @@ def remember(config: Config, store: Store, folder: Path, now_seen: Seen, now: da
     files: dict[str, list[int]] = {}
     try:
         for name in names:
+            if name.startswith(ARCHIVE):
+                continue
             st = os.stat(folder / name)
             files[name] = [st.st_size, st.st_mtime_ns]
         folder_mtime = os.stat(folder / STORIES).st_mtime_ns if stories else -1
@@ -241,7 +248,25 @@ def remember(config: Config, store: Store, folder: Path, now_seen: Seen, now: da
         return
     save(config, folder, Record(now_seen, store_state(store), now.timestamp(), len(stories),
                                 files, folder_mtime,
-                                sitemaps.news_candidates(config, stories, now), catalog))
+                                sitemaps.news_candidates(config, stories, now), catalog,
+                                archive_mtime(folder)))
+
+
+def archive_mtime(folder: Path) -> int:
+    """The mtime of the folder's archive/ (-1: none): every document written into it is
+    renamed into place, which moves it, as does anything added to it or taken from it."""
+    try:
+        return os.stat(folder / ARCHIVE).st_mtime_ns
+    except FileNotFoundError:
+        return -1
+
+
+def documents(config: Config, record: Record) -> int:
+    """How many files the record's build wrote: story pages, archive documents, the rest."""
+    archived = 0
+    if record.archive_mtime is not None:  # two documents (RSS, Atom) an archive page
+        archived = 2 * -(-max(0, record.stories - config.feeds.limit) // config.feeds.archive_size)
+    return record.stories + archived + len(record.files)
 
 
 def forget(config: Config, folder: Path) -> None:
@@ -254,7 +279,8 @@ def save(config: Config, folder: Path, record: Record) -> None:
     data = {"version": _VERSION, "seeds": record.seen.seeds, "signature": record.seen.signature,
             "store": record.store, "now": record.now, "stories": record.stories,
             "files": record.files, "folder_mtime": record.folder_mtime,
-            "news": [[u, t, p.isoformat(), s] for u, t, p, s in record.news], "catalog": record.catalog}
+            "news": [[u, t, p.isoformat(), s] for u, t, p, s in record.news], "catalog": record.catalog,
+            "archive_mtime": record.archive_mtime}
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
@@ -269,7 +295,8 @@ def _load(path: Path) -> Record | None:
         return Record(Seen(str(data["seeds"]), str(data["signature"])), [int(v) for v in data["store"]],
                       float(data["now"]), int(data["stories"]),
                       {str(k): [int(v[0]), int(v[1])] for k, v in data["files"].items()},
-                      int(data["folder_mtime"]), news, str(data["catalog"]))
+                      int(data["folder_mtime"]), news, str(data["catalog"]),
+                      None if data.get("archive_mtime") is None else int(data["archive_mtime"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None  # no record, or not one this syndicator wrote: build it all
 
@@ -279,6 +306,8 @@ def _intact(folder: Path, record: Record) -> bool:
     base = str(folder)
     try:
         if record.stories and os.stat(folder / STORIES).st_mtime_ns != record.folder_mtime:
+            return False
+        if record.archive_mtime is not None and archive_mtime(folder) != record.archive_mtime:
             return False
         for name, (size, mtime) in record.files.items():
             st = os.stat(os.path.join(base, name))  # not Path: 6 us each, at 80,000 archive files
