@@ -1,9 +1,14 @@
 """Build benchmark: ``syndicator build`` beside Hugo on the same generated stories, one run.
 
     .venv/bin/python benchmarks/bench_build.py [--sizes 10000,100000] [--keep] [--hugo-up-to N]
+                                               [--project DIR]
 
 A million seeds: ``--sizes 10000,1000000 --hugo-up-to 50000`` (Hugo there would need about
-85 GB; syndicator's 1M rows are then compared with its own 10k rows from the same run).
+85 GB; syndicator's 1M rows are then compared with its own 10k rows from the same run). The
+million-seed full build takes most of an hour: ``--keep`` keeps its project, and
+``--sizes 10000 --project DIR`` later measures that project's rebuilds (no change, one seed
+changed, one new seed, start-up; its full build is not measured again) beside a 10k project
+generated and built in the same run.
 
 For every size N this generates N seed files in a temp project (each: a lead with a few
 paragraphs and 2-4 briefs, unique titles, every 5th file with front matter, every 10th
@@ -260,11 +265,7 @@ def bench(n: int, hugo: str | None, root: Path) -> dict[str, tuple[Run, Run | No
         page = sorted((site / "content" / "stories").iterdir())[len(stories) // 2]
         page.write_text(page.read_text() + "\nAn added paragraph.\n")
     results["one file changed"] = (measure(syn, project, env), hugo_run())
-    # A new seed file (the newsroom's usual change): four new stories, an hour old like the rest.
-    fresh = project / "seeds" / "zz_new.txt"
-    fresh.write_text("A new report on the harbour\n\nBoats went out at dawn.\n\n"
-                     + "".join(f"Brief {b} of the new report\nOne more line.\n\n" for b in range(3)))
-    os.utime(fresh, (time.time() - 3600, time.time() - 3600))
+    new_seed(project / "seeds", "zz_new.txt")
     if hugo is not None:
         (site / "content" / "stories" / "zz_new.md").write_text(
             '+++\ntitle = "A new report on the harbour"\ndate = 2025-01-02T00:00:00+00:00\n+++\n\n'
@@ -279,6 +280,37 @@ def bench(n: int, hugo: str | None, root: Path) -> dict[str, tuple[Run, Run | No
     return results
 
 
+def new_seed(seeds: Path, name: str) -> Path:
+    """A new seed file (the newsroom's usual change): four new stories, an hour old like the rest."""
+    fresh = seeds / name
+    tag = name.removesuffix(".txt")
+    fresh.write_text(f"A new report on the harbour ({tag})\n\nBoats went out at dawn.\n\n"
+                     + "".join(f"Brief {b} of the new report ({tag})\nOne more line.\n\n" for b in range(3)))
+    os.utime(fresh, (time.time() - 3600, time.time() - 3600))
+    return fresh
+
+
+def bench_project(project: Path) -> tuple[int, dict[str, tuple[Run, Run | None]]]:
+    """The rebuilds of a project built before (``--keep``): its seed count and each figure."""
+    settle(None)
+    n = sum(1 for _ in os.scandir(project / "seeds"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    syn = [PY, "-m", "syndicator", "--config", str(project / "config" / "syndicator.toml"), "build"]
+    print(f"[{n}] {project}: a first rebuild (not measured: the code may have changed since) ...",
+          file=sys.stderr, flush=True)
+    measure(syn, project, env)
+    results: dict[str, tuple[Run, Run | None]] = {"no change": (measure(syn, project, env), None)}
+    path = project / "seeds" / sorted(os.listdir(project / "seeds"))[n // 2]
+    blocks = path.read_text().split("\n\n")
+    blocks[1] += "\nAn added paragraph."
+    path.write_text("\n\n".join(blocks))
+    results["one file changed"] = (measure(syn, project, env), None)
+    new_seed(project / "seeds", f"zz_new_{int(time.time())}.txt")
+    results["one new seed"] = (measure(syn, project, env), None)
+    results["start-up"] = (measure([*syn, "--help"], project, env), None)
+    return n, results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -286,6 +318,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp projects")
     parser.add_argument("--hugo-up-to", type=int, default=100_000,
                         help="run Hugo only at sizes up to this (it needs 85 MB a thousand seeds)")
+    parser.add_argument("--project", type=Path,
+                        help="also measure the rebuilds of this project, built before (--keep)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     hugo = hugo_binary()
@@ -303,6 +337,10 @@ def main() -> None:
                 print(f"kept {root}", file=sys.stderr)
             else:
                 shutil.rmtree(root, ignore_errors=True)
+    if args.project is not None:
+        n, results = bench_project(args.project.resolve())
+        rows += [(n, kind, s, h) for kind, (s, h) in results.items()]
+        sizes.append(n)
     print(f"\nsyndicator build vs Hugo {version} ({os.cpu_count()} cores), same stories, same run\n")
     head = (f"{'seeds':>7} {'build':<17} {'synd s':>8} {'hugo s':>8} {'s ratio':>8} "
             f"{'synd MB':>8} {'hugo MB':>8} {'MB ratio':>8}")
@@ -329,6 +367,8 @@ def scaling(rows: list[tuple[int, str, Run, Run | None]], small: int, large: int
     print(head)
     print("-" * len(head))
     for kind in ("full", "no change", "one file changed", "one new seed"):
+        if (large, kind) not in runs:  # a --project's full build is not measured
+            continue
         a, b = runs[(small, kind)], runs[(large, kind)]
         beyond = b.seconds - runs[(large, "start-up")].seconds
         print(f"{kind:<17} {b.seconds / a.seconds:>8.2f} {b.peak_mb / a.peak_mb:>8.2f} {beyond:>20.2f}")

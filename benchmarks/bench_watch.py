@@ -1,6 +1,7 @@
 """Publish latency of ``syndicator build --watch``: a new seed file saved -> ``rss.xml`` names it.
 
     .venv/bin/python benchmarks/bench_watch.py [--sizes 10000,50000] [--saves 3] [--keep]
+                                               [--project DIR]
 
 For every size N this generates N seed files with ``bench_build.generate`` (mtimes an hour
 back, as an archive's are), runs a full ``syndicator build``, then, in the same run:
@@ -17,6 +18,9 @@ The script notices rss.xml being replaced through watchfiles on the output folde
 each, and the ratio watch/plain of the medians. Figures are from this run only.
 
 Before each size the kernel's caches are flushed (as root), as bench_build does.
+
+``--project DIR``: also a project built before (``bench_build --keep``, the million-seed one:
+its full build takes most of an hour), measured the same way after one unmeasured rebuild.
 """
 
 from __future__ import annotations
@@ -115,15 +119,22 @@ def bench(n: int, root: Path, saves: int) -> tuple[int, list[float], list[float]
     print(f"[{n}] generating seeds ...", file=sys.stderr, flush=True)
     stories = len(generate(project / "seeds", n))
     os.sync()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    syn = [PY, "-m", "syndicator", "--config", str(config), "build"]
     print(f"[{n}] {n} seed files, {stories} stories; full build ...", file=sys.stderr, flush=True)
+    return stories, *measure_project(n, project, saves)
+
+
+def measure_project(n: int, project: Path, saves: int) -> tuple[list[float], list[float]]:
+    """The plain and the watched one-seed rebuilds of a project (built once more first)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    config = project / "config" / "syndicator.toml"
+    syn = [PY, "-m", "syndicator", "--config", str(config), "build"]
     measure(syn, project, env)
     measure(syn, project, env)  # no change: the caches settled, as a watched site's are
+    tag = int(time.time())
 
     plain: list[float] = []
     for i in range(saves):
-        path, text = new_seed(project / "seeds", f"plain-{i}")
+        path, text = new_seed(project / "seeds", f"plain-{tag}-{i}")
         path.write_text(text)
         plain.append(measure(syn, project, env).seconds)
         print(f"[{n}] plain one-seed rebuild: {plain[-1]:.2f} s", file=sys.stderr, flush=True)
@@ -137,7 +148,7 @@ def bench(n: int, root: Path, saves: int) -> tuple[int, list[float], list[float]
             print(f"[{n}] watch said: {line.rstrip()}", file=sys.stderr)
         out.get(timeout=DEADLINE)  # its first build's line
         for i in range(saves):
-            path, text = new_seed(project / "seeds", f"watch-{i}")
+            path, text = new_seed(project / "seeds", f"watch-{tag}-{i}")
             latency.append(time_to_publish(project / "public", path, text, text.split("\n", 1)[0]))
             out.get(timeout=DEADLINE)  # that rebuild finished (the caches saved) before the next
             print(f"[{n}] watch publish latency: {latency[-1]:.2f} s", file=sys.stderr, flush=True)
@@ -148,7 +159,7 @@ def bench(n: int, root: Path, saves: int) -> tuple[int, list[float], list[float]
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return stories, plain, latency
+    return plain, latency
 
 
 def main() -> None:
@@ -157,6 +168,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,50000", help="comma-separated seed file counts")
     parser.add_argument("--saves", type=int, default=3, help="new seeds saved per measurement")
     parser.add_argument("--keep", action="store_true", help="keep the temp projects")
+    parser.add_argument("--project", type=Path, help="also this project, built before (bench_build --keep)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     rows = []
@@ -170,6 +182,11 @@ def main() -> None:
                 print(f"kept {root}", file=sys.stderr)
             else:
                 shutil.rmtree(root, ignore_errors=True)
+    if args.project is not None:
+        settle()
+        n = sum(1 for _ in os.scandir(args.project / "seeds"))
+        print(f"[{n}] {args.project}: a rebuild, then the measurements ...", file=sys.stderr, flush=True)
+        rows.append((n, -1, *measure_project(n, args.project.resolve(), args.saves)))
     print(f"\nsyndicator build --watch publish latency vs a plain one-seed rebuild "
           f"({os.cpu_count()} cores, same run, {args.saves} saves each)\n")
     head = (f"{'seeds':>7} {'stories':>8} {'plain s':>8} {'(worst)':>8} {'watch s':>8} {'(worst)':>8} "
@@ -178,7 +195,8 @@ def main() -> None:
     print("-" * len(head))
     for n, stories, plain, latency in rows:
         p, w = statistics.median(plain), statistics.median(latency)
-        print(f"{n:>7} {stories:>8} {p:>8.2f} {max(plain):>8.2f} {w:>8.2f} {max(latency):>8.2f} "
+        counted = "-" if stories < 0 else str(stories)  # a --project's stories are not counted
+        print(f"{n:>7} {counted:>8} {p:>8.2f} {max(plain):>8.2f} {w:>8.2f} {max(latency):>8.2f} "
               f"{w / p:>6.2f} {w - p:>+12.2f}")
 
 
