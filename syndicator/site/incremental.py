@@ -106,7 +106,8 @@ def plan(config: Config, folder: Path, now_seen: Seen, record: Record) -> Plan |
     if catalog is None:
         return None
     try:
-        before = unchanged.load_scan(config, folder, record.catalog) or _scan(catalog.seeds())
+        kept = now_seen.base[1] if now_seen.base and now_seen.base[0] == record.catalog else None
+        before = kept or unchanged.load_scan(config, folder, record.catalog) or _scan(catalog.seeds())
     except Exception:
         catalog.close()
         raise

@@ -63,6 +63,9 @@ class Seen:
     signature: str
     # Every seed's name, size and mtime (-1 for one too recent to trust: it counts as changed).
     scan: Scan = field(default_factory=lambda: Scan([], [], []), compare=False, repr=False)
+    # The last build's kept scan and its catalog's token, when ``scan`` was made from it (a
+    # watched rebuild).
+    base: tuple[str, Scan] | None = field(default=None, compare=False, repr=False)
 
     @functools.cached_property
     def listing(self) -> dict[str, tuple[int, int]]:
@@ -98,7 +101,8 @@ def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
     last build's listing, the folder is scanned.
     """
     racy = time.time_ns() - _RACY_NS
-    scan = None if changed is None or folder is None else _rescanned(config, folder, changed)
+    base = None if changed is None or folder is None else _kept_scan(config, folder)
+    scan = None if base is None or changed is None else _rescanned(config, base[1], changed)
     try:
         scan = scan or scan_seeds(config.seeds_dir)
     except SeedError:
@@ -116,16 +120,19 @@ def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
     whole = repr((signature(config, env), config.digest.timezone, config.store_url,
                   str(config.seeds_dir.resolve()))).encode("utf-8", "surrogatepass")
     return Seen("" if recent else digest.hexdigest(),
-                hashlib.blake2b(whole, digest_size=16).hexdigest(), scan)
+                hashlib.blake2b(whole, digest_size=16).hexdigest(), scan, base)
 
 
-def _rescanned(config: Config, folder: Path, changed: Collection[str]) -> Scan | None:
-    """The last build's listing with the ``changed`` seeds stat'ed again (and those it held
-    too recent to trust); None: no listing kept, or a seed that cannot be stat'ed."""
+def _kept_scan(config: Config, folder: Path) -> tuple[str, Scan] | None:
+    """The scan the folder's last build kept, and the token of the catalog it goes with."""
     record = _load(manifest_path(folder, config.state_dir) / RECORD)
-    base = None if record is None or not record.catalog else load_scan(config, folder, record.catalog)
-    if base is None:
-        return None
+    scan = None if record is None or not record.catalog else load_scan(config, folder, record.catalog)
+    return None if record is None or scan is None else (record.catalog, scan)
+
+
+def _rescanned(config: Config, base: Scan, changed: Collection[str]) -> Scan | None:
+    """The last build's listing with the ``changed`` seeds stat'ed again (and those it held
+    too recent to trust); None: a seed that cannot be stat'ed."""
     names, sizes, mtimes = list(base.names), list(base.sizes), list(base.mtimes)
     again = set(changed) | set(compress(names, map((-1).__eq__, mtimes)))
     for name in sorted(again):
@@ -175,7 +182,9 @@ def save_scan(config: Config, folder: Path, token: str, scan: Scan) -> None:
     compares its own with it in C (the catalog's table of seeds took 45 ms a 50,000 to read)."""
     path = manifest_path(folder, config.state_dir) / SCAN
     with contextlib.suppress(OSError):
-        write_atomic(path, marshal.dumps((_SCAN_VERSION, token, *scan.pack())))
+        # Not fsync'ed (30 MB at a million seeds): one lost in a crash is missed, and the
+        # catalog's own table of seeds is read instead.
+        write_atomic(path, marshal.dumps((_SCAN_VERSION, token, *scan.pack())), durable=False, size=None)
 
 
 def load_scan(config: Config, folder: Path, token: str) -> Scan | None:
