@@ -5,14 +5,19 @@ A build's output is a function of the seeds, the stories the store holds for the
 config and templates (``manifest.signature``), the editions, and the clock (the news sitemap
 names the last two days' stories). A complete build remembers all but the clock in a record
 beside its page manifest (the project's state/, never the published folder). A later build
-that finds every part the same (seed names, sizes and mtimes; the store's story rows; the
-signature; every file it wrote, by size and mtime; the stories/ folder's own mtime) writes
-only the news sitemap and the editions listing, from the record, without parsing a seed or
-loading a story: the cost follows the folder listing, not the archive.
+that finds every part the same (seed names, sizes and mtimes; the store's change counter;
+the signature; every file it wrote outside stories/ and archive/, by size and mtime; those
+two folders' own mtimes) writes only the news sitemap and the editions listing, from the
+record, without parsing a seed or loading a story: the cost follows the folder listing, not
+the archive.
+
+The seeds' listing (``Scan``) is kept beside the catalog (``save_scan``): the next build
+compares its own with it in C, and a watched rebuild (``seen(changed=...)``) takes it as it
+is, with only the seeds the watch saw change stat'ed again.
 
 Anything else, or any doubt, takes the complete build. What this does not see: a story page
-edited in place by hand (its folder's mtime does not move); ``build --prune`` and any edit of
-a seed see it again.
+or an archive document edited in place by hand (its folder's mtime does not move);
+``build --full`` puts it right, as does any change that rewrites it.
 """
 
 from __future__ import annotations
