@@ -160,9 +160,10 @@ def check_seeds(config: Config, seen: Seen) -> int:
     zone = ZoneInfo(config.digest.timezone)
     errors: list[InputError] = []
     entries = 0
+    seeds = config.seeds_dir  # resolved once (a path resolve each: 50 us)
     for name in seen.scan.names:
         try:
-            entries += len(read_seed(config.seeds_dir / name, zone).entries)
+            entries += len(read_seed(seeds / name, zone).entries)
         except SeedError as exc:
             errors.append(exc)
     if errors:
@@ -193,6 +194,7 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
         raise OutputError("the build's catalog could not be opened", path=state)
     zone = ZoneInfo(config.digest.timezone)
     names = seen.scan.names
+    seeds = config.seeds_dir
     written: list[str] = []
     token = ""
     latest = store.latest_first_seen()
@@ -203,7 +205,7 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
     try:
         for start in range(0, len(names), BATCH):
             try:
-                batch = {name: read_seed(config.seeds_dir / name, zone)
+                batch = {name: read_seed(seeds / name, zone)
                          for name in names[start:start + BATCH]}
             except SeedError as exc:  # changed since it was checked
                 raise InputErrors([exc]) from None
@@ -340,9 +342,10 @@ def _close_over(config: Config, store: Store, catalog: Catalog, changed: dict[st
         if not more:
             return files, ids
         errors: list[InputError] = []
+        seeds = config.seeds_dir
         for name in sorted(more):
             try:
-                files[name] = read_seed(config.seeds_dir / name, zone)
+                files[name] = read_seed(seeds / name, zone)
             except SeedError as exc:  # changed since it was listed: the next build sees it
                 errors.append(exc)
         if errors:

@@ -238,6 +238,20 @@ class Store:
                                          (slug,)).scalar()
         return None if owner is None else str(owner)
 
+    def slug_owners(self, slugs: Iterable[str]) -> dict[str, str]:
+        """The id of the story whose page name each of ``slugs`` is, for those that are one
+        (``slug_owner`` for many: a query per few hundred, not per name)."""
+        wanted = list(dict.fromkeys(slugs))
+        found: dict[str, str] = {}
+        with self.read() as conn:
+            for start in range(0, len(wanted), _CHUNK):
+                part = wanted[start:start + _CHUNK]
+                marks = ", ".join(_mark(conn, n) for n in range(1, len(part) + 1))
+                rows = conn.exec_driver_sql(f"SELECT slug, id FROM stories WHERE slug IN ({marks})",
+                                            tuple(part))
+                found.update((str(slug), str(owner)) for slug, owner in rows)
+        return found
+
     def latest_first_seen(self) -> int | None:
         from sqlalchemy import func
 
