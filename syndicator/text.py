@@ -14,11 +14,15 @@ _SPACES = re.compile(r"\s+")
 
 def clean(text: str) -> str:
     """Text with every XML-illegal character removed."""
+    if text.isascii() and text.isprintable():  # " " to "~": nothing to remove (most text)
+        return text
     return _ILLEGAL.sub("", text)
 
 
 def one_line(text: str) -> str:
     """Clean text folded to one line: CR, LF and tabs become single spaces (header-safe)."""
+    if text.isascii() and text.isprintable() and "  " not in text:
+        return text.strip()  # its only white space is single spaces: the regexes change nothing
     return _SPACES.sub(" ", clean(text)).strip()
 
 

@@ -144,3 +144,22 @@ def test_the_footer_says_whether_the_reader_subscribed_or_was_listed(
         assert reason in plain, rcpt
         assert reason in " ".join(str(page.get_content()).split()), rcpt
     assert set(footers) == {"listed@example.com", "fan@example.org"}
+
+
+def test_clean_and_one_line_shortcuts_agree_with_the_rules_on_any_text() -> None:
+    """ASCII printable text skips the regexes: every kind of character, in any mix, comes out
+    as the regexes make it."""
+    import random
+    import re
+
+    from syndicator.text import clean, one_line
+
+    illegal = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e"
+                         "\u2066-\u2069\ufffe\uffff\ud800-\udfff]")
+    alphabet = ["a", "Z", "~", " ", "  ", "\t", "\n", "\r", "\x00", "\x0b", "\x7f", "\x85", "\xa0",
+                "\u2028", "\u202e", "\u3000", "é", "\ud800", "<", "&"]
+    rng = random.Random(3)
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert clean(text) == illegal.sub("", text), repr(text)
+        assert one_line(text) == re.sub(r"\s+", " ", illegal.sub("", text)).strip(), repr(text)
