@@ -300,3 +300,95 @@ def test_archive_entries_are_built_exactly_as_feedgen_builds_them(project: Proje
         name = feeds.archive_name(kind, 2)
         slow = feeds._xml(config, channel, list(stories), kind, name, links, archive=True)
         assert feeds._archive_xml(config, channel, list(stories), kind, name, links) == slow
+
+
+def _lxml_archive(config: Any, channel: Any, items: list[Any], kind: str, name: str,
+                  links: list[tuple[str, str]]) -> bytes:
+    """An archive document with its entries built as lxml elements (the reference)."""
+    from email.utils import format_datetime
+    from html import escape
+
+    from syndicator.site import feeds
+    from syndicator.text import one_line
+
+    a, dc, content = feeds.ATOM_NS, feeds.DC_NS, feeds.CONTENT_NS
+    fg = feeds._generator(config, channel, [], name, kind)
+    fg.updated(feeds.updated(items))
+    fg.lastBuildDate(feeds.updated(items))
+    root = etree.fromstring(fg.rss_str(pretty=False) if kind == feeds.RSS else fg.atom_str(pretty=False))
+    if kind == feeds.RSS:
+        root = feeds._rss_fixes(config, root, [])
+        channel_el = root.find("channel")
+        assert channel_el is not None
+        for story in items:
+            item = etree.SubElement(channel_el, "item")
+            etree.SubElement(item, "title").text = one_line(story.title)
+            etree.SubElement(item, "link").text = feeds.story_url(config, story)
+            if story.author:
+                etree.SubElement(item, f"{{{dc}}}creator").text = one_line(story.author)
+            etree.SubElement(item, "description").text = escape(feeds.feed_summary(story), quote=False)
+            etree.SubElement(item, f"{{{content}}}encoded").text = feeds.feed_content(story)
+            etree.SubElement(item, "guid", isPermaLink="false").text = story.id
+            for tag in story.tags:
+                etree.SubElement(item, "category").text = one_line(tag)
+            etree.SubElement(item, "pubDate").text = format_datetime(story.published)
+        spaces = {"content": content, **({"dc": dc} if any(s.author for s in items) else {})}
+        etree.cleanup_namespaces(root, top_nsmap=spaces)
+    else:
+        for story in items:
+            entry = etree.SubElement(root, f"{{{a}}}entry")
+            etree.SubElement(entry, f"{{{a}}}id").text = story.id
+            etree.SubElement(entry, f"{{{a}}}title").text = one_line(story.title)
+            etree.SubElement(entry, f"{{{a}}}updated").text = story.updated.isoformat()
+            if story.author:
+                author = etree.SubElement(entry, f"{{{a}}}author")
+                etree.SubElement(author, f"{{{a}}}name").text = one_line(story.author)
+            etree.SubElement(entry, f"{{{a}}}content", type="html").text = feeds.feed_content(story)
+            etree.SubElement(entry, f"{{{a}}}link", href=feeds.story_url(config, story), rel="alternate",
+                             type="text/html")
+            etree.SubElement(entry, f"{{{a}}}summary").text = feeds.feed_summary(story)
+            for tag in story.tags:
+                etree.SubElement(entry, f"{{{a}}}category", term=one_line(tag))
+            etree.SubElement(entry, f"{{{a}}}published").text = story.published.isoformat()
+    feeds._history(config, channel, root, kind, links, True)
+    return feeds._serialise(root)
+
+
+def test_archive_entries_written_as_text_match_lxml_for_hostile_text(project: Project) -> None:
+    """The entries are written as text, not through lxml: any text a seed can carry (markup,
+    entities, quotes, CR, tabs, controls, astral and right-to-left characters, empty after
+    clean-up) comes out as lxml writes it."""
+    import random
+    from datetime import UTC
+
+    from syndicator.model import Story
+    from syndicator.site import feeds
+
+    pieces = ["plain", "<b>", "&amp;", "&", '"', "'", ">", "\r", "\t", "\n", "  ", "\x01", "\x85",
+              "\u202e", "é", "\U0001f4f0", "]]>", "=?utf-8?q?x?=", "\u00a0", ""]
+    rng = random.Random(11)
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    stories = [Story(id=f"urn:uuid:00000000-0000-4000-8000-{n:012d}", slug=f"story-{n}-0123abcd",
+                     title=text() or "t", paragraphs=tuple(text() for _ in range(rng.randint(0, 3))),
+                     is_lead=bool(n % 2), published=when + timedelta(minutes=n),
+                     first_seen=when + timedelta(minutes=n), seq=n + 1,
+                     author=rng.choice([None, text(), "A. Writer"]), url=None,
+                     tags=tuple(t for t in (text() for _ in range(rng.randint(0, 3))) if t.strip()),
+                     path=Path("x.txt"), line=1,
+                     revised=rng.choice([None, when + timedelta(days=1)]),
+                     correction=rng.choice([None, text()]))
+               for n in range(300)]
+    config = load_config(project.config)
+    channel = feeds.Channel.site(config)
+    for kind in (feeds.RSS, feeds.ATOM):
+        for links in ([("current", ""), ("next-archive", "2")], [("current", ""), ("prev-archive", "1")]):
+            name = feeds.archive_name(kind, 2)
+            for start in range(0, 300, 50):
+                page = stories[start:start + 50]
+                expected = _lxml_archive(config, channel, page, kind, name, links)
+                assert feeds._archive_xml(config, channel, page, kind, name, links) == expected, (kind, start)
+                etree.fromstring(expected)  # well-formed, for what it is worth
