@@ -31,8 +31,15 @@ def environment(project_templates: Path | None) -> jinja2.Environment:
     return env
 
 
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December")
+
+
 def _longdate(value: datetime) -> str:
-    return f"{value:%A} {value.day} {value:%B %Y}"
+    """"Monday 7 December 2026": the names strftime gives in the C locale (syndicator never
+    sets another), without strftime (18 us a call; a page of every story calls it)."""
+    return f"{_DAYS[value.weekday()]} {value.day} {_MONTHS[value.month - 1]} {value.year}"
 
 
 def template_error(exc: jinja2.TemplateError) -> InputError:

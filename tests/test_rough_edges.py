@@ -163,3 +163,15 @@ def test_clean_and_one_line_shortcuts_agree_with_the_rules_on_any_text() -> None
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
         assert clean(text) == illegal.sub("", text), repr(text)
         assert one_line(text) == re.sub(r"\s+", " ", illegal.sub("", text)).strip(), repr(text)
+
+
+def test_long_dates_are_strftimes_in_every_month_and_weekday() -> None:
+    from datetime import date, datetime, timedelta
+
+    from syndicator.templating import _longdate
+
+    day = datetime(2026, 1, 1, 12, 0)
+    for _ in range(400):
+        assert _longdate(day) == f"{day:%A} {day.day} {day:%B %Y}"
+        day += timedelta(days=1)
+    assert _longdate(datetime.combine(date(999, 3, 2), datetime.min.time())) == "Saturday 2 March 999"
