@@ -296,3 +296,31 @@ def test_the_kept_scan_reads_back_only_with_its_catalogs_token(newsroom: tuple[C
     assert unchanged.load_scan(config, config.output_dir, "token-a") == scan
     assert unchanged.load_scan(config, config.output_dir, "token-b") is None
     assert unchanged.load_scan(config, config.output_dir, token) is None  # replaced
+
+
+@pytest.mark.parametrize("few", [1_000, 0], ids=["few-changes", "many-changes"])
+def test_every_way_of_comparing_listings_agrees(monkeypatch: pytest.MonkeyPatch, few: int) -> None:
+    """The listing comparison (by bisection for a few additions and removals, else by masks)
+    and a watched rebuild's (only the seeds it stat'ed again) find the same changes."""
+    import random
+
+    from syndicator.seeds.cache import Scan
+
+    monkeypatch.setattr(unchanged, "_FEW", few)
+    rng = random.Random(few)
+    for _ in range(200):
+        names = sorted({f"{rng.randrange(60):02d}.txt" for _ in range(rng.randrange(40))})
+        before = Scan(names, [rng.randrange(3) for _ in names], [rng.choice([5, 6, -1]) for _ in names])
+        now_names = sorted({n for n in names if rng.random() > 0.2}
+                           | {f"{rng.randrange(60):02d}.txt" for _ in range(rng.randrange(5))})
+        old = dict(zip(before.names, zip(before.sizes, before.mtimes, strict=True), strict=True))
+        stats = [old[n] if n in old and rng.random() > 0.3 else (rng.randrange(3), rng.choice([5, 7, -1]))
+                 for n in now_names]
+        now = Scan(now_names, [s for s, _ in stats], [m for _, m in stats])
+        new = dict(zip(now.names, zip(now.sizes, now.mtimes, strict=True), strict=True))
+        expected = ({n for n, st in new.items() if old.get(n) != st or st[1] == -1}, set(old) - set(new))
+        assert unchanged.changes(now, before) == expected
+        touched = {n for n in set(old) | set(new) if old.get(n) != new.get(n)} | {
+            n for n, (_, m) in old.items() if m == -1} | {n for n, (_, m) in new.items() if m == -1}
+        extra = set(rng.sample(names, min(3, len(names))))
+        assert unchanged.changes_among(now, before, touched | extra) == expected

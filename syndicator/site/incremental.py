@@ -106,12 +106,14 @@ def plan(config: Config, folder: Path, now_seen: Seen, record: Record) -> Plan |
     if catalog is None:
         return None
     try:
-        kept = now_seen.base[1] if now_seen.base and now_seen.base[0] == record.catalog else None
-        before = kept or unchanged.load_scan(config, folder, record.catalog) or _scan(catalog.seeds())
+        if now_seen.base is not None and now_seen.base[0] == record.catalog:
+            changed, gone_now = unchanged.changes_among(now_seen.scan, now_seen.base[1], now_seen.base[2])
+        else:
+            before = unchanged.load_scan(config, folder, record.catalog) or _scan(catalog.seeds())
+            changed, gone_now = unchanged.changes(now_seen.scan, before)
     except Exception:
         catalog.close()
         raise
-    changed, gone_now = unchanged.changes(now_seen.scan, before)
     gone = frozenset(gone_now)
     if len(changed) + len(gone) > max(MIN_CHANGES, len(now_seen.scan.names) // SHARE):
         catalog.close()

@@ -68,9 +68,9 @@ class Seen:
     signature: str
     # Every seed's name, size and mtime (-1 for one too recent to trust: it counts as changed).
     scan: Scan = field(default_factory=lambda: Scan([], [], []), compare=False, repr=False)
-    # The last build's kept scan and its catalog's token, when ``scan`` was made from it (a
-    # watched rebuild).
-    base: tuple[str, Scan] | None = field(default=None, compare=False, repr=False)
+    # The last build's kept scan and its catalog's token, and the seeds stat'ed again, when
+    # ``scan`` was made from it (a watched rebuild): only those can differ.
+    base: tuple[str, Scan, frozenset[str]] | None = field(default=None, compare=False, repr=False)
 
     @functools.cached_property
     def listing(self) -> dict[str, tuple[int, int]]:
@@ -106,8 +106,15 @@ def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
     last build's listing, the folder is scanned.
     """
     racy = time.time_ns() - _RACY_NS
-    base = None if changed is None or folder is None else _kept_scan(config, folder)
-    scan = None if base is None or changed is None else _rescanned(config, base[1], changed)
+    kept = None if changed is None or folder is None else _kept_scan(config, folder)
+    base = None
+    if kept is not None and changed is not None:
+        token, before = kept
+        again = frozenset(changed) | frozenset(compress(before.names, map((-1).__eq__, before.mtimes)))
+        scan = _rescanned(config, before, again)
+        base = None if scan is None else (token, before, again)
+    else:
+        scan = None
     try:
         scan = scan or scan_seeds(config.seeds_dir)
     except SeedError:
@@ -135,11 +142,10 @@ def _kept_scan(config: Config, folder: Path) -> tuple[str, Scan] | None:
     return None if record is None or scan is None else (record.catalog, scan)
 
 
-def _rescanned(config: Config, base: Scan, changed: Collection[str]) -> Scan | None:
-    """The last build's listing with the ``changed`` seeds stat'ed again (and those it held
-    too recent to trust); None: a seed that cannot be stat'ed."""
+def _rescanned(config: Config, base: Scan, again: Collection[str]) -> Scan | None:
+    """The last build's listing with the seeds ``again`` stat'ed again; None: a seed that
+    cannot be stat'ed."""
     names, sizes, mtimes = list(base.names), list(base.sizes), list(base.mtimes)
-    again = set(changed) | set(compress(names, map((-1).__eq__, mtimes)))
     for name in sorted(again):
         try:
             st: os.stat_result | None = os.stat(config.seeds_dir / name, follow_symlinks=True)
@@ -173,13 +179,51 @@ def changes(now: Scan, before: Scan) -> tuple[set[str], set[str]]:
     if names != before.names:
         new, old = set(names), set(before.names)
         added, gone = new - old, old - new
-        here, there = list(map(old.__contains__, names)), list(map(new.__contains__, before.names))
-        names = list(compress(names, here))
-        sizes, mtimes = list(compress(sizes, here)), list(compress(mtimes, here))
-        old_sizes, old_mtimes = list(compress(old_sizes, there)), list(compress(old_mtimes, there))
+        if len(added) + len(gone) <= _FEW:  # the usual: copy the lists and take those out
+            names, sizes, mtimes = _without(now, added)
+            _, old_sizes, old_mtimes = _without(before, gone)
+        else:
+            here, there = list(map(old.__contains__, names)), list(map(new.__contains__, before.names))
+            names = list(compress(names, here))
+            sizes, mtimes = list(compress(sizes, here)), list(compress(mtimes, here))
+            old_sizes, old_mtimes = list(compress(old_sizes, there)), list(compress(old_mtimes, there))
     changed = {*compress(names, map(ne, sizes, old_sizes)), *compress(names, map(ne, mtimes, old_mtimes)),
                *compress(names, map((-1).__eq__, mtimes))}
     return changed | added, gone
+
+
+_FEW = 1_000
+
+
+def _without(scan: Scan, names: set[str]) -> tuple[list[str], list[int], list[int]]:
+    """The scan's lists (copies) less ``names``, each found by bisection."""
+    kept, sizes, mtimes = list(scan.names), list(scan.sizes), list(scan.mtimes)
+    for name in sorted(names, reverse=True):
+        i = bisect.bisect_left(kept, name)
+        del kept[i], sizes[i], mtimes[i]
+    return kept, sizes, mtimes
+
+
+def changes_among(now: Scan, before: Scan, names: Collection[str]) -> tuple[set[str], set[str]]:
+    """``changes``, when only ``names`` can differ (a watched rebuild: its scan is ``before``
+    with those stat'ed again): a lookup each, not a pass over every seed."""
+    changed: set[str] = set()
+    gone: set[str] = set()
+    for name in names:
+        here, there = _stat_in(now, name), _stat_in(before, name)
+        if here is None:
+            if there is not None:
+                gone.add(name)
+        elif here != there or here[1] == -1:
+            changed.add(name)
+    return changed, gone
+
+
+def _stat_in(scan: Scan, name: str) -> tuple[int, int] | None:
+    try:
+        return scan.stat_of(name)
+    except KeyError:
+        return None
 
 
 def save_scan(config: Config, folder: Path, token: str, scan: Scan) -> None:
