@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -65,6 +66,11 @@ class Scan:
         if i == len(self.names) or self.names[i] != name:
             raise KeyError(name)
         return self.sizes[i], self.mtimes[i]
+
+    @functools.cached_property
+    def packed(self) -> tuple[bytes, bytes, bytes]:
+        """``pack()``, made once (the build's digest of the listing and the kept scan share it)."""
+        return self.pack()
 
     def pack(self) -> tuple[bytes, bytes, bytes]:
         """As three runs of bytes (a few ms at 50,000 seeds; marshal of the lists, 25 ms)."""
