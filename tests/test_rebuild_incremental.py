@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from syndicator.config import Config, load_config
+from syndicator.model import Story
 from syndicator.seeds import parse
 from syndicator.site import incremental, sitemaps
 from syndicator.site.build import BuildResult, build
@@ -212,3 +213,38 @@ def test_an_archive_document_removed_by_hand_is_written_again(
         build(config, store, now)
         assert doc.exists()
         assert_as_complete(config, store, now, tmp_path / f"full-{n}")
+
+
+@pytest.mark.parametrize("recent_max", [20_000, 1], ids=["kept-recent", "folded-into-shards"])
+def test_an_incremental_rebuild_remembers_its_pages_without_rewriting_the_shards(
+        newsroom: tuple[Project, Config, Store], clock: datetime, monkeypatch: pytest.MonkeyPatch,
+        recent_max: int) -> None:
+    """Its pages go into the manifest's small file of recent entries (the shards of a million
+    pages are 7 MB each), which a complete build reads: it renders none of them again."""
+    from syndicator.site import manifest, pages
+    from syndicator.site.manifest import manifest_path
+
+    project, config, store = newsroom
+    monkeypatch.setattr(manifest, "RECENT_MAX", recent_max)
+    state = manifest_path(config.output_dir, config.state_dir)
+    shards_before = {p.name: p.stat().st_mtime_ns for p in state.glob("[0-9a-f][0-9a-f].bin")}
+    edit_lead(project, random.Random(3), 1)
+    age(project)
+    build(config, store, clock + timedelta(hours=1))
+    recent = state / manifest.RECENT
+    shards_after = {p.name: p.stat().st_mtime_ns for p in state.glob("[0-9a-f][0-9a-f].bin")}
+    if recent_max > 1:
+        assert recent.exists() and shards_after == shards_before
+    else:
+        assert not recent.exists() and shards_after != shards_before
+    rendered: list[str] = []
+    real = pages.StoryPages.render
+
+    def counted(self: pages.StoryPages, story: Story) -> bytes:
+        rendered.append(story.slug)
+        return real(self, story)
+
+    monkeypatch.setattr(pages.StoryPages, "render", counted)
+    result = build(config, store, clock + timedelta(hours=2), full=True)  # checks every page
+    assert rendered == [], rendered
+    assert not any(name.startswith("stories/") for name in result.written)

@@ -253,7 +253,7 @@ def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path
     numbers = _archive_numbers(catalog, [*step.removed, *step.added], edited, size, archived,
                                max(0, step.total_before - limit), pages, total != step.total_before)
     manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed] + _doc_names(numbers),
-                        lean=True)
+                        recent=True)
     written = _write_pages(config, env, folder, manifest, step.changed)
     return _publish(config, env, store, folder, now, catalog, plan.seen, record, manifest, written, numbers,
                     step.touched, step.removed + step.changed, step.token)

@@ -26,34 +26,56 @@ _PAGE_CODE = ("site/pages.py", "site/feeds.py", "text.py", "templating.py", "mod
 Page = tuple[str, int, int]  # the page's key, and its size and mtime (ns) once written
 
 
+# An incremental rebuild's pages are remembered in one small file of recent entries, not merged
+# into the shards: at a million seeds a shard holds 60,000 pages (7 MB), and one new seed's
+# pages fall in several. Past this many entries a save folds them into the shards.
+RECENT = "recent.bin"
+RECENT_MAX = 20_000
+
+
 class Manifest:
     """Per page: the digest of what it shows, and its size and mtime when written."""
 
     def __init__(self, folder: Path, config: Config, env: jinja2.Environment,
-                 names: Iterable[str] | None = None, *, lean: bool = False) -> None:
+                 names: Iterable[str] | None = None, *, lean: bool = False, recent: bool = False) -> None:
         """``names``: only the pages a build may write (the shards holding them; every other
         page stays as remembered), else every page (and ``pages`` must name each one kept).
 
         ``lean`` (with ``names``): remember only those pages, reading the shards one at a time,
         and merge into them one at a time on saving: a batch of a big build then holds its own
         pages' entries, not the manifest of millions.
+
+        ``recent`` (with ``names``): an incremental rebuild's, whose pages changed: only the
+        file of recent entries is read (a page it does not remember is rendered and compared,
+        not rewritten) and written. The shards hold the rest; the recent entries win.
         """
         self.path = manifest_path(folder, config.state_dir)
         self.tag = (MANIFEST_VERSION, signature(config, env))
         self.lean = lean and names is not None
+        self.every = names is None
+        self.recent: dict[str, Page] | None = None
         self.remembered: dict[str, Page] = {}
         self.shards: dict[int, shards.Shard] = {}
+        latest: dict[str, Page] = shards.read_file(self.path / RECENT, self.tag) or {}
+        if recent and names is not None:
+            self.recent = latest
+            self.remembered = {name: latest[name] for name in set(names) & latest.keys()}
+            self.pages: dict[str, Page] = dict(self.remembered)
+            return
         if self.lean:
             wanted = set(names or ())
             for number in sorted({shards.shard_of(name) for name in wanted}):
                 part = shards.load(self.path, self.tag, {number}).get(number, {})
                 self.remembered.update({name: part[name] for name in wanted & part.keys()})
-            self.pages: dict[str, Page] = dict(self.remembered)
+            self.remembered.update({name: latest[name] for name in wanted & latest.keys()})
+            self.pages = dict(self.remembered)
             return
         only = None if names is None else {shards.shard_of(name) for name in names}
         self.shards = shards.load(self.path, self.tag, only)
         for part in self.shards.values():
             self.remembered.update(part)
+        wanted_latest = latest if names is None else {n: latest[n] for n in set(names) & latest.keys()}
+        self.remembered.update(wanted_latest)
         self.pages = {} if names is None else dict(self.remembered)
 
     def save(self) -> None:
@@ -63,15 +85,42 @@ class Manifest:
         # The JSON manifest of syndicator 0.1, if there is one, is of no more use.
         with contextlib.suppress(OSError):
             self.path.with_name(self.path.name + ".json").unlink(missing_ok=True)
+        if self.recent is not None:
+            merged = {**self.recent, **self.pages}
+            if len(merged) <= RECENT_MAX:
+                with contextlib.suppress(OSError):
+                    self.path.mkdir(parents=True, exist_ok=True)
+                shards.write_file(self.path / RECENT, self.tag, merged)
+                return
+            self._merge(merged)
+            shards.write_file(self.path / RECENT, self.tag, {})
+            return
         if self.lean:
-            for number, entries in shards.split(self.pages).items():
-                part = shards.load(self.path, self.tag, {number}).get(number, {})
-                part.update(entries)
-                shards.save(self.path, self.tag, {number: part})
+            self._merge(self.pages)
+            self._forget_recent(self.pages.keys())
             return
         now = shards.split(self.pages)
         changed = {n: now.get(n, {}) for n in set(now) | set(self.shards) if now.get(n) != self.shards.get(n)}
         shards.save(self.path, self.tag, changed)
+        if self.every:  # the shards hold every page now: no recent entry is of use
+            shards.write_file(self.path / RECENT, self.tag, {})
+        else:
+            self._forget_recent(self.pages.keys())
+
+    def _merge(self, pages: dict[str, Page]) -> None:
+        """Into the shards, one at a time."""
+        for number, entries in shards.split(pages).items():
+            part = shards.load(self.path, self.tag, {number}).get(number, {})
+            part.update(entries)
+            shards.save(self.path, self.tag, {number: part})
+
+    def _forget_recent(self, names: Iterable[str]) -> None:
+        """Recent entries of these pages (the shards now hold what is true of them)."""
+        latest = shards.read_file(self.path / RECENT, self.tag)
+        gone = set(names)
+        if latest and not gone.isdisjoint(latest):
+            kept = {name: page for name, page in latest.items() if name not in gone}
+            shards.write_file(self.path / RECENT, self.tag, kept)
 
 
 def signature(config: Config, env: jinja2.Environment) -> str:

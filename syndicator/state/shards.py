@@ -37,17 +37,25 @@ def load(folder: Path, tag: Tag, only: set[int] | None = None) -> dict[int, Shar
     """Every readable shard made with ``tag`` (``only``: of these numbers)."""
     shards: dict[int, Shard] = {}
     for shard in range(SHARDS) if only is None else sorted(only):
-        try:
-            raw = _path(folder, shard).read_bytes()
-            payload = raw[16:]
-            if len(raw) < 16 or hashlib.blake2b(payload, digest_size=16).digest() != raw[:16]:
-                continue
-            data = marshal.loads(payload)
-        except (OSError, ValueError, EOFError, TypeError):
-            continue
-        if isinstance(data, tuple) and len(data) == 2 and data[0] == tag and isinstance(data[1], dict):
-            shards[shard] = data[1]
+        entries = read_file(_path(folder, shard), tag)
+        if entries is not None:
+            shards[shard] = entries
     return shards
+
+
+def read_file(path: Path, tag: Tag) -> Shard | None:
+    """One file in the shards' format, if it is readable and was made with ``tag``."""
+    try:
+        raw = path.read_bytes()
+        payload = raw[16:]
+        if len(raw) < 16 or hashlib.blake2b(payload, digest_size=16).digest() != raw[:16]:
+            return None
+        data = marshal.loads(payload)
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if isinstance(data, tuple) and len(data) == 2 and data[0] == tag and isinstance(data[1], dict):
+        return data[1]
+    return None
 
 
 def save(folder: Path, tag: Tag, shards: dict[int, Shard]) -> None:
@@ -57,17 +65,21 @@ def save(folder: Path, tag: Tag, shards: dict[int, Shard]) -> None:
     except OSError:
         return
     for shard, entries in shards.items():
-        path = _path(folder, shard)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            if not entries:
-                path.unlink(missing_ok=True)
-                continue
-            payload = marshal.dumps((tag, entries))
-            tmp.write_bytes(hashlib.blake2b(payload, digest_size=16).digest() + payload)
-            os.replace(tmp, path)
-        except (OSError, ValueError):
-            tmp.unlink(missing_ok=True)
+        write_file(_path(folder, shard), tag, entries)
+
+
+def write_file(path: Path, tag: Tag, entries: Shard) -> None:
+    """Replace one file in the shards' format (atomically; removed when ``entries`` is empty)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if not entries:
+            path.unlink(missing_ok=True)
+            return
+        payload = marshal.dumps((tag, entries))
+        tmp.write_bytes(hashlib.blake2b(payload, digest_size=16).digest() + payload)
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        tmp.unlink(missing_ok=True)
 
 
 def _path(folder: Path, shard: int) -> Path:
