@@ -105,15 +105,8 @@ def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
     last build's listing, the folder is scanned.
     """
     racy = time.time_ns() - _RACY_NS
-    kept = None if changed is None or folder is None else _kept_scan(config, folder)
-    base = None
-    if kept is not None and changed is not None:
-        token, before = kept
-        again = frozenset(changed) | frozenset(compress(before.names, map((-1).__eq__, before.mtimes)))
-        scan = _rescanned(config, before, again)
-        base = None if scan is None else (token, before, again)
-    else:
-        scan = None
+    watched = None if changed is None or folder is None else _watched(config, folder, changed)
+    scan, base = watched if watched is not None else (None, None)
     try:
         scan = scan or scan_seeds(config.seeds_dir)
     except SeedError:
@@ -131,6 +124,19 @@ def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
                   str(config.seeds_dir.resolve()))).encode("utf-8", "surrogatepass")
     return Seen("" if recent else digest.hexdigest(),
                 hashlib.blake2b(whole, digest_size=16).hexdigest(), scan, base)
+
+
+def _watched(config: Config, folder: Path, changed: Collection[str],
+             ) -> tuple[Scan, tuple[str, Scan, frozenset[str]]] | None:
+    """The scan of a watched rebuild, and its base (``Seen.base``); None: scan the folder."""
+    kept = _kept_scan(config, folder)
+    if kept is None:
+        return None
+    token, before = kept
+    # Those the last build held too recent to trust are stat'ed again too.
+    again = frozenset(changed) | frozenset(compress(before.names, map((-1).__eq__, before.mtimes)))
+    scan = _rescanned(config, before, again)
+    return None if scan is None else (scan, (token, before, again))
 
 
 def _kept_scan(config: Config, folder: Path) -> tuple[str, Scan] | None:
