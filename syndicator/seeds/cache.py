@@ -21,7 +21,6 @@ import unicodedata
 from array import array
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import compress
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -89,41 +88,67 @@ class Scan:
 
 
 def scan_seeds(folder: Path) -> Scan:
-    """Every seed file (``*.txt``, a regular file) directly in ``folder``, by name."""
+    """Every seed file (``*.txt``, a regular file) directly in ``folder``, by name.
+
+    Names from ``listdir`` (no DirEntry objects: 1 GB at a million seeds), each stat'ed
+    relative to the folder (``dir_fd``: no walk of its path each time), a chunk at a time, and
+    every step a ``map`` in C. A chunk where a file vanished or is not a regular file is done
+    again one file at a time.
+    """
     if not folder.is_dir():
         paths = seed_paths(folder)  # raises the right error
         return Scan([p.name for p in paths], [-1] * len(paths), [-1] * len(paths))
     try:
-        with os.scandir(folder) as listing:
-            entries = list(listing)
-        entries = list(compress(entries, map(_is_seed_name, map(_entry_name, entries))))
-        entries.sort(key=_entry_name)  # names are unique
-        stats: list[os.stat_result | None] = list(map(_stat, entries))
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as exc:
         raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
                         key="paths.seeds") from None
-    if None in stats:  # gone since the listing, or not a regular file: not a seed
-        keep = [st is not None for st in stats]
-        entries, stats = list(compress(entries, keep)), list(compress(stats, keep))
-    return Scan(list(map(_entry_name, entries)), list(map(_st_size, stats)), list(map(_st_mtime, stats)))
-
-
-def _stat(entry: os.DirEntry[str]) -> os.stat_result | None:
     try:
-        st = entry.stat()
+        listed = sorted(filter(_is_seed_name, os.listdir(fd)))
+        found = Scan([], [], [])
+        for start in range(0, len(listed), _CHUNK):
+            _scan_chunk(fd, listed[start:start + _CHUNK], found)
+    except OSError as exc:
+        raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
+                        key="paths.seeds") from None
+    finally:
+        os.close(fd)
+    return found
+
+
+_CHUNK = 10_000
+
+
+def _scan_chunk(fd: int, names: list[str], found: Scan) -> None:
+    stat_at = functools.partial(os.stat, dir_fd=fd)
+    try:
+        stats = list(map(stat_at, names))
+        regular = list(map(stat.S_ISREG, map(_st_mode, stats)))
+    except OSError:  # gone since the listing, or not to be stat'ed: one at a time
+        regular = []
+    if len(regular) != len(names) or not all(regular):
+        kept = [(name, st) for name in names if (st := _stat_at(fd, name)) is not None]
+        names, stats = [name for name, _ in kept], [st for _, st in kept]
+    found.names.extend(names)
+    found.sizes.extend(map(_st_size, stats))
+    found.mtimes.extend(map(_st_mtime, stats))
+
+
+def _stat_at(fd: int, name: str) -> os.stat_result | None:
+    try:
+        st = os.stat(name, dir_fd=fd)
     except OSError:
         return None
     return st if stat.S_ISREG(st.st_mode) else None
 
 
-_entry_name = attrgetter("name")
 _is_seed_name = re.compile(r".+\.txt", re.DOTALL).fullmatch
 
 
 def is_seed_name(name: str) -> bool:
     """Whether a file of this name is a seed (``*.txt``; not ``.txt`` alone)."""
     return _is_seed_name(name) is not None
-_st_size, _st_mtime = attrgetter("st_size"), attrgetter("st_mtime_ns")
+_st_size, _st_mtime, _st_mode = attrgetter("st_size"), attrgetter("st_mtime_ns"), attrgetter("st_mode")
 
 
 
