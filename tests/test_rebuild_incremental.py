@@ -248,3 +248,30 @@ def test_an_incremental_rebuild_remembers_its_pages_without_rewriting_the_shards
     result = build(config, store, clock + timedelta(hours=2), full=True)  # checks every page
     assert rendered == [], rendered
     assert not any(name.startswith("stories/") for name in result.written)
+
+
+def test_catalog_ranks_of_many_stories_are_each_ones_rank(tmp_path: Path) -> None:
+    """Several ranks counted in one walk (from the nearer end, then story to story) agree with
+    each counted alone, ties in first-seen time and stories the catalog lacks included."""
+    from datetime import UTC
+
+    from syndicator.site.catalog import Catalog
+
+    rng = random.Random(9)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    stories = [Story(id=f"s{n}", slug=f"s-{n}", title=f"Story {n}", paragraphs=(), is_lead=True,
+                     published=when, first_seen=when + timedelta(seconds=rng.randrange(40)), seq=n + 1,
+                     author=None, url=None, tags=(), path=Path("x.txt"), line=1)
+               for n in range(120)]
+    catalog = Catalog.open(tmp_path, Catalog.write(tmp_path, {}, stories, {}))
+    assert catalog is not None
+    try:
+        base = int(when.timestamp())
+        for _ in range(30):
+            keys = [(base + rng.randrange(-2, 42), rng.randrange(0, 125)) for _ in range(rng.randrange(1, 6))]
+            assert catalog.ranks(keys) == {key: catalog.rank(*key) for key in keys}
+            assert all(catalog.rank(*key) == sum(1 for s in stories
+                                                 if (int(s.first_seen.timestamp()), s.seq) < key)
+                       for key in keys)
+    finally:
+        catalog.close()

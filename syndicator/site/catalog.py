@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import marshal
 import os
 import secrets
@@ -270,6 +271,24 @@ class Catalog:
         tied = self.db.execute("SELECT COUNT(*) FROM stories WHERE first_seen = ? AND seq < ?",
                                (first_seen, seq)).fetchone()
         return int(before[0]) + int(tied[0])
+
+    def ranks(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+        """``rank`` of each (first_seen, seq): the first counted from the nearer end, each next
+        from the one before (the index entries between them), so several stories deep in
+        the archive cost one walk, not one each."""
+        ordered = sorted(set(keys))
+        if not ordered:
+            return {}
+        found = {ordered[0]: self.rank(*ordered[0])}
+        for (seen, seq), (next_seen, next_seq) in itertools.pairwise(ordered):
+            span = self.db.execute("SELECT COUNT(*) FROM stories WHERE first_seen >= ? AND first_seen < ?",
+                                   (seen, next_seen)).fetchone()[0]
+            left = self.db.execute("SELECT COUNT(*) FROM stories WHERE first_seen = ? AND seq < ?",
+                                   (seen, seq)).fetchone()[0]
+            right = self.db.execute("SELECT COUNT(*) FROM stories WHERE first_seen = ? AND seq < ?",
+                                    (next_seen, next_seq)).fetchone()[0]
+            found[(next_seen, next_seq)] = found[(seen, seq)] + int(span) - int(left) + int(right)
+        return found
 
     def newest_seen(self, limit: int) -> list[Story]:
         """The ``limit`` stories seen last, in the order they were seen."""

@@ -363,17 +363,21 @@ def _archive_numbers(catalog: Catalog, moved: list[Story], edited: list[Story], 
     is seen last, but one that comes back (its seed restored) keeps the time it was first seen.
     """
     numbers: set[int] = set()
-    if moved:
-        first = min(moved, key=lambda s: (s.first_seen, s.seq))
-        start = catalog.rank(int(first.first_seen.timestamp()), first.seq) // size + 1
-        numbers.update(range(start, pages + 1))
+    first = min(moved, key=lambda s: (s.first_seen, s.seq)) if moved else None
+    ranks = catalog.ranks(_seen_key(s) for s in [*edited, *([first] if first else [])])
+    if first is not None:
+        numbers.update(range(ranks[_seen_key(first)] // size + 1, pages + 1))
     for story in edited:
-        rank = catalog.rank(int(story.first_seen.timestamp()), story.seq)
+        rank = ranks[_seen_key(story)]
         if rank < archived:
             numbers.add(rank // size + 1)
     if resized:  # stories entered or left at the newest end; the newest page's links may change
         numbers.update(range(max(0, min(archived, archived_before) - 1) // size + 1, pages + 1))
     return {n for n in numbers if 1 <= n <= pages}
+
+
+def _seen_key(story: Story) -> tuple[int, int]:
+    return int(story.first_seen.timestamp()), story.seq
 
 
 def _write_pages(config: Config, env: jinja2.Environment, folder: Path, manifest: Manifest,
