@@ -114,8 +114,11 @@ def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
     recent = scan is None or max(scan.mtimes, default=0) >= racy
     if scan is None:
         scan = Scan([], [], [])
-    elif recent:
-        scan = replace(scan, mtimes=[mtime if mtime < racy else -1 for mtime in scan.mtimes])
+    elif recent:  # the few seeds saved just now, found in C: a copy with those at -1
+        mtimes = list(scan.mtimes)
+        for i in compress(range(len(mtimes)), map(racy.__le__, mtimes)):
+            mtimes[i] = -1
+        scan = replace(scan, mtimes=mtimes)
     # Hashed as three runs of bytes made in C: one string a seed cost 2 us each.
     digest = hashlib.blake2b(digest_size=16)
     for part in scan.packed:
