@@ -27,8 +27,9 @@ parsed-seed cache never remembers a file modified within 2 s of a build.
               full build into an empty folder, a no-change rebuild, a rebuild after
               one page changed, and one after a new page
 
-Wall seconds and peak RSS (``wait4`` rusage of that one command, started by a small launcher)
-for each, and the ratio syndicator/Hugo. Figures are from this run only; nothing is compared
+Wall seconds and peak RSS (``wait4`` rusage of that one command, started by a small launcher,
+after a ``sync`` so that no writeback of the command before is timed with it) for each, and
+the ratio syndicator/Hugo. Figures are from this run only; nothing is compared
 with stored numbers.
 
 Nothing is deleted until every figure is taken, and before each size the kernel's caches are
@@ -193,6 +194,9 @@ with open(sys.argv[1], "w") as out:
 
 
 def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> Run:
+    # The last command's writes reach the disk first (a full build leaves a gigabyte dirty):
+    # its writeback would otherwise be timed as part of this one.
+    os.sync()
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as report:
         proc = subprocess.run([PY, "-S", "-c", LAUNCHER, report.name, *cmd], cwd=cwd, env=env,
                               capture_output=True, text=True)
