@@ -324,3 +324,26 @@ def test_every_way_of_comparing_listings_agrees(monkeypatch: pytest.MonkeyPatch,
             n for n, (_, m) in old.items() if m == -1} | {n for n, (_, m) in new.items() if m == -1}
         extra = set(rng.sample(names, min(3, len(names))))
         assert unchanged.changes_among(now, before, touched | extra) == expected
+
+
+@pytest.mark.parametrize("relative", [True, False], ids=["dir-fd", "paths"])
+def test_the_seed_scan_lists_regular_seed_files_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    relative: bool) -> None:
+    """By name; not folders, dangling links, other names or ``.txt`` alone; the same where
+    the system cannot stat relative to a folder."""
+    from syndicator.seeds import cache
+
+    if not relative:
+        monkeypatch.setattr(os, "supports_dir_fd", set())
+    (tmp_path / "b.txt").write_text("B\n")
+    (tmp_path / "a.txt").write_text("Aaaa\n")
+    (tmp_path / "c.md").write_text("C\n")
+    (tmp_path / ".txt").write_text("x\n")
+    (tmp_path / "d.txt").mkdir()
+    (tmp_path / "e.txt").symlink_to(tmp_path / "missing.txt")
+    (tmp_path / "f.txt").symlink_to(tmp_path / "a.txt")
+    monkeypatch.setattr(cache, "_CHUNK", 2)  # chunks with and without a file that is no seed
+    scan = cache.scan_seeds(tmp_path)
+    assert scan.names == ["a.txt", "b.txt", "f.txt"]
+    assert scan.sizes == [5, 2, 5]
+    assert scan.mtimes == [os.stat(tmp_path / n).st_mtime_ns for n in scan.names]

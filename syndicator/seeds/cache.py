@@ -19,6 +19,7 @@ import sys
 import time
 import unicodedata
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -91,52 +92,57 @@ def scan_seeds(folder: Path) -> Scan:
     """Every seed file (``*.txt``, a regular file) directly in ``folder``, by name.
 
     Names from ``listdir`` (no DirEntry objects: 1 GB at a million seeds), each stat'ed
-    relative to the folder (``dir_fd``: no walk of its path each time), a chunk at a time, and
-    every step a ``map`` in C. A chunk where a file vanished or is not a regular file is done
-    again one file at a time.
+    relative to the folder where the system can (``dir_fd``), a chunk at a time, and every
+    step a ``map`` in C. A chunk where a file vanished or is not a regular file is done again
+    one file at a time.
     """
     if not folder.is_dir():
         paths = seed_paths(folder)  # raises the right error
         return Scan([p.name for p in paths], [-1] * len(paths), [-1] * len(paths))
+    relative = os.stat in os.supports_dir_fd and os.listdir in os.supports_fd
+    fd = -1
     try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError as exc:
-        raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
-                        key="paths.seeds") from None
-    try:
-        listed = sorted(filter(_is_seed_name, os.listdir(fd)))
+        if relative:
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            stat_of: Callable[[str], os.stat_result] = functools.partial(os.stat, dir_fd=fd)
+            listed = os.listdir(fd)
+        else:
+            prefix = os.path.join(folder, "")
+            stat_of = lambda name: os.stat(prefix + name)  # noqa: E731
+            listed = os.listdir(folder)
+        names = sorted(filter(_is_seed_name, listed))
         found = Scan([], [], [])
-        for start in range(0, len(listed), _CHUNK):
-            _scan_chunk(fd, listed[start:start + _CHUNK], found)
+        for start in range(0, len(names), _CHUNK):
+            _scan_chunk(stat_of, names[start:start + _CHUNK], found)
     except OSError as exc:
         raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
                         key="paths.seeds") from None
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     return found
 
 
 _CHUNK = 10_000
 
 
-def _scan_chunk(fd: int, names: list[str], found: Scan) -> None:
-    stat_at = functools.partial(os.stat, dir_fd=fd)
+def _scan_chunk(stat_of: Callable[[str], os.stat_result], names: list[str], found: Scan) -> None:
     try:
-        stats = list(map(stat_at, names))
+        stats = list(map(stat_of, names))
         regular = list(map(stat.S_ISREG, map(_st_mode, stats)))
     except OSError:  # gone since the listing, or not to be stat'ed: one at a time
         regular = []
     if len(regular) != len(names) or not all(regular):
-        kept = [(name, st) for name in names if (st := _stat_at(fd, name)) is not None]
+        kept = [(name, st) for name in names if (st := _regular(stat_of, name)) is not None]
         names, stats = [name for name, _ in kept], [st for _, st in kept]
     found.names.extend(names)
     found.sizes.extend(map(_st_size, stats))
     found.mtimes.extend(map(_st_mtime, stats))
 
 
-def _stat_at(fd: int, name: str) -> os.stat_result | None:
+def _regular(stat_of: Callable[[str], os.stat_result], name: str) -> os.stat_result | None:
     try:
-        st = os.stat(name, dir_fd=fd)
+        st = stat_of(name)
     except OSError:
         return None
     return st if stat.S_ISREG(st.st_mode) else None
