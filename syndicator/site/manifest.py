@@ -56,27 +56,26 @@ class Manifest:
         self.recent: dict[str, Page] | None = None
         self.remembered: dict[str, Page] = {}
         self.shards: dict[int, shards.Shard] = {}
-        latest: dict[str, Page] = shards.read_file(self.path / RECENT, self.tag) or {}
-        if recent and names is not None:
-            self.recent = latest
-            self.remembered = {name: latest[name] for name in set(names) & latest.keys()}
+        self.latest: dict[str, Page] = shards.read_file(self.path / RECENT, self.tag) or {}
+        wanted = None if names is None else set(names)
+        if recent and wanted is not None:
+            self.recent = self.latest
+            self.remembered = _only(self.latest, wanted)
             self.pages: dict[str, Page] = dict(self.remembered)
             return
-        if self.lean:
-            wanted = set(names or ())
+        if self.lean and wanted is not None:
             for number in sorted({shards.shard_of(name) for name in wanted}):
                 part = shards.load(self.path, self.tag, {number}).get(number, {})
-                self.remembered.update({name: part[name] for name in wanted & part.keys()})
-            self.remembered.update({name: latest[name] for name in wanted & latest.keys()})
+                self.remembered.update(_only(part, wanted))
+            self.remembered.update(_only(self.latest, wanted))
             self.pages = dict(self.remembered)
             return
-        only = None if names is None else {shards.shard_of(name) for name in names}
+        only = None if wanted is None else {shards.shard_of(name) for name in wanted}
         self.shards = shards.load(self.path, self.tag, only)
         for part in self.shards.values():
             self.remembered.update(part)
-        wanted_latest = latest if names is None else {n: latest[n] for n in set(names) & latest.keys()}
-        self.remembered.update(wanted_latest)
-        self.pages = {} if names is None else dict(self.remembered)
+        self.remembered.update(self.latest if wanted is None else _only(self.latest, wanted))
+        self.pages = {} if wanted is None else dict(self.remembered)
 
     def save(self) -> None:
         """Best effort: what the manifest does not remember is rendered and compared again."""
@@ -116,11 +115,14 @@ class Manifest:
 
     def _forget_recent(self, names: Iterable[str]) -> None:
         """Recent entries of these pages (the shards now hold what is true of them)."""
-        latest = shards.read_file(self.path / RECENT, self.tag)
         gone = set(names)
-        if latest and not gone.isdisjoint(latest):
-            kept = {name: page for name, page in latest.items() if name not in gone}
+        if not gone.isdisjoint(self.latest):
+            kept = {name: page for name, page in self.latest.items() if name not in gone}
             shards.write_file(self.path / RECENT, self.tag, kept)
+
+
+def _only(entries: dict[str, Page], names: set[str]) -> dict[str, Page]:
+    return {name: entries[name] for name in names & entries.keys()}
 
 
 def signature(config: Config, env: jinja2.Environment) -> str:

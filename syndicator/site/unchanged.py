@@ -181,26 +181,22 @@ def changes(now: Scan, before: Scan) -> tuple[set[str], set[str]]:
     name (both sorted). A seed too recent to trust (mtime -1) counts as changed."""
     names, sizes, mtimes = now.names, now.sizes, now.mtimes
     old_sizes, old_mtimes = before.sizes, before.mtimes
-    added: set[str] = set()
-    gone: set[str] = set()
+    recent = {*compress(names, map((-1).__eq__, mtimes))}
     if names == before.names:  # the usual: a few edits, found by comparing the packed bytes
         return {names[i] for i in (*_differing(now.packed[1], before.packed[1]),
-                                   *_differing(now.packed[2], before.packed[2]))} | {
-            *compress(names, map((-1).__eq__, mtimes))}, set()
-    if names != before.names:
-        new, old = set(names), set(before.names)
-        added, gone = new - old, old - new
-        if len(added) + len(gone) <= _FEW:  # the usual: copy the lists and take those out
-            names, sizes, mtimes = _without(now, added)
-            _, old_sizes, old_mtimes = _without(before, gone)
-        else:
-            here, there = list(map(old.__contains__, names)), list(map(new.__contains__, before.names))
-            names = list(compress(names, here))
-            sizes, mtimes = list(compress(sizes, here)), list(compress(mtimes, here))
-            old_sizes, old_mtimes = list(compress(old_sizes, there)), list(compress(old_mtimes, there))
-    changed = {*compress(names, map(ne, sizes, old_sizes)), *compress(names, map(ne, mtimes, old_mtimes)),
-               *compress(names, map((-1).__eq__, mtimes))}
-    return changed | added, gone
+                                   *_differing(now.packed[2], before.packed[2]))} | recent, set()
+    new, old = set(names), set(before.names)
+    added, gone = new - old, old - new
+    if len(added) + len(gone) <= _FEW:  # the usual: copy the lists and take those out
+        names, sizes, mtimes = _without(now, added)
+        _, old_sizes, old_mtimes = _without(before, gone)
+    else:
+        here, there = list(map(old.__contains__, names)), list(map(new.__contains__, before.names))
+        names = list(compress(names, here))
+        sizes, mtimes = list(compress(sizes, here)), list(compress(mtimes, here))
+        old_sizes, old_mtimes = list(compress(old_sizes, there)), list(compress(old_mtimes, there))
+    changed = {*compress(names, map(ne, sizes, old_sizes)), *compress(names, map(ne, mtimes, old_mtimes))}
+    return changed | added | recent, gone
 
 
 _FEW = 1_000
