@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from syndicator import forked
 from syndicator.config import Config, load_config
 from syndicator.errors import InputErrors
-from syndicator.site import incremental, sitemaps
+from syndicator.seeds import cache
+from syndicator.site import incremental, parallel, sitemaps
 from syndicator.site.build import build
 from syndicator.site.manifest import Manifest
 from syndicator.state import schema
@@ -56,10 +58,21 @@ def stories_in(store: Store) -> int:
         return int(conn.execute(select(func.count()).select_from(schema.stories)).scalar_one())
 
 
-@pytest.mark.parametrize("max_urls", [50_000, 9], ids=["one-sitemap", "sitemap-parts"])
+def fork_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeds parsed and pages rendered by forked children however few there are."""
+    monkeypatch.setattr(forked, "workers", lambda: 2)
+    monkeypatch.setattr(cache, "_FORK_FROM", 1)
+    monkeypatch.setattr(parallel, "_workers", lambda: 2)
+    monkeypatch.setattr(parallel, "_PARALLEL_FROM", 1)
+
+
+@pytest.mark.parametrize(("max_urls", "forking"), [(50_000, False), (9, False), (9, True)],
+                         ids=["one-sitemap", "sitemap-parts", "sitemap-parts-forked"])
 def test_a_build_in_batches_writes_what_one_pass_writes(
         project: Project, archive: Config, stores: tuple[Store, Store], clock: datetime, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, max_urls: int) -> None:
+        monkeypatch: pytest.MonkeyPatch, max_urls: int, forking: bool) -> None:
+    """Forked: the seeds of each batch parsed by two processes, and each batch's pages
+    rendered while the next batch is read and resolved."""
     monkeypatch.setattr(sitemaps, "MAX_URLS", max_urls)
     batches: list[incremental.Done] = []
     real = incremental.in_batches
@@ -72,6 +85,8 @@ def test_a_build_in_batches_writes_what_one_pass_writes(
     one_pass = build(archive, stores[0], clock, tmp_path / "one-pass")
     assert not batches
     monkeypatch.setattr(incremental, "BATCH", 4)
+    if forking:
+        fork_everything(monkeypatch)
     result = build(archive, stores[1], clock, tmp_path / "batched")
     assert len(batches) == 1
     assert files(tmp_path / "batched") == files(tmp_path / "one-pass")
@@ -102,16 +117,22 @@ def test_a_build_in_batches_writes_what_one_pass_writes(
     assert files(tmp_path / "batched") == files(tmp_path / "one-pass-later")
 
 
+@pytest.mark.parametrize("forking", [False, True], ids=["one-process", "forked"])
 def test_a_bad_seed_stops_a_build_in_batches_before_anything_is_written(
         archive: Config, stores: tuple[Store, Store], clock: datetime, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, forking: bool) -> None:
+    """Forked: the two bad seeds fall to different processes; both are named, with their lines."""
     monkeypatch.setattr(incremental, "BATCH", 4)
+    if forking:
+        fork_everything(monkeypatch)
     (archive.seeds_dir / "010_seed.txt").write_bytes(b"\xff\xfe not UTF-8\n")
     (archive.seeds_dir / "003_seed.txt").write_text("---\nbogus: 1\n---\nA lead\n\nText.\n")
     with pytest.raises(InputErrors) as caught:
         build(archive, stores[0], clock, tmp_path / "out")
-    named = sorted(Path(str(e.path)).name for e in caught.value.errors)
-    assert named == ["003_seed.txt", "010_seed.txt"]
+    assert [str(e) for e in caught.value.errors] == [
+        f"{archive.seeds_dir / '003_seed.txt'}:2: bogus: unknown front matter key (known: id, date, "
+        "author, url, tags, correction)",
+        f"{archive.seeds_dir / '010_seed.txt'}:1: not valid UTF-8 (byte 0xff at offset 0)"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert stories_in(stores[0]) == 0
 

@@ -20,10 +20,11 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import jinja2
 
@@ -35,16 +36,17 @@ from syndicator.seeds.identity import Sources, load_files, resolve
 from syndicator.seeds.parse import SeedFiles
 from syndicator.site import editions, incremental, sitemaps, tags, unchanged
 from syndicator.site.catalog import Catalog
-from syndicator.site.feeds import site_feeds
+from syndicator.site.feeds import ArchiveDoc, site_feeds
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
-from syndicator.site.parallel import Todo, discard, render_all, temp_token
+from syndicator.site.parallel import Todo, discard, render_all_while, temp_token
 from syndicator.site.writer import check_writable, commit, current_umask, sync_folder, write_atomic
 from syndicator.state import runs
 from syndicator.state.store import Store
 from syndicator.templating import environment
 
 STORIES = "stories"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -133,19 +135,26 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     sources: Sources = {}
     stories = resolve(files, store, now, sources=sources)
     renderer = StoryPages(config, env)
-    feeds, archive = site_feeds(config, stories)
-    tagged = tags.by_tag(stories)
-    top = {**feeds, "index.html": render_index(config, env, stories),
-           **tags.outputs(config, env, tagged),
-           **editions.outputs(config, env, store, folder, {s.id: s for s in stories})}
-    top.update(sitemaps.outputs(config, stories, tags.page_times(tagged), now))
+
+    def meanwhile() -> tuple[dict[str, bytes], list[ArchiveDoc], str]:
+        # While the other processes start on the pages: everything else, the catalog too
+        # (only a shortcut for the next build: no record names it until this one is done).
+        feeds, archive = site_feeds(config, stories)
+        tagged = tags.by_tag(stories)
+        top = {**feeds, "index.html": render_index(config, env, stories),
+               **tags.outputs(config, env, tagged),
+               **editions.outputs(config, env, store, folder, {s.id: s for s in stories})}
+        top.update(sitemaps.outputs(config, stories, tags.page_times(tagged), now))
+        return top, archive, _catalogue(config, folder, ready.seen, stories, sources)
+
     staged: list[tuple[str, str]] = []
     fresh: Path | None = None
     committed = 0
     base = str(folder)
     try:
         with paused_gc():
-            staged, kept, manifest, fresh = _stage_pages(folder, renderer, env, config, stories)
+            staged, kept, manifest, fresh, (top, archive, token) = _stage_pages(
+                folder, renderer, env, config, stories, meanwhile)
         if fresh is not None:
             _commit_folder(fresh, folder / STORIES, staged, base)
             fresh, committed = None, len(staged)
@@ -169,8 +178,7 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
     if isinstance(files, SeedFiles):
         files.save_cache()
     names = [*top, *(doc.name for doc in archive)]
-    unchanged.remember(config, store, folder, ready.seen, now, stories, names,
-                       _catalogue(config, folder, ready.seen, stories, sources))
+    unchanged.remember(config, store, folder, ready.seen, now, stories, names, token)
     written = [name for name, _ in staged] + docs + written
     runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                 f"{len(stories)} stories, {len(written)} files written")
@@ -228,8 +236,9 @@ def prune_pages(folder: Path, keep: set[str]) -> int:
 
 
 def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, config: Config,
-                 stories: Sequence[Story]) -> tuple[list[tuple[str, str]], int, Manifest, Path | None]:
-    """Render and stage every page that changed.
+                 stories: Sequence[Story], meanwhile: Callable[[], T],
+                 ) -> tuple[list[tuple[str, str]], int, Manifest, Path | None, T]:
+    """Render and stage every page that changed; ``meanwhile()`` runs while they render.
 
     Into a folder that has no stories/ yet (a first build), pages are written under their own
     names into a private staging folder that then becomes stories/ with one rename (``fresh``),
@@ -274,7 +283,8 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
         pages.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[str, str]] = []
     try:
-        done = render_all(fresh or pages, renderer, todo, fresh is not None, temp_token())
+        done, result = render_all_while(fresh or pages, renderer, todo, fresh is not None, temp_token(),
+                                        meanwhile)
     except BaseException:
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
@@ -285,7 +295,7 @@ def _stage_pages(folder: Path, renderer: StoryPages, env: jinja2.Environment, co
             unchanged += 1
         else:
             staged.append((f"{STORIES}/{name}", tmp))
-    return staged, unchanged, manifest, fresh
+    return staged, unchanged, manifest, fresh, result
 
 
 _STALE_NS = 3600 * 10**9

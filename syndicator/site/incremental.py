@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -43,7 +44,7 @@ import jinja2
 from syndicator.config import Config
 from syndicator.errors import InputError, InputErrors, OutputError, SeedError
 from syndicator.model import SeedFile, Story, tag_slug
-from syndicator.seeds.cache import Scan
+from syndicator.seeds.cache import Scan, count_entries, read_many
 from syndicator.seeds.identity import NewTimes, Sources, resolve
 from syndicator.seeds.parse import read_seed
 from syndicator.site import editions, sitemaps, tags, unchanged
@@ -61,7 +62,7 @@ from syndicator.site.feeds import (
 )
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, page_key, render_index
-from syndicator.site.parallel import Job, Rendered, Todo, discard, render_all, render_jobs, temp_token
+from syndicator.site.parallel import Job, Rendered, Todo, discard, render_all_while, render_jobs, temp_token
 from syndicator.site.unchanged import Record, Seen
 from syndicator.site.writer import commit, sync_folder, write_atomic
 from syndicator.state.store import Store
@@ -74,6 +75,11 @@ SHARE = 10  # past this fraction (1/SHARE) of the seeds changed, build it all
 BATCH = 25_000
 _DOCS_PARALLEL = 16  # archive documents (5 ms each): from this many, one process per core
 _DOCS_AT_ONCE = 2_000  # archive documents rendered together (their stories held meanwhile)
+T = TypeVar("T")
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -158,19 +164,12 @@ def batched(seen: Seen) -> bool:
 
 def check_seeds(config: Config, seen: Seen) -> int:
     """How many entries the seeds hold; raises InputErrors naming every seed that does not
-    parse. Each is read and let go."""
-    zone = ZoneInfo(config.digest.timezone)
-    errors: list[InputError] = []
-    entries = 0
-    seeds = config.seeds_dir  # resolved once (a path resolve each: 50 us)
-    for name in seen.scan.names:
-        try:
-            entries += len(read_seed(seeds / name, zone).entries)
-        except SeedError as exc:
-            errors.append(exc)
+    parse. Each is read and let go (one process per core for many)."""
+    counts = count_entries(config.seeds_dir, seen.scan.names, ZoneInfo(config.digest.timezone))
+    errors: list[InputError] = [count for count in counts if isinstance(count, SeedError)]
     if errors:
         raise InputErrors(errors)
-    return entries
+    return sum(count for count in counts if isinstance(count, int))
 
 
 def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
@@ -198,24 +197,36 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
     names = seen.scan.names
     seeds = config.seeds_dir
     written: list[str] = []
-    token = ""
     latest = store.latest_first_seen()
     # One pass starts at the newest stored time plus its new stories (``resolve``); their
     # count is not known before the last batch, the entries' is: the same unless builds
     # follow each other within as many seconds.
     times = NewTimes(int(now.timestamp()) if latest is None else max(int(now.timestamp()), latest + entries))
+    starts = range(0, len(names), BATCH)
+
+    def step(start: int | None) -> _Step | None:
+        if start is None:
+            return None
+        some = names[start:start + BATCH]
+        batch: dict[str, SeedFile] = {}
+        for name, seed in zip(some, read_many(seeds, some, zone), strict=True):
+            if isinstance(seed, SeedError):  # changed since it was checked
+                raise InputErrors([seed])
+            batch[name] = seed
+        return _step(config, store, now, catalog, seen.scan, batch, frozenset(), times)
+
     try:
-        for start in range(0, len(names), BATCH):
-            try:
-                batch = {name: read_seed(seeds / name, zone)
-                         for name in names[start:start + BATCH]}
-            except SeedError as exc:  # changed since it was checked
-                raise InputErrors([exc]) from None
-            step = _step(config, store, now, catalog, seen.scan, batch, frozenset(), times)
-            manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed], lean=True)
-            written += _write_pages(config, env, folder, manifest, step.changed)
+        todo, token = step(0), ""
+        for later in [*starts[1:], None]:
+            assert todo is not None  # only the step after the last batch is None
+            token = todo.token
+            manifest = Manifest(folder, config, env, [s.slug + ".html" for s in todo.changed], lean=True)
+            # The next batch is read and resolved while this one's pages render: its stories
+            # are later ones, or earlier ones again, whose pages it then writes again after.
+            pages, todo = _write_pages(config, env, folder, manifest, todo.changed,
+                                       functools.partial(step, later))
+            written += pages
             manifest.save()
-            token = step.token
         archived = max(0, catalog.count() - config.feeds.limit)
         numbers = set(range(1, math.ceil(archived / config.feeds.archive_size) + 1))
         manifest = Manifest(folder, config, env, _doc_names(numbers), lean=True)
@@ -254,7 +265,7 @@ def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path
                                max(0, step.total_before - limit), pages, total != step.total_before)
     manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed] + _doc_names(numbers),
                         recent=True)
-    written = _write_pages(config, env, folder, manifest, step.changed)
+    written, _ = _write_pages(config, env, folder, manifest, step.changed, _nothing)
     return _publish(config, env, store, folder, now, catalog, plan.seen, record, manifest, written, numbers,
                     step.touched, step.removed + step.changed, step.token)
 
@@ -381,11 +392,11 @@ def _seen_key(story: Story) -> tuple[int, int]:
 
 
 def _write_pages(config: Config, env: jinja2.Environment, folder: Path, manifest: Manifest,
-                 stories: list[Story]) -> list[str]:
+                 stories: list[Story], meanwhile: Callable[[], T]) -> tuple[list[str], T]:
     """The pages of ``stories`` not on disk as the manifest remembers them (one process per
-    core for many, as a complete build renders them)."""
+    core for many, as a complete build renders them); ``meanwhile()`` runs while they render."""
     if not stories:
-        return []
+        return [], meanwhile()
     pages = folder / STORIES
     pages.mkdir(parents=True, exist_ok=True)
     todo: Todo = []
@@ -401,11 +412,11 @@ def _write_pages(config: Config, env: jinja2.Environment, folder: Path, manifest
         if known is not None and (known[1], known[2]) == stat and known[0] == page_key(story):
             continue
         todo.append((name, story, stat))
-    done = render_all(pages, StoryPages(config, env), todo, False, temp_token())
+    done, result = render_all_while(pages, StoryPages(config, env), todo, False, temp_token(), meanwhile)
     written = [f"{STORIES}/{name}" for name in _commit_rendered(pages, done, manifest)]
     if written:
         sync_folder(pages)
-    return written
+    return written, result
 
 
 def _commit_rendered(folder: Path, done: Rendered, manifest: Manifest) -> list[str]:
