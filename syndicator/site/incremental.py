@@ -21,7 +21,7 @@ of change). Anything in doubt takes the complete build: no catalog or another on
 changed by someone else, a file of the last build touched, the clock gone back, or more than
 a tenth of the seeds changed (a complete build is then about as quick).
 
-A complete build of more than ``BATCH`` seeds goes through the same steps (``in_batches``):
+A complete build of more than ``BATCHED_FROM`` seeds goes through the same steps (``in_batches``):
 an empty catalog, then each batch of seeds added as if it had just appeared, then every
 archive page, feed, tag file and sitemap written from the catalog. Its memory follows the
 batch, not the archive (a test holds its output to the one-pass build's).
@@ -62,7 +62,15 @@ from syndicator.site.feeds import (
 )
 from syndicator.site.manifest import Manifest
 from syndicator.site.pages import StoryPages, page_key, render_index
-from syndicator.site.parallel import Job, Rendered, Todo, discard, render_all_while, render_jobs, temp_token
+from syndicator.site.parallel import (
+    Job,
+    Rendered,
+    Todo,
+    discard,
+    render_all_while,
+    render_jobs_while,
+    temp_token,
+)
 from syndicator.site.unchanged import Record, Seen
 from syndicator.site.writer import commit, sync_folder, write_atomic
 from syndicator.state.store import Store
@@ -71,8 +79,11 @@ STORIES = "stories"
 MIN_CHANGES = 100  # up to this many changed seeds always go incremental
 SHARE = 10  # past this fraction (1/SHARE) of the seeds changed, build it all
 # Seeds: a complete build of more is made a batch at a time (``in_batches``). A batch of
-# 25,000 (100,000 stories) holds about what a complete build of 25,000 seeds holds.
-BATCH = 25_000
+# 10,000 (40,000 stories) holds about what a complete build of 10,000 seeds holds; smaller
+# batches cost more per seed, bigger ones hold more for no gain in time (at 50,000 seeds
+# in batches of 10,000 and 25,000: 107 and 106 s, 414 and 730 MB).
+BATCHED_FROM = 25_000
+BATCH = 10_000
 _DOCS_PARALLEL = 16  # archive documents (5 ms each): from this many, one process per core
 _DOCS_AT_ONCE = 2_000  # archive documents rendered together (their stories held meanwhile)
 T = TypeVar("T")
@@ -159,7 +170,7 @@ def rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path,
 
 def batched(seen: Seen) -> bool:
     """Whether a complete build of these seeds is made in batches (``in_batches``)."""
-    return len(seen.scan.names) > BATCH
+    return len(seen.scan.names) > BATCHED_FROM
 
 
 def check_seeds(config: Config, seen: Seen) -> int:
@@ -302,29 +313,27 @@ def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path
     limit, size = config.feeds.limit, config.feeds.archive_size
     archived = max(0, total - limit)
     pages = math.ceil(archived / size)
-    docs: list[str] = []
-    run: list[ArchiveDoc] = []
-    last = max(numbers, default=0)
-    for number, page in catalog.seen_pages(sorted(numbers), size, archived):
-        run += archive_docs(config, number, pages, page)
-        if len(run) >= _DOCS_AT_ONCE or number == last:
-            docs += [doc.name for doc in run]
-            written += write_docs(folder, manifest, run)
-            run = []
-    top = {**current_feeds(config, newest_first(catalog.newest_seen(min(limit, total))), pages),
-           "index.html": render_index(config, env, catalog.newest(limit))}
-    for slug in sorted(touched):
-        name = catalog.tag_name(slug)
-        if name is not None:
-            top.update(tags.tag_files(config, env, slug, name, catalog.tagged(slug, limit)))
-    top.update(tags.tag_list(catalog.tags()))
-    top.update(editions.outputs(config, env, store, folder, _ById(catalog)))
-    maps, live = _sitemaps(config, catalog, record, total, moved)
-    recent = catalog.news((now - sitemaps.NEWS_WINDOW).timestamp(), (now + sitemaps.NEWS_AHEAD).timestamp(),
-                          sitemaps.NEWS_MAX)
-    news = sitemaps.news_candidates(config, recent, now)
-    top[sitemaps.NEWS] = sitemaps.render_news(config, news, now)
-    top["robots.txt"] = sitemaps.robots(config)
+
+    def outputs() -> _Outputs:
+        top = {**current_feeds(config, newest_first(catalog.newest_seen(min(limit, total))), pages),
+               "index.html": render_index(config, env, catalog.newest(limit))}
+        for slug in sorted(touched):
+            name = catalog.tag_name(slug)
+            if name is not None:
+                top.update(tags.tag_files(config, env, slug, name, catalog.tagged(slug, limit)))
+        top.update(tags.tag_list(catalog.tags()))
+        top.update(editions.outputs(config, env, store, folder, _ById(catalog)))
+        maps, live = _sitemaps(config, catalog, record, total, moved)
+        recent = catalog.news((now - sitemaps.NEWS_WINDOW).timestamp(),
+                              (now + sitemaps.NEWS_AHEAD).timestamp(), sitemaps.NEWS_MAX)
+        news = sitemaps.news_candidates(config, recent, now)
+        top[sitemaps.NEWS] = sitemaps.render_news(config, news, now)
+        top["robots.txt"] = sitemaps.robots(config)
+        return top, maps, live, news
+
+    # The archive first (the feeds link its newest page); the rest is made while it renders.
+    top, maps, live, news = _write_archive(config, folder, manifest, catalog, sorted(numbers), size,
+                                           archived, pages, written, outputs)
     written += [name for name, data in top.items() if write_atomic(folder / name, data)]
     written += [name for name, render in maps.items() if write_atomic(folder / name, render())]
     manifest.save()
@@ -338,6 +347,31 @@ def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path
         seen, unchanged.store_state(store), now.timestamp(), total, kept, folder_mtime, news, token,
         unchanged.archive_mtime(folder)))
     return Done(written, total, total + len(kept) + 2 * pages - len(written))  # 2: RSS and Atom a page
+
+
+# What a build writes beside the pages and the archive: the feeds, index, tag files and the
+# rest (bytes), the sitemap parts (each rendered as it is written), their names, the news.
+_Outputs = tuple[dict[str, bytes], dict[str, Callable[[], bytes]], set[str], list[sitemaps.NewsItem]]
+
+
+def _write_archive(config: Config, folder: Path, manifest: Manifest, catalog: Catalog, numbers: list[int],
+                   size: int, archived: int, pages: int, written: list[str], meanwhile: Callable[[], T]) -> T:
+    """Write the archive pages ``numbers`` (the names of those written go to ``written``), a
+    run of them at a time; ``meanwhile()`` runs while the first run renders."""
+    run: list[ArchiveDoc] = []
+    result: list[T] = []
+    last = max(numbers, default=0)
+    for number, page in catalog.seen_pages(numbers, size, archived):
+        run += archive_docs(config, number, pages, page)
+        if len(run) >= _DOCS_AT_ONCE or number == last:
+            if result:
+                written += write_docs(folder, manifest, run)
+            else:
+                done, got = write_docs_while(folder, manifest, run, meanwhile)
+                written += done
+                result.append(got)
+            run = []
+    return result[0] if result else meanwhile()
 
 
 def _close_over(config: Config, store: Store, catalog: Catalog, changed: dict[str, SeedFile],
@@ -440,6 +474,12 @@ def _commit_rendered(folder: Path, done: Rendered, manifest: Manifest) -> list[s
 def write_docs(folder: Path, manifest: Manifest, docs: list[ArchiveDoc]) -> list[str]:
     """Write the documents not on disk as the manifest remembers them (many: one process per
     core, as story pages are); return the names of those written."""
+    return write_docs_while(folder, manifest, docs, _nothing)[0]
+
+
+def write_docs_while(folder: Path, manifest: Manifest, docs: list[ArchiveDoc], meanwhile: Callable[[], T],
+                     ) -> tuple[list[str], T]:
+    """``write_docs``, and ``meanwhile()`` run while they render."""
     jobs: list[Job] = []
     for doc in docs:
         try:
@@ -456,11 +496,12 @@ def write_docs(folder: Path, manifest: Manifest, docs: list[ArchiveDoc]) -> list
     parents = {(folder / name).parent for name, _, _ in jobs}
     for parent in parents:
         parent.mkdir(parents=True, exist_ok=True)
-    done = render_jobs(folder, jobs, False, temp_token(), parallel_from=_DOCS_PARALLEL)
+    done, result = render_jobs_while(folder, jobs, False, temp_token(), meanwhile,
+                                     parallel_from=_DOCS_PARALLEL)
     written = _commit_rendered(folder, done, manifest)
     for parent in parents:
         sync_folder(parent)
-    return written
+    return written, result
 
 
 def _keyed(doc: ArchiveDoc) -> tuple[bytes, str]:
