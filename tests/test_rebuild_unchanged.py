@@ -293,9 +293,88 @@ def test_the_kept_scan_reads_back_only_with_its_catalogs_token(newsroom: tuple[C
     assert kept is not None and kept.names == sorted(p.name for p in config.seeds_dir.iterdir())
     scan = Scan(["caf\u00e9.txt", "na\udcffme.txt", "z.txt"], [1, 2, 3], [10, -1, 2**62])
     unchanged.save_scan(config, config.output_dir, "token-a", scan)
+    # This process kept it in memory too (a watching process builds again and again) ...
+    assert unchanged.load_scan(config, config.output_dir, "token-a") is scan
+    # ... and another process reads it from the file.
+    unchanged._kept_here.clear()
     assert unchanged.load_scan(config, config.output_dir, "token-a") == scan
     assert unchanged.load_scan(config, config.output_dir, "token-b") is None
     assert unchanged.load_scan(config, config.output_dir, token) is None  # replaced
+
+
+def test_a_scan_another_process_kept_since_is_read_from_its_file(newsroom: tuple[Config, Store]) -> None:
+    from syndicator.seeds.cache import Scan
+
+    config, _ = newsroom
+    mine, theirs = Scan(["a.txt"], [1], [1]), Scan(["b.txt"], [2], [2])
+    unchanged.save_scan(config, config.output_dir, "mine", mine)
+    path = manifest_path(config.output_dir, config.state_dir) / unchanged.SCAN
+    kept_here = dict(unchanged._kept_here)
+    unchanged.save_scan(config, config.output_dir, "theirs", theirs)  # as another process would
+    unchanged._kept_here.clear()
+    unchanged._kept_here.update(kept_here)  # this process still holds its own
+    assert path.exists()
+    assert unchanged.load_scan(config, config.output_dir, "theirs") == theirs
+    # A token names one catalog and the scan it was made with: "mine" is still that scan
+    # (a record naming it would name a catalog that is gone, which the build checks first).
+    assert unchanged.load_scan(config, config.output_dir, "mine") is mine
+
+
+@pytest.mark.parametrize("many", [64, 2], ids=["names-edited", "names-joined-again"])
+def test_a_watched_rescan_packs_its_listing_as_a_complete_scan_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, many: int) -> None:
+    """The watched rebuild's listing is the last one with the changed seeds put right, its
+    packed bytes edited in place: they must be a fresh scan's, whatever was added, removed
+    or edited (first, last, neighbours, all of them)."""
+    import random
+    from types import SimpleNamespace
+    from typing import cast
+
+    from syndicator.seeds.cache import scan_seeds
+
+    monkeypatch.setattr(unchanged.Edits, "MANY", many)
+    rng = random.Random(many)
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    config = cast(Config, SimpleNamespace(seeds_dir=folder))
+    stems = ["a", "ab", "b", "caf\u00e9", "z"]
+    for _ in range(150):
+        base = scan_seeds(folder)
+        assert base.packed  # made, as a build makes it before keeping the scan
+        touched: set[str] = set()
+        for _ in range(rng.randrange(6)):
+            name = f"{rng.choice(stems)}{rng.randrange(8)}.txt"
+            path = folder / name
+            if path.exists() and rng.random() < 0.4:
+                path.unlink()
+            else:
+                path.write_text("x" * rng.randrange(5))
+                os.utime(path, ns=(rng.randrange(1, 10**18), rng.randrange(1, 10**18)))
+            touched.add(name)
+        extra = set(rng.sample(base.names, min(2, len(base.names))))
+        rescanned = unchanged._rescanned(config, base, touched | extra)
+        fresh = scan_seeds(folder)
+        assert rescanned is not None
+        assert rescanned.names == fresh.names
+        assert (rescanned.sizes, rescanned.mtimes) == (fresh.sizes, fresh.mtimes)
+        assert rescanned.packed == fresh.packed
+
+
+def test_a_watched_rebuild_hashes_a_seed_saved_just_now_as_a_scan_does(
+        newsroom: tuple[Config, Store], project: Project) -> None:
+    """A seed saved within 2 s of the build counts as changed (mtime -1): the watched listing's
+    packed bytes say so too, so its digest is a scanned build's."""
+    from syndicator.templating import environment
+
+    config, _ = newsroom
+    project.seed("030_now.txt", "Just saved\n\nA line.\n")
+    env = environment(config.templates_dir)
+    watched = unchanged.seen(config, env, config.output_dir, {"030_now.txt"})
+    scanned = unchanged.seen(config, env, config.output_dir)
+    assert watched.base is not None  # made from the kept scan, not by scanning the folder
+    assert watched.scan.mtimes == scanned.scan.mtimes and -1 in scanned.scan.mtimes
+    assert watched.scan.packed == scanned.scan.packed
+    assert watched.seeds == scanned.seeds == ""  # a seed too recent to trust: no digest at all
 
 
 @pytest.mark.parametrize("few", [1_000, 0], ids=["few-changes", "many-changes"])
