@@ -405,12 +405,19 @@ def test_every_way_of_comparing_listings_agrees(monkeypatch: pytest.MonkeyPatch,
         assert unchanged.changes_among(now, before, touched | extra) == expected
 
 
-@pytest.mark.parametrize("relative", [True, False], ids=["dir-fd", "paths"])
+@pytest.mark.parametrize(("relative", "forking"),
+                         [(True, False), (False, False), (True, True), (False, True)],
+                         ids=["dir-fd", "paths", "dir-fd-forked", "paths-forked"])
 def test_the_seed_scan_lists_regular_seed_files_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    relative: bool) -> None:
+                                                    relative: bool, forking: bool) -> None:
     """By name; not folders, dangling links, other names or ``.txt`` alone; the same where
-    the system cannot stat relative to a folder."""
+    the system cannot stat relative to a folder, and with the chunks stat'ed by two processes."""
+    from syndicator import forked
     from syndicator.seeds import cache
+
+    if forking:
+        monkeypatch.setattr(forked, "workers", lambda: 2)
+        monkeypatch.setattr(cache, "_STAT_FORK_FROM", 1)
 
     if not relative:
         monkeypatch.setattr(os, "supports_dir_fd", set())

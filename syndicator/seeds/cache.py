@@ -103,9 +103,7 @@ def scan_seeds(folder: Path) -> Scan:
             stat_of = lambda name: os.stat(prefix + name)  # noqa: E731
             listed = os.listdir(folder)
         names = sorted(filter(_is_seed_name, listed))
-        found = Scan([], [], [])
-        for start in range(0, len(names), _CHUNK):
-            _scan_chunk(stat_of, names[start:start + _CHUNK], found)
+        found = _stat_all(stat_of, names)
     except OSError as exc:
         raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
                         key="paths.seeds") from None
@@ -115,21 +113,48 @@ def scan_seeds(folder: Path) -> Scan:
     return found
 
 
-_CHUNK = 10_000
+_CHUNK = 2_500
+_STAT_FORK_FROM = 5_000  # seeds: from this many, stat'ed by one process per core
+# One chunk's seeds as stat'ed: the names (None: all of the chunk's, in order) and their
+# sizes and mtimes packed as int64 (a child sends them back as bytes, not as objects).
+Chunk = tuple[list[str] | None, bytes, bytes]
 
 
-def _scan_chunk(stat_of: Callable[[str], os.stat_result], names: list[str], found: Scan) -> None:
+def _stat_all(stat_of: Callable[[str], os.stat_result], names: list[str]) -> Scan:
+    """Every seed of ``names`` that is a regular file, stat'ed a chunk at a time; the chunks
+    shared among one process per core for many (the kernel's stat is most of a rebuild's
+    time at a million seeds)."""
+    starts = [str(start) for start in range(0, len(names), _CHUNK)]
+
+    def work(share: Sequence[str]) -> list[Chunk]:
+        return [_scan_chunk(stat_of, names[int(start):int(start) + _CHUNK]) for start in share]
+
+    found = Scan([], [], [])
+    for start, (kept, sizes, mtimes) in zip(starts, fork_map(starts, work, tuple, _as_chunk,
+                                                             least=_STAT_FORK_FROM // _CHUNK),
+                                             strict=True):
+        found.names.extend(names[int(start):int(start) + _CHUNK] if kept is None else kept)
+        found.sizes.extend(array("q", sizes))
+        found.mtimes.extend(array("q", mtimes))
+    return found
+
+
+def _as_chunk(_: str, sent: Any) -> Chunk:
+    kept, sizes, mtimes = sent
+    return (None if kept is None else list(kept)), bytes(sizes), bytes(mtimes)
+
+
+def _scan_chunk(stat_of: Callable[[str], os.stat_result], names: list[str]) -> Chunk:
     try:
         stats = list(map(stat_of, names))
         regular = list(map(stat.S_ISREG, map(_st_mode, stats)))
     except OSError:  # gone since the listing, or not to be stat'ed: one at a time
         regular = []
+    kept: list[str] | None = None
     if len(regular) != len(names) or not all(regular):
-        kept = [(name, st) for name in names if (st := _regular(stat_of, name)) is not None]
-        names, stats = [name for name, _ in kept], [st for _, st in kept]
-    found.names.extend(names)
-    found.sizes.extend(map(_st_size, stats))
-    found.mtimes.extend(map(_st_mtime, stats))
+        pairs = [(name, st) for name in names if (st := _regular(stat_of, name)) is not None]
+        kept, stats = [name for name, _ in pairs], [st for _, st in pairs]
+    return (kept, array("q", map(_st_size, stats)).tobytes(), array("q", map(_st_mtime, stats)).tobytes())
 
 
 def _regular(stat_of: Callable[[str], os.stat_result], name: str) -> os.stat_result | None:
