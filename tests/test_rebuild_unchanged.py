@@ -433,3 +433,45 @@ def test_the_seed_scan_lists_regular_seed_files_only(tmp_path: Path, monkeypatch
     assert scan.names == ["a.txt", "b.txt", "f.txt"]
     assert scan.sizes == [5, 2, 5]
     assert scan.mtimes == [os.stat(tmp_path / n).st_mtime_ns for n in scan.names]
+
+
+def test_a_folder_listed_as_before_is_not_sorted_again_and_a_new_seed_is_still_seen(
+        newsroom: tuple[Config, Store], project: Project, clock: datetime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept scan's names stand for a listing in the same order (no sort of a million
+    names); a listing that differs, or a name the last scan left out (a folder then, a seed
+    now, under the same digest), is sorted from the listing."""
+    from syndicator.seeds.cache import scan_seeds
+    from syndicator.templating import environment
+
+    config, store = newsroom
+    env = environment(config.templates_dir)
+    taken: list[list[str] | None] = []
+    real = unchanged._sorted_as
+
+    def spied(*args: Config | Path) -> Callable[[bytes], list[str] | None]:
+        names = real(*args)  # type: ignore[arg-type]
+
+        def answer(listed: bytes) -> list[str] | None:
+            taken.append(names(listed))
+            return taken[-1]
+
+        return answer
+
+    monkeypatch.setattr(unchanged, "_sorted_as", spied)
+    unchanged._kept_here.clear()  # as a new process: from the kept file
+    first = unchanged.seen(config, env, config.output_dir)
+    assert taken[-1] is not None and first.scan == scan_seeds(config.seeds_dir)
+    project.seed("030_new.txt", "A new seed\n\nA line.\n")
+    age(project)
+    second = unchanged.seen(config, env, config.output_dir)
+    assert taken[-1] is None and "030_new.txt" in second.scan.names  # listed otherwise: sorted
+    assert second.scan == scan_seeds(config.seeds_dir)
+
+    (config.seeds_dir / "040_folder.txt").mkdir()  # listed, but no seed
+    build(config, store, clock + timedelta(hours=1))
+    (config.seeds_dir / "040_folder.txt").rmdir()
+    project.seed("040_folder.txt", "Now a seed\n\nA line.\n")
+    age(project)
+    third = unchanged.seen(config, env, config.output_dir)
+    assert taken[-1] is None and "040_folder.txt" in third.scan.names

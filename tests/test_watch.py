@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
@@ -355,9 +355,9 @@ def test_a_watched_rebuild_stats_the_changed_seeds_and_builds_what_a_scan_would(
     scans: list[Path] = []
     real_scan = unchanged.scan_seeds  # type: ignore[attr-defined]
 
-    def counted(folder: Path) -> object:
+    def counted(folder: Path, sorted_as: Any = None) -> object:
         scans.append(folder)
-        return real_scan(folder)
+        return real_scan(folder, sorted_as)
 
     monkeypatch.setattr(unchanged, "scan_seeds", counted)
 

@@ -21,8 +21,9 @@ import time
 import unicodedata
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import compress, repeat
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ class Scan:
     names: list[str]
     sizes: list[int]
     mtimes: list[int]
+    # A digest of the names in the order the folder listed them, when every one of them is a
+    # seed (b"": not so, or not listed, as a watched rebuild's scan): the same digest later
+    # means the same names, so ``names`` is their sorted order.
+    listed: bytes = field(default=b"", compare=False)
 
     def stat_of(self, name: str) -> tuple[int, int]:
         """The (size, mtime) of the seed ``name``; KeyError if the scan has none."""
@@ -70,23 +75,29 @@ class Scan:
                 array("q", self.sizes).tobytes(), array("q", self.mtimes).tobytes())
 
     @classmethod
-    def unpack(cls, names: bytes, sizes: bytes, mtimes: bytes) -> Scan:
-        listed = names.decode("utf-8", "surrogatepass").split("\0") if names else []
+    def unpack(cls, names: bytes, sizes: bytes, mtimes: bytes, listed: bytes = b"") -> Scan:
         many, when = array("q"), array("q")
         many.frombytes(sizes)
         when.frombytes(mtimes)
-        if not len(listed) == len(many) == len(when):
+        found = unpack_names(names)
+        if not len(found) == len(many) == len(when):
             raise ValueError("a scan's lists differ in length")
-        return cls(listed, many.tolist(), when.tolist())
+        return cls(found, many.tolist(), when.tolist(), listed)
 
 
-def scan_seeds(folder: Path) -> Scan:
+def unpack_names(names: bytes) -> list[str]:
+    return names.decode("utf-8", "surrogatepass").split("\0") if names else []
+
+
+def scan_seeds(folder: Path, sorted_as: Callable[[bytes], list[str] | None] | None = None) -> Scan:
     """Every seed file (``*.txt``, a regular file) directly in ``folder``, by name.
 
     Names from ``listdir`` (no DirEntry objects: 1 GB at a million seeds), each stat'ed
     relative to the folder where the system can (``dir_fd``), a chunk at a time, and every
     step a ``map`` in C. A chunk where a file vanished or is not a regular file is done again
-    one file at a time.
+    one file at a time. ``sorted_as(digest)``: the names of an earlier scan whose folder
+    listed them in the order this digest names (``Scan.listed``), or None; they are taken
+    instead of sorting (0.8 s at a million seeds).
     """
     if not folder.is_dir():
         paths = seed_paths(folder)  # raises the right error
@@ -102,15 +113,21 @@ def scan_seeds(folder: Path) -> Scan:
             prefix = os.path.join(folder, "")
             stat_of = lambda name: os.stat(prefix + name)  # noqa: E731
             listed = os.listdir(folder)
-        names = sorted(filter(_is_seed_name, listed))
-        found = _stat_all(stat_of, names)
+        listed = list(compress(listed, map(str.endswith, listed, repeat(".txt"))))  # *.txt, in C
+        if ".txt" in listed:
+            listed.remove(".txt")  # not a seed's name
+        digest = hashlib.blake2b("\0".join(listed).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        known = sorted_as(digest) if sorted_as is not None else None
+        found = _stat_all(stat_of, sorted(listed) if known is None else known)
     except OSError as exc:
         raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,
                         key="paths.seeds") from None
     finally:
         if fd >= 0:
             os.close(fd)
-    return found
+    # Only a scan that kept every name listed stands for the listing: a name left out (a
+    # folder, a file gone since) may be a seed next time under the same digest.
+    return replace(found, listed=digest) if len(found.names) == len(listed) else found
 
 
 _CHUNK = 2_500

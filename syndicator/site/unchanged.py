@@ -32,7 +32,7 @@ import os
 import stat
 import time
 from array import array
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import compress
@@ -44,7 +44,7 @@ import jinja2
 from syndicator.config import Config
 from syndicator.errors import SeedError
 from syndicator.model import Story
-from syndicator.seeds.cache import Scan, is_seed_name, scan_seeds
+from syndicator.seeds.cache import Scan, is_seed_name, scan_seeds, unpack_names
 from syndicator.site import editions, sitemaps
 from syndicator.site.manifest import manifest_path, signature
 from syndicator.site.sitemaps import NewsItem
@@ -53,7 +53,7 @@ from syndicator.state.store import Store
 
 RECORD = "last-build.json"
 SCAN = "seeds.scan"  # the seeds' listing the catalog was made from (``save_scan``)
-_SCAN_VERSION = 2
+_SCAN_VERSION = 3  # 3: with the digest of the folder's listing order (``Scan.listed``)
 _VERSION = 3  # 3: the store's state is its change counter (migration 0011)
 _RACY_NS = 2_000_000_000  # a seed written this close to a build may change again unseen
 STORIES = "stories"
@@ -109,7 +109,7 @@ def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
     watched = None if changed is None or folder is None else _watched(config, folder, changed)
     scan, base = watched if watched is not None else (None, None)
     try:
-        scan = scan or scan_seeds(config.seeds_dir)
+        scan = scan or scan_seeds(config.seeds_dir, None if folder is None else _sorted_as(config, folder))
     except SeedError:
         scan = None  # the complete build's seed loading says what is wrong
     recent = scan is None or max(scan.mtimes, default=0) >= racy
@@ -330,7 +330,8 @@ def save_scan(config: Config, folder: Path, token: str, scan: Scan) -> None:
     with contextlib.suppress(OSError):
         # Not fsync'ed (30 MB at a million seeds): one lost in a crash is missed, and the
         # catalog's own table of seeds is read instead.
-        write_atomic(path, marshal.dumps((_SCAN_VERSION, token, *scan.packed)), durable=False, size=None)
+        write_atomic(path, marshal.dumps((_SCAN_VERSION, token, scan.listed, *scan.packed)), durable=False,
+                     size=None)
         _kept_here[path] = (token, scan)
 
 
@@ -342,10 +343,30 @@ def load_scan(config: Config, folder: Path, token: str) -> Scan | None:
     if held is not None and held[0] == token:
         return held[1]
     try:
-        version, kept, *packed = marshal.loads(path.read_bytes())
-        return Scan.unpack(*packed) if version == _SCAN_VERSION and kept == token else None
+        version, kept, listed, names, sizes, mtimes = marshal.loads(path.read_bytes())
+        if version != _SCAN_VERSION or kept != token:
+            return None
+        return Scan.unpack(names, sizes, mtimes, listed)
     except (OSError, ValueError, EOFError, TypeError, UnicodeDecodeError):
         return None
+
+
+def _sorted_as(config: Config, folder: Path) -> Callable[[bytes], list[str] | None]:
+    """``scan_seeds``'s way to the seeds' sorted names when the folder lists them as it did
+    for the scan kept last (whichever catalog it went with: only the listing counts)."""
+    path = manifest_path(folder, config.state_dir) / SCAN
+
+    def names(listed: bytes) -> list[str] | None:
+        held = _kept_here.get(path)
+        if held is not None and held[1].listed == listed:
+            return held[1].names
+        try:
+            version, _, kept, packed_names, *_ = marshal.loads(path.read_bytes())
+            return unpack_names(packed_names) if version == _SCAN_VERSION and kept == listed else None
+        except (OSError, ValueError, EOFError, TypeError, UnicodeDecodeError):
+            return None
+
+    return names
 
 
 def load(config: Config, folder: Path, now_seen: Seen) -> Record | None:
