@@ -131,7 +131,7 @@ def scan_seeds(folder: Path, sorted_as: Callable[[bytes], list[str] | None] | No
 
 
 _CHUNK = 2_500
-_STAT_FORK_FROM = 5_000  # seeds: from this many, stat'ed by one process per core
+_STAT_FORK_FROM = 5_000  # seeds: past half this many (two chunks), stat'ed by one process per core
 # One chunk's seeds as stat'ed: the names (None: all of the chunk's, in order) and their
 # sizes and mtimes packed as int64 (a child sends them back as bytes, not as objects).
 Chunk = tuple[list[str] | None, bytes, bytes]
