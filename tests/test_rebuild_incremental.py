@@ -275,3 +275,41 @@ def test_catalog_ranks_of_many_stories_are_each_ones_rank(tmp_path: Path) -> Non
                        for key in keys)
     finally:
         catalog.close()
+
+
+def test_a_chain_of_shared_stories_is_followed_to_its_end(
+        newsroom: tuple[Project, Config, Store], clock: datetime, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed Y repeats X's lead, and X repeats 000's: a change to Y re-resolves all three
+    (one more round each; each round asks the store only about the seeds it added), and the
+    stories of the farthest, 000's, keep their ids and times."""
+    project, config, store = newsroom
+    rng = random.Random(11)
+    project.seed("200_x.txt", seed_text(rng, 200, brief_of=lead_of(project, "000_seed.txt")))
+    project.seed("201_y.txt", seed_text(rng, 201, brief_of=lead_of(project, "200_x.txt")))
+    age(project)
+    build(config, store, clock + timedelta(hours=1))
+    y = project.seeds / "201_y.txt"
+    y.write_text(y.read_text().replace("A follow-up line.", "A longer follow-up line."))
+    age(project)
+    parsed: list[str] = []
+    asked: list[int] = []
+    real_read, real_keys = parse.read_seed, Store.keys_of
+
+    def counted(path: Path, zone: object) -> object:
+        parsed.append(path.name)
+        return real_read(path, zone)  # type: ignore[arg-type]
+
+    def keys(self: Store, wanted: object) -> object:
+        listed = list(wanted)  # type: ignore[call-overload]
+        asked.append(len(listed))
+        return real_keys(self, listed)
+
+    monkeypatch.setattr(incremental, "read_seed", counted)
+    monkeypatch.setattr(Store, "keys_of", keys)
+    now = clock + timedelta(hours=2)
+    build(config, store, now)
+    assert parsed == ["201_y.txt", "200_x.txt", "000_seed.txt"]  # Y changed; then X, then 000
+    assert len(asked) == 3 and max(asked) <= 8, asked  # Y's keys, then X's, then 000's: a few each
+    monkeypatch.undo()
+    assert_as_complete(config, store, now, tmp_path / "full")

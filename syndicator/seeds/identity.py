@@ -102,13 +102,15 @@ class NewTimes:
 
 def resolve(files: list[SeedFile], store: Store, now: datetime, *, persist: bool = True,
             sources: Sources | None = None, partial: bool = False,
-            times: NewTimes | None = None) -> list[Story]:
+            times: NewTimes | None = None, known: dict[str, StoredStory] | None = None) -> list[Story]:
     """One story per identity, newest first; new stories are recorded unless ``persist`` is false.
 
     ``sources``: filled with the seed files each story's entries come from. ``partial``: the
     files are some of the seeds, holding every entry of each story they touch (the caller
     closed them over shared stories): the store is asked only for their keys, not for all.
     ``times``: where this resolve's new stories' first-seen times go on from (else from now).
+    ``known``: with ``partial``, the stored story of each of the files' keys that names one,
+    as the caller just asked the store (``Store.keys_of``): asked once, not twice.
 
     Another process (a second build, a send) may record the same new stories (or give a page
     name to another story) between our read and our write: then the write fails on a unique
@@ -117,10 +119,11 @@ def resolve(files: list[SeedFile], store: Store, now: datetime, *, persist: bool
     with paused_gc():
         for _attempt in range(_ATTEMPTS - 1):
             try:
-                return _resolve(files, store, now, persist, sources, partial, times)
+                return _resolve(files, store, now, persist, sources, partial, times, known)
             except (IntegrityError, NamesTaken):
+                known = None  # another process recorded stories meanwhile: ask again
                 continue
-        return _resolve(files, store, now, persist, sources, partial, times)
+        return _resolve(files, store, now, persist, sources, partial, times, None)
 
 
 class _StoredSlugs:
@@ -149,11 +152,13 @@ class _StoredSlugs:
 
 
 def _resolve(files: list[SeedFile], store: Store, now: datetime, persist: bool,
-             sources: Sources | None, partial: bool, times: NewTimes | None) -> list[Story]:
+             sources: Sources | None, partial: bool, times: NewTimes | None,
+             known: dict[str, StoredStory] | None) -> list[Story]:
     entries = [e for f in files for e in f.entries]
     taken: _StoredSlugs | None = None
     if partial:
-        known = store.keys_of(key for entry in entries for key in entry.keys)
+        if known is None:
+            known = store.keys_of(key for entry in entries for key in entry.keys)
         latest = store.latest_first_seen()
         taken = _StoredSlugs(store)
     else:

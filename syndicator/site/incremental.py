@@ -73,16 +73,19 @@ from syndicator.site.parallel import (
 )
 from syndicator.site.unchanged import Record, Seen
 from syndicator.site.writer import commit, sync_folder, write_atomic
-from syndicator.state.store import Store
+from syndicator.state.store import Store, StoredStory
 
 STORIES = "stories"
 MIN_CHANGES = 100  # up to this many changed seeds always go incremental
 SHARE = 10  # past this fraction (1/SHARE) of the seeds changed, build it all
-# Seeds: a complete build of more is made a batch at a time (``in_batches``). A batch of
-# 10,000 (40,000 stories) holds about what a complete build of 10,000 seeds holds; smaller
-# batches cost more per seed, bigger ones hold more for no gain in time (at 50,000 seeds
-# in batches of 10,000 and 25,000: 107 and 106 s, 414 and 730 MB).
-BATCHED_FROM = 25_000
+# Seeds: a complete build of more is made a batch at a time (``in_batches``). One pass is
+# faster (at 50,000 seeds 37 to 41 s against 57 to 60 s in batches, one run each) but holds
+# every story (1,040 MB there against 410 to 500 MB): up to 60,000 seeds its peak stays under
+# the batched build's at a million seeds (1,348 MB), so that one is the ceiling at any size.
+# A batch of 10,000 (40,000 stories) holds about what a complete build of 10,000 seeds holds;
+# smaller batches cost more per seed, bigger ones hold more for no gain in time (at 50,000
+# seeds in batches of 10,000 and 25,000: 107 and 106 s, 414 and 730 MB, an earlier stop).
+BATCHED_FROM = 60_000
 BATCH = 10_000
 _DOCS_PARALLEL = 16  # archive documents (5 ms each): from this many, one process per core
 _DOCS_AT_ONCE = 2_000  # archive documents rendered together (their stories held meanwhile)
@@ -285,10 +288,10 @@ def _step(config: Config, store: Store, now: datetime, catalog: Catalog,
           scan: Scan, changed: dict[str, SeedFile],
           gone: frozenset[str], times: NewTimes | None = None) -> _Step:
     """Re-resolve the stories the ``changed`` and ``gone`` seeds touch; apply them to the catalog."""
-    files, ids = _close_over(config, store, catalog, changed, gone)
+    files, ids, known = _close_over(config, store, catalog, changed, gone)
     sources: Sources = {}
     stories = resolve([files[name] for name in sorted(files)], store, now, sources=sources, partial=True,
-                      times=times)
+                      times=times, known=known)
     before = catalog.stories(ids | {s.id for s in stories})
     removed = [thaw(before[i]) for i in before.keys() - {s.id for s in stories}]
     fresh = [s for s in stories if before.get(s.id) != freeze(s)]
@@ -375,29 +378,39 @@ def _write_archive(config: Config, folder: Path, manifest: Manifest, catalog: Ca
 
 
 def _close_over(config: Config, store: Store, catalog: Catalog, changed: dict[str, SeedFile],
-                gone: frozenset[str]) -> tuple[dict[str, SeedFile], set[str]]:
+                gone: frozenset[str]) -> tuple[dict[str, SeedFile], set[str], dict[str, StoredStory]]:
     """The changed seeds, and every seed holding an entry of a story any of these holds (by
     the catalog: the stories they held; by the store: the stories their keys name), to a
-    fixpoint; and the ids of every story they held or hold."""
+    fixpoint; the ids of every story they held or hold; and the stored story of each of
+    their keys that names one. Each round asks only about the seeds and stories it added (a
+    batch of 10,000 seeds took six rounds, each asking again about all 40,000 keys)."""
     files = dict(changed)
-    ids = catalog.stories_of_seeds([*files, *gone])
+    known: dict[str, StoredStory] = {}
+    ids: set[str] = set()
+    new_ids = catalog.stories_of_seeds([*files, *gone])
+    added = list(files.values())
     zone = ZoneInfo(config.digest.timezone)
     while True:
-        stored = store.keys_of(key for seed in files.values() for entry in seed.entries for key in entry.keys)
-        ids |= {s.id for s in stored.values()}
-        more = catalog.seeds_of_stories(ids) - files.keys() - gone
+        stored = store.keys_of(key for seed in added for entry in seed.entries for key in entry.keys)
+        known.update(stored)
+        new_ids |= {s.id for s in stored.values()}
+        new_ids -= ids
+        ids |= new_ids
+        more = catalog.seeds_of_stories(new_ids) - files.keys() - gone
         if not more:
-            return files, ids
+            return files, ids, known
         errors: list[InputError] = []
         seeds = config.seeds_dir
+        added = []
         for name in sorted(more):
             try:
                 files[name] = read_seed(seeds / name, zone)
+                added.append(files[name])
             except SeedError as exc:  # changed since it was listed: the next build sees it
                 errors.append(exc)
         if errors:
             raise InputErrors(errors)
-        ids |= catalog.stories_of_seeds(more)
+        new_ids = catalog.stories_of_seeds(more)
 
 
 def _archive_numbers(catalog: Catalog, moved: list[Story], edited: list[Story], size: int,
