@@ -18,7 +18,9 @@ The seed files get an mtime an hour back (an archive written before the build): 
 parsed-seed cache never remembers a file modified within 2 s of a build.
 
   syndicator  ``python -m syndicator build`` as a subprocess, SQLite store:
-              full (fresh store, empty output), no-change rebuild, rebuild after one
+              full (fresh store, empty output; ``--full-repeats`` times, default 3, each
+              in a project of its own reading the same seeds, in turn with Hugo's: the
+              median, fastest and slowest), no-change rebuild, rebuild after one
               seed file changed (a paragraph appended to one lead), rebuild after one new
               seed file (a lead and three briefs); each rebuild (and the start-up) five
               times, each time with a change of its own (another seed edited, another new
@@ -29,7 +31,11 @@ parsed-seed cache never remembers a file modified within 2 s of a build.
               syndicator's story pages) plus the home page and its RSS feed (50 items):
               full build into an empty folder, a no-change rebuild, a rebuild after
               one page changed, and one after a new page (each once: it rebuilds
-              everything every time)
+              everything every time; its full build as often as syndicator's)
+
+Every command runs with Python free to keep compiled bytecode, as an installed syndicator
+has it (``PYTHONDONTWRITEBYTECODE`` is dropped from the environment: with it, each run
+compiled syndicator's modules again, about 0.1 s).
 
 Wall seconds and peak RSS (``wait4`` rusage of that one command, started by a small launcher,
 after a ``sync`` so that no writeback of the command before is timed with it) for each, and
@@ -228,8 +234,7 @@ def repeated(cmd: list[str], cwd: Path, env: dict[str, str], change: Callable[[i
     for i in range(REPEAT):
         change(i)
         runs.append(measure(cmd, cwd, env))
-    times = sorted(r.seconds for r in runs)
-    return Run(statistics.median(times), statistics.median(r.peak_mb for r in runs), times[0], times[-1])
+    return _summary(runs)
 
 
 def no_change(_: int) -> None:
@@ -281,13 +286,52 @@ def settle(hugo: str | None) -> None:
     except OSError:
         print("note: could not drop the kernel's caches (not root?): creating files soon after "
               "deleting many may be slow", file=sys.stderr)
-    subprocess.run([PY, "-c", "import syndicator.cli, syndicator.site.build"], check=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run([PY, "-c", "import syndicator.cli, syndicator.site.build"], check=True, env=run_env())
     if hugo is not None:
         subprocess.run([hugo, "version"], check=True, capture_output=True)
 
 
-def bench(n: int, hugo: str | None, root: Path) -> dict[str, tuple[Run, Run | None]]:
+def run_env() -> dict[str, str]:
+    """The environment of every measured command: this checkout first on the path, and Python
+    free to keep compiled bytecode (as an installed syndicator has it): a shell that sets
+    PYTHONDONTWRITEBYTECODE would otherwise have every run compile syndicator's modules again,
+    about 0.1 s of each rebuild here."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def full_builds(root: Path, project: Path, env: dict[str, str], hugo: str | None, site: Path,
+                repeats: int) -> tuple[Run, Run | None]:
+    """The full build ``repeats`` times, syndicator's and Hugo's in turn (one alone swung 1.3x
+    between runs): the median and the fastest and slowest of each. Each of syndicator's but the
+    last is a project of its own (its own store, parsed-seed cache and output) reading the same
+    seeds; the last is ``project``, whose rebuilds come next. Each of Hugo's writes into a new
+    folder; the last into the one its rebuilds use. Nothing is deleted in between (see the
+    module's notes on ext4)."""
+    ours: list[Run] = []
+    theirs: list[Run] = []
+    for k in range(repeats):
+        where = project
+        if k < repeats - 1:
+            where = root / f"full-{k}"
+            (where / "config").mkdir(parents=True)
+            (where / "config" / "syndicator.toml").write_text(
+                CONFIG.replace('[paths]\n', f'[paths]\nseeds = "{project / "seeds"}"\n', 1))
+        ours.append(measure([PY, "-m", "syndicator", "--config", str(where / "config" / "syndicator.toml"),
+                             "build"], where, env))
+        if hugo is not None:
+            out = root / ("hugo_public" if k == repeats - 1 else f"hugo_public-{k}")
+            theirs.append(measure([hugo, "--quiet", "--destination", str(out)], site))
+    return _summary(ours), (_summary(theirs) if theirs else None)
+
+
+def _summary(runs: list[Run]) -> Run:
+    times = sorted(r.seconds for r in runs)
+    return Run(statistics.median(times), statistics.median(r.peak_mb for r in runs), times[0], times[-1])
+
+
+def bench(n: int, hugo: str | None, root: Path, full_repeats: int = 3) -> dict[str, tuple[Run, Run | None]]:
     """Every figure at n seeds; Hugo's (the second of each pair) unless ``hugo`` is None."""
     settle(hugo)
     project = root / "project"
@@ -301,7 +345,7 @@ def bench(n: int, hugo: str | None, root: Path) -> dict[str, tuple[Run, Run | No
     os.sync()  # the generated files on disk: no writeback competes with the first build
     print(f"[{n}] {n} seed files, {len(stories) if hugo else 'uncounted'} stories", file=sys.stderr,
           flush=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = run_env()
     syn = [PY, "-m", "syndicator", "--config", str(project / "config" / "syndicator.toml"),
            "build"]
     hug = None if hugo is None else [hugo, "--quiet", "--destination", str(root / "hugo_public")]
@@ -310,8 +354,7 @@ def bench(n: int, hugo: str | None, root: Path) -> dict[str, tuple[Run, Run | No
     def hugo_run(cmd: list[str] | None = hug) -> Run | None:
         return None if cmd is None else measure(cmd, site)
 
-    full_s = measure(syn, project, env)
-    results["full"] = (full_s, hugo_run())
+    results["full"] = full_builds(root, project, env, hugo, site, full_repeats)
     hugo_no_change = hugo_run()
     results["no change"] = (repeated(syn, project, env, no_change), hugo_no_change)
     results["one file changed"] = (repeated(syn, project, env, edit_lead(project / "seeds")), None)
@@ -347,7 +390,7 @@ def bench_project(project: Path) -> tuple[int, dict[str, tuple[Run, Run | None]]
     """The rebuilds of a project built before (``--keep``): its seed count and each figure."""
     settle(None)
     n = sum(1 for _ in os.scandir(project / "seeds"))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = run_env()
     syn = [PY, "-m", "syndicator", "--config", str(project / "config" / "syndicator.toml"), "build"]
     print(f"[{n}] {project}: a first rebuild (not measured: the code may have changed since) ...",
           file=sys.stderr, flush=True)
@@ -368,6 +411,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp projects")
     parser.add_argument("--hugo-up-to", type=int, default=100_000,
                         help="run Hugo only at sizes up to this (it needs 85 MB a thousand seeds)")
+    parser.add_argument("--full-repeats", type=int, default=3,
+                        help="full builds at each size, syndicator's and Hugo's in turn (shows the median)")
     parser.add_argument("--project", type=Path,
                         help="also measure the rebuilds of this project, built before (--keep)")
     args = parser.parse_args()
@@ -379,7 +424,8 @@ def main() -> None:
     roots = [Path(tempfile.mkdtemp(prefix=f"bench_build_{n}_")) for n in sizes]
     try:
         for n, root in zip(sizes, roots, strict=True):
-            for kind, (s, h) in bench(n, hugo if n <= args.hugo_up_to else None, root).items():
+            for kind, (s, h) in bench(n, hugo if n <= args.hugo_up_to else None, root,
+                                      max(1, args.full_repeats)).items():
                 rows.append((n, kind, s, h))
     finally:
         for root in roots:
@@ -392,10 +438,11 @@ def main() -> None:
         rows += [(n, kind, s, h) for kind, (s, h) in results.items()]
         sizes.append(n)
     print(f"\nsyndicator build vs Hugo {version} ({os.cpu_count()} cores), same stories, same run\n")
-    print(f"syndicator's rebuilds and start-up: the median of {REPEAT} (each rebuild with a change of "
-          "its own), fastest-slowest after it\n")
+    print(f"full builds: the median of {args.full_repeats} each, syndicator's and Hugo's in turn; "
+          f"syndicator's rebuilds and start-up: the median of {REPEAT} (each rebuild with a change of "
+          "its own); fastest-slowest after it\n")
     head = (f"{'seeds':>7} {'build':<17} {'synd s':>8} {'hugo s':>8} {'s ratio':>8} "
-            f"{'synd MB':>8} {'hugo MB':>8} {'MB ratio':>8}  {'synd spread, s':<14}")
+            f"{'synd MB':>8} {'hugo MB':>8} {'MB ratio':>8}  {'synd spread, s':<14} {'hugo spread, s':<14}")
     print(head)
     print("-" * len(head))
     for n, kind, s, h in rows:
@@ -405,7 +452,8 @@ def main() -> None:
                   f"{dash:>8} {dash:>8}  {s.spread()}")
             continue
         print(f"{n:>7} {kind:<17} {s.seconds:>8.2f} {h.seconds:>8.2f} {s.seconds / h.seconds:>8.2f} "
-              f"{s.peak_mb:>8.0f} {h.peak_mb:>8.0f} {s.peak_mb / h.peak_mb:>8.2f}  {s.spread()}")
+              f"{s.peak_mb:>8.0f} {h.peak_mb:>8.0f} {s.peak_mb / h.peak_mb:>8.2f}  "
+              f"{s.spread():<14} {h.spread()}")
     if len(sizes) > 1:
         scaling(rows, sizes[0], sizes[-1])
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from watchfiles import watch  # noqa: E402
 
-from benchmarks.bench_build import CONFIG, PY, generate, measure  # noqa: E402
+from benchmarks.bench_build import CONFIG, PY, generate, measure, run_env  # noqa: E402
 
 DEADLINE = 120.0  # seconds: a watch rebuild slower than this is a failure, not a figure
 
@@ -56,7 +56,7 @@ def settle() -> None:
     except OSError:
         print("note: could not drop the kernel's caches (not root?)", file=sys.stderr)
     subprocess.run([PY, "-c", "import syndicator.cli, syndicator.site.build, syndicator.site.watch"],
-                   check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                   check=True, env=run_env())
 
 
 def new_seed(seeds: Path, tag: str) -> tuple[Path, str]:
@@ -125,7 +125,7 @@ def bench(n: int, root: Path, saves: int) -> tuple[int, list[float], list[float]
 
 def measure_project(n: int, project: Path, saves: int) -> tuple[list[float], list[float]]:
     """The plain and the watched one-seed rebuilds of a project (built once more first)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = run_env()
     config = project / "config" / "syndicator.toml"
     syn = [PY, "-m", "syndicator", "--config", str(config), "build"]
     measure(syn, project, env)
