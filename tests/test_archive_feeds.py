@@ -392,3 +392,27 @@ def test_archive_entries_written_as_text_match_lxml_for_hostile_text(project: Pr
                 expected = _lxml_archive(config, channel, page, kind, name, links)
                 assert feeds._archive_xml(config, channel, page, kind, name, links) == expected, (kind, start)
                 etree.fromstring(expected)  # well-formed, for what it is worth
+
+
+def test_sitemaps_written_as_text_match_lxml_for_any_url() -> None:
+    """Sitemaps and sitemap indexes are written as text, not through lxml: any URL and time
+    (markup, entities, quotes, CR, astral and right-to-left characters, a few or none) come
+    out as lxml writes them, and text XML cannot hold is refused as lxml refuses it."""
+    import random
+
+    import pytest
+
+    pieces = ["https://example.org/", "stories/a-b-0123abcd.html", "?q=1&r=2", "<", ">", '"', "'",
+              "\r", "\t", "\n", "é", "\U0001f4f0", "\u202e", "%20", "]]>", ""]
+    rng = random.Random(7)
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 5)))
+
+    for n in (0, 1, 2, 7, 60):
+        urls = [(text(), text()) for _ in range(n)]
+        for root, item in (("urlset", "url"), ("sitemapindex", "sitemap")):
+            expected = sitemaps._serialise(sitemaps._tree(root, item, urls))
+            assert sitemaps._listing(root, item, urls) == expected, (n, root)
+    with pytest.raises(ValueError):
+        sitemaps.urlset([("https://example.org/a\x01b.html", "2026-01-02T03:04:05+00:00")])
