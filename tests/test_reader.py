@@ -424,3 +424,47 @@ def test_seed_cache_skips_files_modified_just_now(tmp_path: Path) -> None:
     os.utime(seed, ns=(st.st_atime_ns, st.st_mtime_ns))
     files, _ = _cached(seeds, ZONE, cache)
     assert files[0].entries[0].title == "Lead TITLE"
+
+
+def test_seed_cache_after_a_forked_parse_is_the_one_a_single_process_saves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeds parsed by a forked child are cached in the form the child sent them (not frozen
+    again here): the same cache files, byte for byte, and the same seeds read back."""
+    from syndicator import forked
+    from syndicator.seeds import cache as cache_mod
+
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for n in range(9):
+        head = (f"---\nid: s{n}\ndate: 2024-03-0{n % 9 + 1}T10:00\nauthor: A{n}\ntags: t{n}, u\n---\n"
+                if n % 2 else "")
+        (seeds / f"{n:02d}.txt").write_text(f"{head}Lead {n}\n\nBody {n}.\n\nBrief {n}\nIts summary {n}.\n")
+        _old(seeds / f"{n:02d}.txt")
+    single, _ = _cached(seeds, ZONE, tmp_path / "single")
+    monkeypatch.setattr(forked, "workers", lambda: 2)
+    monkeypatch.setattr(cache_mod, "_FORK_FROM", 1)
+    sent: list[int] = []
+    real = cache_mod._thaw
+
+    def thaw(path: Path, frozen: object, zone: ZoneInfo) -> SeedFile:
+        sent.append(1)
+        return real(path, frozen, zone)
+
+    frozen_here: list[int] = []
+    real_freeze = cache_mod._freeze
+
+    def freeze(seed: SeedFile) -> tuple[object, ...]:
+        frozen_here.append(os.getpid())
+        return real_freeze(seed)
+
+    monkeypatch.setattr(cache_mod, "_thaw", thaw)
+    monkeypatch.setattr(cache_mod, "_freeze", freeze)
+    shared, _ = _cached(seeds, ZONE, tmp_path / "forked")
+    assert len(sent) == 4  # the child's share (every second seed) came back frozen
+    assert frozen_here.count(os.getpid()) == 5  # only this process's own share frozen here
+    files = sorted(p.name for p in (tmp_path / "single").glob("*.bin"))
+    assert files and files == sorted(p.name for p in (tmp_path / "forked").glob("*.bin"))
+    for name in files:
+        assert (tmp_path / "single" / name).read_bytes() == (tmp_path / "forked" / name).read_bytes()
+    again, _ = _cached(seeds, ZONE, tmp_path / "forked")  # every seed from the cache now
+    assert again == shared == single

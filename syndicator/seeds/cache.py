@@ -236,14 +236,15 @@ def read_cached(folder: Path, zone: ZoneInfo, cache: Path, files: SeedFiles,
         dirty.add(shard)
         missed.append((len(found), name, size, mtime))
         found.append(None)
-    parsed = read_many(folder, [name for _, name, _, _ in missed], zone)
-    for (at, name, size, mtime), seed in zip(missed, parsed, strict=True):
+    parsed = _read_many(folder, [name for _, name, _, _ in missed], zone)
+    for (at, name, size, mtime), (seed, frozen) in zip(missed, parsed, strict=True):
         if isinstance(seed, SeedError):
             errors.append(seed)
             continue
         found[at] = seed
-        if mtime < racy:
-            fresh[shards_mod.shard_of(name)][name] = (size, mtime, _freeze(seed))
+        if mtime < racy:  # as a child sent it, or frozen here (a third of a 10k build's parse)
+            kept = _freeze(seed) if frozen is None else frozen
+            fresh[shards_mod.shard_of(name)][name] = (size, mtime, kept)
     files.extend(seed for seed in found if seed is not None)
     # A shard also changes when a seed it held is gone.
     dirty.update(shard for shard, seeds in known.items() if len(fresh.get(shard, {})) != len(seeds))
@@ -257,15 +258,25 @@ _FORK_FROM = 2_000  # seeds: below this a second process costs more than it save
 def read_many(folder: Path, names: Sequence[str], zone: ZoneInfo) -> list[SeedFile | SeedError]:
     """Each seed parsed, or why it does not parse, in the names' order; one process per core
     for many (a child sends its seeds back frozen: thawing one costs a fifth of parsing it)."""
-    def work(share: Sequence[str]) -> list[SeedFile | SeedError]:
-        return [_read_or_error(folder / name, zone) for name in share]
+    return [seed for seed, _ in _read_many(folder, names, zone)]
 
-    def encode(seed: SeedFile | SeedError) -> tuple[bool, object]:
+
+Read = tuple[SeedFile | SeedError, Any]  # a seed or its error; its frozen form if a child sent it
+
+
+def _read_many(folder: Path, names: Sequence[str], zone: ZoneInfo) -> list[Read]:
+    """``read_many``, each seed beside the frozen form a child sent it in (None: parsed here):
+    the parsed-seed cache keeps that form, and need not make it again."""
+    def work(share: Sequence[str]) -> list[Read]:
+        return [(_read_or_error(folder / name, zone), None) for name in share]
+
+    def encode(read: Read) -> tuple[bool, object]:
+        seed = read[0]
         return (True, pickle.dumps(seed)) if isinstance(seed, SeedError) else (False, _freeze(seed))
 
-    def decode(name: str, sent: Any) -> SeedFile | SeedError:
+    def decode(name: str, sent: Any) -> Read:
         failed, value = sent
-        return _unpickled_error(value) if failed else _thaw(folder / name, value, zone)
+        return (_unpickled_error(value), None) if failed else (_thaw(folder / name, value, zone), value)
 
     return fork_map(names, work, encode, decode, least=_FORK_FROM)
 
