@@ -106,9 +106,9 @@ def urlset(urls: Sequence[Url]) -> bytes:
 def _listing(root_tag: str, item_tag: str, items: Sequence[Url]) -> bytes:
     """A sitemap (``urlset`` of ``url``) or a sitemap index (``sitemapindex`` of ``sitemap``).
 
-    Written as text, as lxml writes the same tree (``_tree``): lxml took 15 us a URL, three
-    seconds for a 50,000-seed site's parts. A string XML cannot hold goes to lxml, which
-    refuses it as it always did. A test holds the two to the same bytes.
+    Written as text, as lxml writes the same tree (``_tree``): 50,000 URLs took lxml 210 ms,
+    the text 43 ms. A string XML cannot hold goes to lxml, which refuses it as it always did.
+    A test holds the two to the same bytes.
     """
     if not items or any(map(_UNFIT.search, (value for item in items for value in item))):
         return _serialise(_tree(root_tag, item_tag, items))
