@@ -20,6 +20,7 @@ from syndicator.seeds import cache
 from syndicator.site import incremental, parallel, sitemaps
 from syndicator.site.build import build
 from syndicator.site.manifest import Manifest
+from syndicator.site.writer import Names
 from syndicator.state import schema
 from syndicator.state.store import Store
 from syndicator.templating import environment
@@ -91,7 +92,10 @@ def test_a_build_in_batches_writes_what_one_pass_writes(
     result = build(archive, stores[1], clock, tmp_path / "batched")
     assert len(batches) == 1
     assert files(tmp_path / "batched") == files(tmp_path / "one-pass")
-    assert (result.stories, len(result.written)) == (one_pass.stories, len(one_pass.written))
+    assert result.stories == one_pass.stories
+    # The report names the same files (held a batch at a time as one string: ``Names``).
+    assert isinstance(result.written, Names)
+    assert sorted(result.written) == sorted(one_pass.written)
     # Each batch merged its pages into the manifest: a later build renders none of them again.
     remembered = Manifest(tmp_path / "batched", archive, environment(archive.templates_dir)).remembered
     written = {p.relative_to(tmp_path / "batched").as_posix() for p in (tmp_path / "batched").rglob("*.*")
@@ -154,3 +158,22 @@ def test_prune_in_batches_deletes_the_pages_of_stories_gone(
     assert after < before
     build(archive, stores[1], clock + timedelta(hours=1), tmp_path / "fresh")
     assert after == {p.name for p in (tmp_path / "fresh" / "stories").iterdir()}
+
+
+def test_names_hold_a_build_report_as_a_list_would() -> None:
+    """The names of files a build in batches wrote: indexed, sliced, counted and compared as
+    the list it stands for, across runs and empty ones."""
+    rng = random.Random(7)
+    expected: list[str] = []
+    names = Names()
+    for run in range(40):
+        batch = [f"stories/s-{run}-{k}.html" for k in range(rng.choice([0, 1, 3, 17]))]
+        names += batch
+        expected += batch
+    assert len(names) == len(expected) and list(names) == expected
+    assert [names[i] for i in range(-len(expected), len(expected))] == expected + expected
+    assert names[3:40:7] == expected[3:40:7]
+    assert names == expected and names == tuple(expected) and names != expected[:-1]
+    with pytest.raises(IndexError):
+        names[len(expected)]
+    assert len(Names()) == 0 and list(Names()) == [] and Names() == ()

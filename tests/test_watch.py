@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -59,8 +59,8 @@ class Watch:
         self.reports: asyncio.Queue[Rebuild] = asyncio.Queue()
         self.pinged: list[tuple[str, ...]] = []
 
-    def ping(self, config: Config, written: tuple[str, ...]) -> None:
-        self.pinged.append(written)
+    def ping(self, config: Config, written: Sequence[str]) -> None:
+        self.pinged.append(tuple(written))
         announce(config, written)
 
     async def next(self) -> Rebuild:

@@ -53,7 +53,7 @@ T = TypeVar("T")
 class BuildResult:
     output: Path
     stories: int
-    written: tuple[str, ...]
+    written: Sequence[str]  # the files' names (a build in batches: ``Names``, not a list)
     unchanged: int
     pruned: int = 0  # story pages of no current story deleted (``prune``)
 
@@ -125,7 +125,7 @@ def build(config: Config, store: Store, now: datetime, output: Path | None = Non
         if done is not None:
             runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                         f"{done.stories} stories, {len(done.written)} files written (incremental)")
-            return BuildResult(folder, done.stories, tuple(done.written), done.kept)
+            return BuildResult(folder, done.stories, done.written, done.kept)
     if incremental.batched(ready.seen):
         return _in_batches(config, env, store, folder, now, ready, prune, started, clock)
     files = ready.files if ready.files is not None else load_files(config)
@@ -191,7 +191,7 @@ def _in_batches(config: Config, env: jinja2.Environment, store: Store, folder: P
                                   prune=prune_pages if prune else None)
     runs.record(store, runs.BUILD, started, time.monotonic() - clock,
                 f"{done.stories} stories, {len(done.written)} files written (in batches)")
-    return BuildResult(folder, done.stories, tuple(done.written), done.kept, done.pruned)
+    return BuildResult(folder, done.stories, done.written, done.kept, done.pruned)
 
 
 def _catalogue(config: Config, folder: Path, seen: unchanged.Seen, stories: list[Story],

@@ -72,7 +72,7 @@ from syndicator.site.parallel import (
     temp_token,
 )
 from syndicator.site.unchanged import Record, Seen
-from syndicator.site.writer import commit, sync_folder, write_atomic
+from syndicator.site.writer import Names, commit, sync_folder, write_atomic
 from syndicator.state.store import Store, StoredStory
 
 STORIES = "stories"
@@ -109,7 +109,7 @@ class Plan:
 
 @dataclass(frozen=True)
 class Done:
-    written: list[str]
+    written: Names
     stories: int
     kept: int
     pruned: int = 0
@@ -210,7 +210,7 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
     zone = ZoneInfo(config.digest.timezone)
     names = seen.scan.names
     seeds = config.seeds_dir
-    written: list[str] = []
+    written = Names()
     latest = store.latest_first_seen()
     # One pass starts at the newest stored time plus its new stories (``resolve``); their
     # count is not known before the last batch, the entries' is: the same unless builds
@@ -280,8 +280,8 @@ def _rebuild(config: Config, env: jinja2.Environment, store: Store, folder: Path
     manifest = Manifest(folder, config, env, [s.slug + ".html" for s in step.changed] + _doc_names(numbers),
                         recent=True)
     written, _ = _write_pages(config, env, folder, manifest, step.changed, _nothing)
-    return _publish(config, env, store, folder, now, catalog, plan.seen, record, manifest, written, numbers,
-                    step.touched, step.removed + step.changed, step.token)
+    return _publish(config, env, store, folder, now, catalog, plan.seen, record, manifest, Names(written),
+                    numbers, step.touched, step.removed + step.changed, step.token)
 
 
 def _step(config: Config, store: Store, now: datetime, catalog: Catalog,
@@ -308,7 +308,7 @@ def _doc_names(numbers: set[int]) -> list[str]:
 
 
 def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path, now: datetime,
-             catalog: Catalog, seen: Seen, record: Record | None, manifest: Manifest, written: list[str],
+             catalog: Catalog, seen: Seen, record: Record | None, manifest: Manifest, written: Names,
              numbers: set[int], touched: set[str], moved: list[Story], token: str) -> Done:
     """Write the archive pages ``numbers``, the feeds, index and sitemaps, the ``touched`` tags'
     files, and the record; ``record``: the last build's (None: every file is new)."""
@@ -358,7 +358,7 @@ _Outputs = tuple[dict[str, bytes], dict[str, Callable[[], bytes]], set[str], lis
 
 
 def _write_archive(config: Config, folder: Path, manifest: Manifest, catalog: Catalog, numbers: list[int],
-                   size: int, archived: int, pages: int, written: list[str], meanwhile: Callable[[], T]) -> T:
+                   size: int, archived: int, pages: int, written: Names, meanwhile: Callable[[], T]) -> T:
     """Write the archive pages ``numbers`` (the names of those written go to ``written``), a
     run of them at a time; ``meanwhile()`` runs while the first run renders."""
     run: list[ArchiveDoc] = []

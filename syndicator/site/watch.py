@@ -22,7 +22,7 @@ import asyncio
 import gc
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -188,7 +188,7 @@ def build_once(config: Config, now: datetime, output: Path | None = None, *,
 
 async def build_and_watch(config: Config, clock: Callable[[], datetime], report: Callable[[Rebuild], None],
                           stop: asyncio.Event, *, output: Path | None = None, prune: bool = False,
-                          ping: Callable[[Config, tuple[str, ...]], None] = announce,
+                          ping: Callable[[Config, Sequence[str]], None] = announce,
                           debounce: int = DEBOUNCE_MS, step: int = STEP_MS) -> int:
     """``build --watch``: a build, then one per batch of seed changes until ``stop`` is set.
 
