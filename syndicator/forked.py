@@ -12,7 +12,7 @@ import marshal
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 R = TypeVar("R")
 
@@ -67,8 +67,9 @@ def fork_map(items: Sequence[str], work: Callable[[Sequence[str]], list[R]],
     return out
 
 
-def _start(share: Sequence[str], work: Callable[[Sequence[str]], list[R]],
-           encode: Callable[[R], Any]) -> tuple[int, int]:
+def spawn(child: Callable[[BinaryIO], object]) -> tuple[int, int]:
+    """Fork a child that runs ``child(pipe)`` and exits, 0 if it returned and 1 if it raised;
+    return its pid and the reading end of that pipe (for ``collect``)."""
     read_end, write_end = os.pipe()
     try:
         pid = os.fork()
@@ -80,9 +81,8 @@ def _start(share: Sequence[str], work: Callable[[Sequence[str]], list[R]],
         code = 1
         try:
             os.close(read_end)
-            blob = marshal.dumps([encode(result) for result in work(share)])
             with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(blob)
+                child(pipe)
             code = 0
         finally:
             os._exit(code)
@@ -90,8 +90,9 @@ def _start(share: Sequence[str], work: Callable[[Sequence[str]], list[R]],
     return pid, read_end
 
 
-def _finish(pid: int, fd: int) -> list[Any] | None:
-    """The child's results, or None if it failed; it is waited for either way."""
+def collect(pid: int, fd: int) -> tuple[bytes, int]:
+    """Everything a ``spawn``ed child wrote, and its exit status; it is waited for either way
+    (a read that fails gives what came before)."""
     blob = b""
     try:
         with os.fdopen(fd, "rb") as pipe:
@@ -100,6 +101,17 @@ def _finish(pid: int, fd: int) -> list[Any] | None:
         pass
     finally:
         _, status = os.waitpid(pid, 0)
+    return blob, status
+
+
+def _start(share: Sequence[str], work: Callable[[Sequence[str]], list[R]],
+           encode: Callable[[R], Any]) -> tuple[int, int]:
+    return spawn(lambda pipe: pipe.write(marshal.dumps([encode(result) for result in work(share)])))
+
+
+def _finish(pid: int, fd: int) -> list[Any] | None:
+    """The child's results, or None if it failed."""
+    blob, status = collect(pid, fd)
     if status != 0:
         return None
     with contextlib.suppress(ValueError, EOFError, TypeError):

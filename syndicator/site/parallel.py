@@ -21,10 +21,10 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from syndicator.errors import OutputError
-from syndicator.forked import workers
+from syndicator.forked import collect, spawn, workers
 from syndicator.model import Story
 from syndicator.site.pages import StoryPages, page_key
 from syndicator.site.writer import current_umask, same_content, stage_page
@@ -225,27 +225,15 @@ class _Child:
 
     @classmethod
     def start(cls, pages: Path, jobs: list[Job], queue: _Queue, direct: bool, token: str) -> _Child:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            code = 1
-            try:
-                os.close(read_end)
-                _child_main(write_end, pages, jobs, queue, direct, token)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_end)
+        pid, read_end = spawn(functools.partial(_child_main, pages=pages, jobs=jobs, queue=queue,
+                                                direct=direct, token=token))
         return cls(pid, read_end, jobs, pages, direct, token)
 
     def finish(self) -> Rendered:
         """What the child staged; raises the error that stopped it (it then removed its files)."""
-        try:
-            with os.fdopen(self.pipe, "rb") as pipe:
-                self.pipe = -1
-                blob = pipe.read()
-        finally:
-            status = self._reap()
+        fd, self.pipe = self.pipe, -1
+        self.reaped = True  # ``collect`` waits for it, whatever happens
+        blob, status = collect(self.pid, fd)
         if blob[:1] == b"O" and status == 0:
             return [(name, tmp, key, size, mtime) for name, tmp, key, size, mtime in marshal.loads(blob[1:])]
         exc: object = None
@@ -280,20 +268,20 @@ class _Child:
         return status
 
 
-def _child_main(fd: int, pages: Path, jobs: list[Job], queue: _Queue, direct: bool, token: str) -> None:
-    with os.fdopen(fd, "wb") as pipe:
+def _child_main(pipe: BinaryIO, *, pages: Path, jobs: list[Job], queue: _Queue, direct: bool,
+                token: str) -> None:
+    try:
+        done = _render_queue(pages, jobs, queue, direct, token)
+    except BaseException as exc:
         try:
-            done = _render_queue(pages, jobs, queue, direct, token)
-        except BaseException as exc:
-            try:
-                blob = pickle.dumps(exc)
-            except Exception:
-                blob = pickle.dumps(OutputError(f"page rendering failed: {exc!r}"))
-            pipe.write(b"E" + blob)
-            return
-        try:
-            pipe.write(b"O" + marshal.dumps(done))
-            pipe.flush()
-        except BaseException:
-            discard(done)  # nobody is left to commit them (the parent is gone or gave up)
-            raise
+            blob = pickle.dumps(exc)
+        except Exception:
+            blob = pickle.dumps(OutputError(f"page rendering failed: {exc!r}"))
+        pipe.write(b"E" + blob)
+        return
+    try:
+        pipe.write(b"O" + marshal.dumps(done))
+        pipe.flush()
+    except BaseException:
+        discard(done)  # nobody is left to commit them (the parent is gone or gave up)
+        raise
