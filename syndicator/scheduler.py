@@ -22,7 +22,7 @@ from syndicator.config import Config
 from syndicator.errors import SyndicatorError
 from syndicator.mail import workers
 from syndicator.mail.delivery import Stop
-from syndicator.site.build import build
+from syndicator.site.build import Templates, build
 from syndicator.site.watch import FileChange, SeedChanges, build_once, start_watching
 from syndicator.state import ledger
 from syndicator.state.store import Store
@@ -103,6 +103,7 @@ class Runner:
         self.builds = 0
         self.built = asyncio.Event()  # a rebuild for changed seeds finished
         self.building = threading.Lock()  # one build at a time: start-up, feeds, digest, watch
+        self.templates = Templates(config)  # compiled once for the builds at start and of the watch
 
     async def job(self) -> None:
         with self._tracked():
@@ -228,7 +229,7 @@ class Runner:
         build succeeded. ``changed``: only these seeds changed since the last (``SeedChanges``)."""
         try:
             with self.building:
-                result = build_once(self.config, self.clock(), changed=changed)
+                result = build_once(self.config, self.clock(), changed=changed, templates=self.templates)
         except SyndicatorError as exc:
             log.error("build %s failed: %s", when, exc)
             return False

@@ -389,6 +389,52 @@ def test_a_watched_rebuild_stats_the_changed_seeds_and_builds_what_a_scan_would(
     assert {name: data for name, data in watched.items() if "watched-story-1-" not in name} == scanned
 
 
+def test_templates_edited_while_watching_are_used_by_the_next_rebuild(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch keeps its compiled templates between rebuilds, and compiles them again when any
+    template is added or edited, a partial only a page template includes too."""
+    import jinja2
+
+    compiled: list[str | None] = []
+    real_compile = jinja2.Environment.compile
+
+    def counted(self: jinja2.Environment, source: Any, name: str | None = None, *args: Any,
+                **kwargs: Any) -> Any:
+        compiled.append(name)
+        return real_compile(self, source, name, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counted)
+    templates = project.root / "templates"
+    pages = project.output / "stories"
+
+    def every_page_says(marker: str) -> bool:
+        return all(marker in page.read_text() for page in pages.glob("*.html"))
+
+    async def scenario(watch: Watch) -> None:
+        first = len(compiled)
+        assert first > 0
+        write_seed(project, 1, "Nothing about templates.")
+        assert (await watch.next()).result is not None
+        assert len(compiled) == first, "a rebuild compiled templates none of which changed"
+
+        templates.mkdir()
+        (templates / "_marker.html").write_text("<p>MARK-ONE</p>\n")
+        (templates / "story.html").write_text(
+            '{% extends "base.html" %}\n{% block body %}{% include "_marker.html" %}'
+            "<h1>{{ story.title|clean }}</h1>{{ body }}{% endblock %}\n")
+        write_seed(project, 2, "A story after the templates came.")
+        assert (await watch.next()).result is not None
+        assert every_page_says("MARK-ONE")  # the project's story.html stands in for the shipped one
+
+        (templates / "_marker.html").write_text("<p>MARK-TWO</p>\n")
+        write_seed(project, 3, "A story after the partial changed.")
+        assert (await watch.next()).result is not None
+        assert every_page_says("MARK-TWO") and not any(
+            "MARK-ONE" in page.read_text() for page in pages.glob("*.html"))
+
+    watching(project, scenario)
+
+
 def test_seed_changes_are_kept_until_a_build_that_saw_them_succeeds(tmp_path: Path) -> None:
     from watchfiles import Change
 

@@ -37,7 +37,7 @@ from syndicator.seeds.parse import SeedFiles
 from syndicator.site import editions, incremental, sitemaps, tags, unchanged
 from syndicator.site.catalog import Catalog
 from syndicator.site.feeds import ArchiveDoc, site_feeds
-from syndicator.site.manifest import Manifest
+from syndicator.site.manifest import Manifest, template_digest
 from syndicator.site.pages import StoryPages, check_templates, page_key, render_index
 from syndicator.site.parallel import Todo, discard, render_all_while, temp_token
 from syndicator.site.writer import check_writable, commit, current_umask, sync_folder, write_atomic
@@ -71,16 +71,37 @@ class Prepared:
     entries: int | None = None  # every seed parsed, entries counted (a build in batches)
 
 
+class Templates:
+    """The page templates of a process that builds again and again (a watch, ``run``):
+    compiled once, and again only when any template's name or source is not what it was (an
+    edit, a file added to the project's templates/ that stands in for a shipped one). Compiling
+    the page templates took 32-39 ms of CPU, reading and hashing their sources 1 ms; a watched
+    rebuild at 100,000 seeds takes 100-180 ms of CPU in all."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._kept: tuple[str, jinja2.Environment] | None = None
+
+    def environment(self) -> jinja2.Environment:
+        fresh = environment(self.config.templates_dir)  # compiles nothing until asked
+        sources = template_digest(fresh)
+        if self._kept is not None and self._kept[0] == sources:
+            return self._kept[1]
+        self._kept = (sources, fresh)
+        return fresh
+
+
 def prepare(config: Config, output: Path | None = None, *,
-            changed: Collection[str] | None = None) -> Prepared:
+            changed: Collection[str] | None = None, templates: Templates | None = None) -> Prepared:
     """Every check a build needs, before any store is opened: all problems at once.
 
     Seeds unchanged since the folder's last build (``unchanged``, ``incremental``) are not
     parsed again: they parsed then, with the same code and settings. ``changed``: the seed
     files a watch saw change since that build (``unchanged.seen``): the folder is not scanned.
+    ``templates``: the compiled templates a process that builds again keeps (else compiled here).
     """
     folder = output or config.output_dir
-    env = environment(config.templates_dir)
+    env = templates.environment() if templates is not None else environment(config.templates_dir)
     env.auto_reload = False  # one build: no stat of every template at every render
     broken = check_templates(env)
     if broken:

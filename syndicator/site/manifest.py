@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import sys
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import jinja2
@@ -130,14 +130,27 @@ def signature(config: Config, env: jinja2.Environment) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr((MANIFEST_VERSION, sys.version_info[:2], unicodedata.unidata_version,
                         config.site, config.feeds)).encode())
-    for name in sorted(set(env.list_templates())):
-        assert env.loader is not None
-        source, _, _ = env.loader.get_source(env, name)
-        digest.update(name.encode() + b"\0" + source.encode("utf-8", "surrogatepass") + b"\0")
+    for part in _template_sources(env):
+        digest.update(part)
     here = Path(__file__).parents[1]  # the package
     for name in _PAGE_CODE:
         digest.update((here / name).read_bytes())
     return digest.hexdigest()
+
+
+def template_digest(env: jinja2.Environment) -> str:
+    """A digest of every template's name and source, as the environment's loader finds them now."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in _template_sources(env):
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _template_sources(env: jinja2.Environment) -> Iterator[bytes]:
+    assert env.loader is not None
+    for name in sorted(set(env.list_templates())):
+        source, _, _ = env.loader.get_source(env, name)
+        yield name.encode() + b"\0" + source.encode("utf-8", "surrogatepass") + b"\0"
 
 
 def manifest_path(folder: Path, state: Path) -> Path:

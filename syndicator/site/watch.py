@@ -32,7 +32,7 @@ from watchfiles import Change, DefaultFilter, awatch
 
 from syndicator.config import Config
 from syndicator.errors import SeedError, SyndicatorError
-from syndicator.site.build import BuildResult, build, prepare
+from syndicator.site.build import BuildResult, Templates, build, prepare
 from syndicator.state.store import Store
 from syndicator.websub import announce
 
@@ -167,16 +167,18 @@ class Rebuild:
 
 
 def build_once(config: Config, now: datetime, output: Path | None = None, *,
-               prune: bool = False, changed: frozenset[str] | None = None) -> BuildResult:
+               prune: bool = False, changed: frozenset[str] | None = None,
+               templates: Templates | None = None) -> BuildResult:
     """One complete build, as ``syndicator build`` runs it: checks first, then the store.
     ``changed``: only these seeds can have changed since the last build (``SeedChanges``).
+    ``templates``: the watching process's compiled templates (``build.Templates``).
 
     A watching process lives on: the few hundred reference cycles a build leaves behind (its
     template environment, its store's engine) are collected now, once its output is written,
     rather than whenever the collector's next full pass comes.
     """
     try:
-        ready = prepare(config, output, changed=changed)
+        ready = prepare(config, output, changed=changed, templates=templates)
         store = Store.open(config.store_url)
         try:
             return build(config, store, now, prepared=ready, prune=prune)
@@ -202,6 +204,7 @@ async def build_and_watch(config: Config, clock: Callable[[], datetime], report:
     seeds = SeedChanges(config.seeds_dir)
     pings: set[asyncio.Task[Any]] = set()
     rebuilds = 0
+    templates = Templates(config)  # one build at a time uses them
 
     def announce_later(result: BuildResult) -> None:
         task = asyncio.create_task(asyncio.to_thread(ping, config, result.written))
@@ -217,7 +220,7 @@ async def build_and_watch(config: Config, clock: Callable[[], datetime], report:
         checked, started = seeds.to_check(), time.monotonic()
         try:
             result = await asyncio.to_thread(build_once, config, clock(), output, prune=prune,
-                                             changed=checked)
+                                             changed=checked, templates=templates)
         except SyndicatorError as exc:
             report(Rebuild(frozenset(batch), None, exc))
         else:
@@ -232,7 +235,8 @@ async def build_and_watch(config: Config, clock: Callable[[], datetime], report:
             watcher.result()  # it could not start: raise why
             return 0
         started = time.monotonic()
-        result = await asyncio.to_thread(build_once, config, clock(), output, prune=prune)
+        result = await asyncio.to_thread(build_once, config, clock(), output, prune=prune,
+                                         templates=templates)
         seeds.built(None, started)
         report(Rebuild(frozenset(), result))
         announce_later(result)
