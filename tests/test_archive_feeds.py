@@ -4,7 +4,7 @@ corrections, read back as readers and crawlers do, and validated by the W3C vali
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from syndicator.mail.edition import plan
 from syndicator.site import sitemaps
 from syndicator.site.build import BuildResult, build
 from syndicator.state.store import Store
+from syndicator.text import one_line
 from tests import w3c
 from tests.conftest import Project, assert_golden
 
@@ -416,3 +417,34 @@ def test_sitemaps_written_as_text_match_lxml_for_any_url() -> None:
             assert sitemaps._listing(root, item, urls) == expected, (n, root)
     with pytest.raises(ValueError):
         sitemaps.urlset([("https://example.org/a\x01b.html", "2026-01-02T03:04:05+00:00")])
+
+
+def test_the_news_sitemap_written_as_text_matches_lxml_for_any_story(project: Project) -> None:
+    """The news sitemap is written as text too: any URL, headline and site name (markup,
+    entities, CR, astral and right-to-left characters) comes out as lxml writes the same tree,
+    recent stories only and newest first; none, and text XML cannot hold, go to lxml itself."""
+    import random
+
+    import pytest
+
+    config = load_config(project.config)
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    pieces = ["https://example.org/", "stories/a-b-0123abcd.html", "?q=1&r=2", "<", ">", '"', "'",
+              "\r", "\t", "é", "\U0001f4f0", "\u202e", "]]>", "Harbour ", ""]
+    rng = random.Random(11)
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 5)))
+
+    for n in (0, 1, 2, 9, 40):
+        items = [(text(), text(), now - timedelta(hours=rng.randint(-2, 60)), rng.randint(1, 50))
+                 for _ in range(n)]
+        site = config.model_copy(update={"site": config.site.model_copy(update={"title": text() or "T"})})
+        recent = sorted((i for i in items if now - sitemaps.NEWS_WINDOW <= i[2] <= now + sitemaps.NEWS_AHEAD),
+                        key=lambda i: (-i[2].timestamp(), i[3]))
+        shown = [(loc, when.isoformat(timespec="seconds"), one_line(title)) for loc, title, when, _ in recent]
+        tree = sitemaps._news_tree(one_line(site.site.title), site.site.language, shown)
+        expected = sitemaps._serialise(tree)
+        assert sitemaps.render_news(site, items, now) == expected, n
+    with pytest.raises(ValueError):
+        sitemaps.render_news(config, [("https://example.org/a\x01b.html", "A title", now, 1)], now)

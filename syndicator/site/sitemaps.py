@@ -152,20 +152,40 @@ def _news(config: Config, stories: Sequence[Story], now: datetime) -> bytes:
 
 
 def render_news(config: Config, items: Sequence[NewsItem], now: datetime) -> bytes:
-    """Google News wants only recent articles: published within two days of this build."""
+    """Google News wants only recent articles: published within two days of this build.
+
+    Written as text, as lxml writes the same tree (``_news_tree``), like the other sitemaps:
+    every rebuild writes this one, no change included (1,000 stories: lxml took 33 ms, the
+    text 7 ms, one run with the machine busy).
+    """
     recent = [i for i in items if now - NEWS_WINDOW <= i[2] <= now + NEWS_AHEAD]
     recent.sort(key=lambda i: (-i[2].timestamp(), i[3]))
+    name, language = one_line(config.site.title), config.site.language
+    shown = [(loc, _w3c(published), one_line(title)) for loc, title, published, _seq in recent[:NEWS_MAX]]
+    if not shown or any(map(_UNFIT.search, (name, language, *(v for item in shown for v in item)))):
+        return _serialise(_news_tree(name, language, shown))
+    head = (f"\n    <news:news>\n      <news:publication>\n        <news:name>{_text(name)}</news:name>\n"
+            f"        <news:language>{_text(language)}</news:language>\n      </news:publication>\n"
+            "      <news:publication_date>")
+    body = "".join([f"  <url>\n    <loc>{_text(loc)}</loc>{head}{_text(when)}</news:publication_date>\n"
+                    f"      <news:title>{_text(title)}</news:title>\n    </news:news>\n  </url>\n"
+                    for loc, when, title in shown])
+    return (f"<?xml version='1.0' encoding='UTF-8'?>\n<urlset xmlns=\"{SITEMAP_NS}\" "
+            f"xmlns:news=\"{NEWS_NS}\">\n{body}</urlset>\n").encode()
+
+
+def _news_tree(name: str, language: str, shown: list[tuple[str, str, str]]) -> etree._Element:
     root = etree.Element(f"{{{SITEMAP_NS}}}urlset", nsmap={None: SITEMAP_NS, "news": NEWS_NS})
-    for loc, title, published, _seq in recent[:NEWS_MAX]:
+    for loc, when, title in shown:
         url = etree.SubElement(root, f"{{{SITEMAP_NS}}}url")
         etree.SubElement(url, f"{{{SITEMAP_NS}}}loc").text = loc
         news = etree.SubElement(url, f"{{{NEWS_NS}}}news")
         publication = etree.SubElement(news, f"{{{NEWS_NS}}}publication")
-        etree.SubElement(publication, f"{{{NEWS_NS}}}name").text = one_line(config.site.title)
-        etree.SubElement(publication, f"{{{NEWS_NS}}}language").text = config.site.language
-        etree.SubElement(news, f"{{{NEWS_NS}}}publication_date").text = _w3c(published)
-        etree.SubElement(news, f"{{{NEWS_NS}}}title").text = one_line(title)
-    return _serialise(root)
+        etree.SubElement(publication, f"{{{NEWS_NS}}}name").text = name
+        etree.SubElement(publication, f"{{{NEWS_NS}}}language").text = language
+        etree.SubElement(news, f"{{{NEWS_NS}}}publication_date").text = when
+        etree.SubElement(news, f"{{{NEWS_NS}}}title").text = title
+    return root
 
 
 def _w3c(when: datetime) -> str:
