@@ -19,9 +19,9 @@ from syndicator.errors import InputErrors
 from syndicator.seeds import cache
 from syndicator.site import incremental, parallel, sitemaps
 from syndicator.site.build import build
-from syndicator.site.manifest import Manifest
+from syndicator.site.manifest import PENDING, RECENT, Manifest, manifest_path
 from syndicator.site.writer import Names
-from syndicator.state import schema
+from syndicator.state import schema, shards
 from syndicator.state.store import Store
 from syndicator.templating import environment
 from tests.conftest import Project
@@ -158,6 +158,38 @@ def test_prune_in_batches_deletes_the_pages_of_stories_gone(
     assert after < before
     build(archive, stores[1], clock + timedelta(hours=1), tmp_path / "fresh")
     assert after == {p.name for p in (tmp_path / "fresh" / "stories").iterdir()}
+
+
+def test_a_build_in_batches_merges_its_pages_into_the_manifest_once(
+        archive: Config, stores: tuple[Store, Store], clock: datetime, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch's pages wait beside the shards and are merged once at the end: each shard is
+    written once however many batches there are (merged after each batch, a build read and
+    wrote the whole manifest so far each time). What an interrupted build left is dropped."""
+    monkeypatch.setattr(incremental, "BATCH", 4)
+    monkeypatch.setattr(incremental, "BATCHED_FROM", 4)
+    out = tmp_path / "out"
+    where = manifest_path(out, archive.state_dir)
+    stale = where / PENDING / "00.000000.bin"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"what an interrupted build in batches left")
+    writes: list[Path] = []
+    real_write = shards.write_file
+
+    def counted(path: Path, tag: shards.Tag, entries: shards.Shard) -> None:
+        writes.append(path)
+        real_write(path, tag, entries)
+
+    monkeypatch.setattr(shards, "write_file", counted)
+    build(archive, stores[0], clock, out)
+    merged = [path for path in writes if path.parent == where and path.name != RECENT]
+    assert merged and len(merged) == len(set(merged)), "a shard was written more than once"
+    assert len([path for path in writes if path.parent == where / PENDING]) > len(merged)  # 4 batches
+    assert not (where / PENDING).exists()
+    remembered = Manifest(out, archive, environment(archive.templates_dir)).remembered
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.*")
+               if p.parts[-2] in ("stories", "archive")}
+    assert {name if name.startswith("archive/") else f"stories/{name}" for name in remembered} == on_disk
 
 
 def test_names_hold_a_build_report_as_a_list_would() -> None:

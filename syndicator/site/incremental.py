@@ -60,7 +60,7 @@ from syndicator.site.feeds import (
     newest_first,
     page_url,
 )
-from syndicator.site.manifest import Manifest
+from syndicator.site.manifest import Manifest, Pending
 from syndicator.site.pages import StoryPages, page_key, render_index
 from syndicator.site.parallel import (
     Job,
@@ -204,6 +204,7 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
         entries = check_seeds(config, seen)
     unchanged.forget(config, folder)  # an interrupted build leaves no record: the next starts over
     state = unchanged.state_folder(config, folder)
+    pending = Pending(folder, config)  # the pages' manifest, merged once at the end
     catalog = Catalog.open(state, Catalog.write(state, {}, [], {}))
     if catalog is None:
         raise OutputError("the build's catalog could not be opened", path=state)
@@ -234,7 +235,8 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
         for later in [*starts[1:], None]:
             assert todo is not None  # only the step after the last batch is None
             token = todo.token
-            manifest = Manifest(folder, config, env, [s.slug + ".html" for s in todo.changed], lean=True)
+            manifest = Manifest(folder, config, env, [s.slug + ".html" for s in todo.changed], lean=True,
+                                pending=pending)
             # The next batch is read and resolved while this one's pages render: its stories
             # are later ones, or earlier ones again, whose pages it then writes again after.
             pages, todo = _write_pages(config, env, folder, manifest, todo.changed,
@@ -243,9 +245,10 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
             manifest.save()
         archived = max(0, catalog.count() - config.feeds.limit)
         numbers = set(range(1, math.ceil(archived / config.feeds.archive_size) + 1))
-        manifest = Manifest(folder, config, env, _doc_names(numbers), lean=True)
+        manifest = Manifest(folder, config, env, _doc_names(numbers), lean=True, pending=pending)
         done = _publish(config, env, store, folder, now, catalog, seen, None, manifest, written, numbers,
                         {slug for slug, _ in catalog.tags()}, [], token)
+        pending.merge()
         if prune is None:
             return done
         return replace(done, pruned=prune(folder, {slug + ".html" for slug in catalog.slugs()}))

@@ -14,6 +14,7 @@ import hashlib
 import marshal
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +59,16 @@ def read_file(path: Path, tag: Tag) -> Shard | None:
     return None
 
 
-def save(folder: Path, tag: Tag, shards: dict[int, Shard]) -> None:
-    """Replace the given shards (an empty one is removed), each atomically."""
+def save(folder: Path, tag: Tag, shards: dict[int, Shard], *,
+         name: Callable[[int], str] | None = None) -> None:
+    """Replace the given shards (an empty one is removed), each atomically. ``name``: each
+    shard's file name (else its own)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return
     for shard, entries in shards.items():
-        write_file(_path(folder, shard), tag, entries)
+        write_file(_path(folder, shard) if name is None else folder / name(shard), tag, entries)
 
 
 def write_file(path: Path, tag: Tag, entries: Shard) -> None:
