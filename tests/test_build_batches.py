@@ -9,6 +9,7 @@ import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -190,6 +191,30 @@ def test_a_build_in_batches_merges_its_pages_into_the_manifest_once(
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.*")
                if p.parts[-2] in ("stories", "archive")}
     assert {name if name.startswith("archive/") else f"stories/{name}" for name in remembered} == on_disk
+
+
+def test_a_build_in_batches_that_fails_leaves_no_pending_pages(
+        archive: Config, stores: tuple[Store, Store], clock: datetime, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pages waiting to be merged (a manifest's worth at a million seeds) go with a failed
+    build; the next build renders and compares those pages, and writes what one pass would."""
+    monkeypatch.setattr(incremental, "BATCH", 4)
+    monkeypatch.setattr(incremental, "BATCHED_FROM", 4)
+    out = tmp_path / "out"
+    real_publish = incremental._publish
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        assert any((manifest_path(out, archive.state_dir) / PENDING).iterdir())
+        raise OSError("the disk filled")
+
+    monkeypatch.setattr(incremental, "_publish", failing)
+    with pytest.raises(OSError):
+        build(archive, stores[0], clock, out)
+    assert not (manifest_path(out, archive.state_dir) / PENDING).exists()
+    monkeypatch.setattr(incremental, "_publish", real_publish)
+    build(archive, stores[0], clock, out)
+    build(archive, stores[1], clock, tmp_path / "fresh")
+    assert files(out) == files(tmp_path / "fresh")
 
 
 def test_names_hold_a_build_report_as_a_list_would() -> None:

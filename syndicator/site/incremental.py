@@ -252,6 +252,9 @@ def in_batches(config: Config, env: jinja2.Environment, store: Store, folder: Pa
         if prune is None:
             return done
         return replace(done, pruned=prune(folder, {slug + ".html" for slug in catalog.slugs()}))
+    except BaseException:
+        pending.discard()  # up to a manifest's size (hundreds of MB at a million seeds)
+        raise
     finally:
         catalog.close()
 

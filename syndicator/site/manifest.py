@@ -139,9 +139,10 @@ class Pending:
     of the batches, while no page rendered.
 
     Until merged, a batch does not see an earlier batch's pages (they are rendered and
-    compared, not rewritten); the later entry wins. A build that stops first leaves them
-    unmerged: the next build in batches of the folder removes them (the manifest is a
-    shortcut; what it does not remember is rendered and compared again).
+    compared, not rewritten); the later entry wins. A build that fails drops them (and a
+    process killed first leaves them to the next build in batches of the folder, which
+    drops them): the manifest is a shortcut, and what it does not remember is rendered and
+    compared again, no unchanged page rewritten.
     """
 
     def __init__(self, folder: Path, config: Config) -> None:
