@@ -149,6 +149,7 @@ class Pending:
         self.path = manifest_path(folder, config.state_dir)
         self.here = self.path / PENDING
         self.tag: shards.Tag | None = None
+        self.parts: dict[int, list[Path]] = {}  # per shard, its batches' files, in order
         self.batches = 0
         self.discard()
 
@@ -156,21 +157,21 @@ class Pending:
         if self.tag is not None and tag != self.tag:
             raise ValueError("one build's pages have one signature")
         self.tag = tag
-        if pages:
-            shards.save(self.here, tag, shards.split(pages), name=lambda n: f"{n:02x}.{self.batches:06d}.bin")
-            self.batches += 1
+        split = shards.split(pages)
+        shards.save(self.here, tag, split, name=self._part)
+        for shard in split:
+            self.parts.setdefault(shard, []).append(self.here / self._part(shard))
+        self.batches += 1
+
+    def _part(self, shard: int) -> str:
+        return f"{shard:02x}.{self.batches:06d}.bin"
 
     def merge(self) -> None:
-        """Into the shards, in the order the batches came; then none is pending."""
+        """Into the shards, in the order the batches came; then none is pending. A part that
+        could not be written (saving is best effort) is passed over."""
         if self.tag is None:
             return
-        waiting: dict[int, list[Path]] = {}
-        with contextlib.suppress(OSError):
-            for entry in sorted(self.here.iterdir()):
-                prefix, _, _ = entry.name.partition(".")
-                with contextlib.suppress(ValueError):
-                    waiting.setdefault(int(prefix, 16), []).append(entry)
-        for shard, parts in sorted(waiting.items()):
+        for shard, parts in sorted(self.parts.items()):
             merged = shards.load(self.path, self.tag, {shard}).get(shard, {})
             for part in parts:
                 merged.update(shards.read_file(part, self.tag) or {})
@@ -178,6 +179,7 @@ class Pending:
         self.discard()
 
     def discard(self) -> None:
+        self.parts.clear()
         shutil.rmtree(self.here, ignore_errors=True)
 
 
