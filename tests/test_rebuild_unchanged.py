@@ -320,27 +320,33 @@ def test_a_scan_another_process_kept_since_is_read_from_its_file(newsroom: tuple
     assert unchanged.load_scan(config, config.output_dir, "mine") is mine
 
 
-@pytest.mark.parametrize("many", [64, 2], ids=["names-edited", "names-joined-again"])
-def test_a_watched_rescan_packs_its_listing_as_a_complete_scan_does(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, many: int) -> None:
-    """The watched rebuild's listing is the last one with the changed seeds put right, its
-    packed bytes edited in place: they must be a fresh scan's, whatever was added, removed
-    or edited (first, last, neighbours, all of them)."""
+@pytest.mark.parametrize("journal", [4_096, 3], ids=["journal", "snapshot-written-again"])
+def test_a_watched_listing_kept_as_a_journal_reads_back_as_a_fresh_scan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, journal: int) -> None:
+    """Watched rebuild after watched rebuild, the listing is the last one with the changed
+    seeds put right in place, and kept as a journal of them beside the snapshot (or, past
+    ``JOURNAL_MAX`` seeds, as a new snapshot): in memory and read back from the files by
+    another process, it must be a fresh scan, whatever was added, removed or edited."""
     import random
     from types import SimpleNamespace
     from typing import cast
 
-    from syndicator.seeds.cache import scan_seeds
+    from syndicator.seeds.cache import Scan, scan_seeds
 
-    monkeypatch.setattr(unchanged.Edits, "MANY", many)
-    rng = random.Random(many)
+    monkeypatch.setattr(unchanged, "JOURNAL_MAX", journal)
+    rng = random.Random(journal)
     folder = tmp_path / "seeds"
     folder.mkdir()
-    config = cast(Config, SimpleNamespace(seeds_dir=folder))
+    out = tmp_path / "public"
+    config = cast(Config, SimpleNamespace(seeds_dir=folder, state_dir=tmp_path / "state"))
     stems = ["a", "ab", "b", "caf\u00e9", "z"]
-    for _ in range(150):
-        base = scan_seeds(folder)
-        assert base.packed  # made, as a build makes it before keeping the scan
+    unchanged._kept_here.clear()
+    unchanged.save_scan(config, out, "t0", scan_seeds(folder))
+    snapshots = set()
+    for round_ in range(1, 120):
+        kept = unchanged._kept(config, out, f"t{round_ - 1}")
+        assert kept is not None
+        was = dict(zip(kept.scan.names, zip(kept.scan.sizes, kept.scan.mtimes, strict=True), strict=True))
         touched: set[str] = set()
         for _ in range(rng.randrange(6)):
             name = f"{rng.choice(stems)}{rng.randrange(8)}.txt"
@@ -351,19 +357,30 @@ def test_a_watched_rescan_packs_its_listing_as_a_complete_scan_does(
                 path.write_text("x" * rng.randrange(5))
                 os.utime(path, ns=(rng.randrange(1, 10**18), rng.randrange(1, 10**18)))
             touched.add(name)
-        extra = set(rng.sample(base.names, min(2, len(base.names))))
-        rescanned = unchanged._rescanned(config, base, touched | extra)
+        extra = set(rng.sample(kept.scan.names, min(2, len(kept.scan.names))))
+        unchanged._kept_here.clear()
+        before = unchanged._restat(config, kept.scan, touched | extra, 2**63 - 1)
+        assert before == {name: was.get(name) for name in touched | extra}
+        rescanned = Scan(kept.scan.names, kept.scan.sizes, kept.scan.mtimes)
         fresh = scan_seeds(folder)
-        assert rescanned is not None
-        assert rescanned.names == fresh.names
-        assert (rescanned.sizes, rescanned.mtimes) == (fresh.sizes, fresh.mtimes)
-        assert rescanned.packed == fresh.packed
+        assert rescanned == fresh and rescanned.packed == fresh.packed
+        base = unchanged.Base(kept.token, before, kept.snapshot, kept.journal)
+        unchanged.save_scan(config, out, f"t{round_}", rescanned, base)
+        assert unchanged.load_scan(config, out, f"t{round_}") is rescanned  # kept in memory
+        if rng.random() < 0.5:  # another process, or the next watched rebuild, from the files
+            unchanged._kept_here.clear()
+            again = unchanged.load_scan(config, out, f"t{round_}")
+            assert again == fresh and again.packed == fresh.packed
+        assert unchanged.load_scan(config, out, f"t{round_ - 1}") is None  # that catalog's is gone
+        snapshots.add(unchanged._kept(config, out, f"t{round_}").snapshot)  # type: ignore[union-attr]
+    # A journal of every seed since the first build, or a snapshot each few rebuilds.
+    assert len(snapshots) == 1 if journal > 100 else len(snapshots) > 10
 
 
-def test_a_watched_rebuild_hashes_a_seed_saved_just_now_as_a_scan_does(
+def test_a_watched_rebuild_holds_a_seed_saved_just_now_untrusted_as_a_scan_does(
         newsroom: tuple[Config, Store], project: Project) -> None:
-    """A seed saved within 2 s of the build counts as changed (mtime -1): the watched listing's
-    packed bytes say so too, so its digest is a scanned build's."""
+    """A seed saved within 2 s of the build counts as changed (mtime -1) in the watched
+    listing as in a scanned one: neither build is taken for one where nothing changed."""
     from syndicator.templating import environment
 
     config, _ = newsroom
@@ -374,7 +391,7 @@ def test_a_watched_rebuild_hashes_a_seed_saved_just_now_as_a_scan_does(
     assert watched.base is not None  # made from the kept scan, not by scanning the folder
     assert watched.scan.mtimes == scanned.scan.mtimes and -1 in scanned.scan.mtimes
     assert watched.scan.packed == scanned.scan.packed
-    assert watched.seeds == scanned.seeds == ""  # a seed too recent to trust: no digest at all
+    assert not watched.settled and not scanned.settled
 
 
 @pytest.mark.parametrize("few", [1_000, 0], ids=["few-changes", "many-changes"])
@@ -402,7 +419,7 @@ def test_every_way_of_comparing_listings_agrees(monkeypatch: pytest.MonkeyPatch,
         touched = {n for n in set(old) | set(new) if old.get(n) != new.get(n)} | {
             n for n, (_, m) in old.items() if m == -1} | {n for n, (_, m) in new.items() if m == -1}
         extra = set(rng.sample(names, min(3, len(names))))
-        assert unchanged.changes_among(now, before, touched | extra) == expected
+        assert unchanged.changes_among(now, {n: old.get(n) for n in touched | extra}) == expected
 
 
 @pytest.mark.parametrize(("relative", "forking"),

@@ -28,6 +28,7 @@ from syndicator.cli import cli
 from syndicator.config import Config, load_config
 from syndicator.errors import InputErrors
 from syndicator.scheduler import Runner
+from syndicator.seeds.cache import Scan
 from syndicator.site.watch import Rebuild, build_and_watch, is_seed_change
 from syndicator.websub import announce
 from tests.conftest import CLOCK, EXAMPLE_SEED, Project
@@ -360,6 +361,15 @@ def test_a_watched_rebuild_stats_the_changed_seeds_and_builds_what_a_scan_would(
         return real_scan(folder, sorted_as)
 
     monkeypatch.setattr(unchanged, "scan_seeds", counted)
+    # The listing the last build kept, read back from its files (37 MB at a million seeds).
+    unpacked: list[int] = []
+    real_unpack = Scan.unpack
+
+    def counted_unpack(*args: Any) -> Scan:
+        unpacked.append(1)
+        return real_unpack(*args)
+
+    monkeypatch.setattr(Scan, "unpack", staticmethod(counted_unpack))
 
     async def scenario(watch: Watch) -> None:
         assert len(scans) == 1  # the first build scanned the folder
@@ -371,8 +381,24 @@ def test_a_watched_rebuild_stats_the_changed_seeds_and_builds_what_a_scan_would(
         while done.result is not None and "Watched story 1" in watch.rss():  # the removal's own batch
             done = await watch.next()
         assert done.result is not None and "Another story." in watch.rss()
+        # An hour old (trusted, not too recent), then saved again as it was, mtime and all: a
+        # rebuild where no seed changed ...
+        again = project.seeds / "watched-2.txt"
+        hour_ago = time.time_ns() - 3600 * 10**9
+        os.utime(again, ns=(hour_ago, hour_ago))
+        assert (await watch.next()).result is not None
+        again.write_bytes(again.read_bytes())
+        os.utime(again, ns=(hour_ago, hour_ago))
+        assert (await watch.next()).result is not None
+        write_seed(project, 3, "A third story.")  # ... and one where one did
+        done = await watch.next()
+        assert done.result is not None and "A third story." in watch.rss()
         assert len(scans) == 1, "a watched rebuild scanned the seeds folder"
+        assert not unpacked, "a watched rebuild read the kept listing back from its file"
 
+    hour_ago = time.time() - 3600
+    for seed in project.seeds.iterdir():  # an archive's: none too recent to trust
+        os.utime(seed, (hour_ago, hour_ago))
     watch, _ = watching(project, scenario)
     config = watch.config
     store = Store.open(config.store_url)

@@ -82,7 +82,9 @@ class Scan:
         found = unpack_names(names)
         if not len(found) == len(many) == len(when):
             raise ValueError("a scan's lists differ in length")
-        return cls(found, many.tolist(), when.tolist(), listed)
+        scan = cls(found, many.tolist(), when.tolist(), listed)
+        scan.__dict__["packed"] = (names, sizes, mtimes)  # as ``packed`` would make them again
+        return scan
 
 
 def unpack_names(names: bytes) -> list[str]:

@@ -108,7 +108,7 @@ def prepare(config: Config, output: Path | None = None, *,
         raise InputErrors(broken)
     seen = unchanged.seen(config, env, folder, changed)
     last = unchanged.load(config, folder, seen)
-    record = last if last is not None and unchanged.matches(last, seen) else None
+    record = last if last is not None and unchanged.matches(config, folder, last, seen) else None
     plan = incremental.plan(config, folder, seen, last) if last is not None and record is None else None
     quicker = record is not None or plan is not None
     batched = not quicker and incremental.batched(seen)
@@ -224,7 +224,7 @@ def _catalogue(config: Config, folder: Path, seen: unchanged.Seen, stories: list
         token = Catalog.write(unchanged.state_folder(config, folder), seen.listing, stories, sources)
     except (OSError, sqlite3.Error):
         return ""  # only a shortcut: the next build is a complete one
-    unchanged.save_scan(config, folder, token, seen.scan)
+    unchanged.save_scan(config, folder, token, seen.scan, seen.base)
     return token
 
 

@@ -126,8 +126,8 @@ def plan(config: Config, folder: Path, now_seen: Seen, record: Record) -> Plan |
     if catalog is None:
         return None
     try:
-        if now_seen.base is not None and now_seen.base[0] == record.catalog:
-            changed, gone_now = unchanged.changes_among(now_seen.scan, now_seen.base[1], now_seen.base[2])
+        if now_seen.base is not None and now_seen.base.token == record.catalog:
+            changed, gone_now = unchanged.changes_among(now_seen.scan, now_seen.base.before)
         else:
             before = unchanged.load_scan(config, folder, record.catalog) or _scan(catalog.seeds())
             changed, gone_now = unchanged.changes(now_seen.scan, before)
@@ -351,7 +351,7 @@ def _publish(config: Config, env: jinja2.Environment, store: Store, folder: Path
         st = os.stat(folder / name)
         kept[name] = [st.st_size, st.st_mtime_ns]
     folder_mtime = os.stat(folder / STORIES).st_mtime_ns if total else -1
-    unchanged.save_scan(config, folder, token, seen.scan)
+    unchanged.save_scan(config, folder, token, seen.scan, seen.base)
     unchanged.save(config, folder, unchanged.Record(
         seen, unchanged.store_state(store), now.timestamp(), total, kept, folder_mtime, news, token,
         unchanged.archive_mtime(folder)))

@@ -13,7 +13,8 @@ the archive.
 
 The seeds' listing (``Scan``) is kept beside the catalog (``save_scan``): the next build
 compares its own with it in C, and a watched rebuild (``seen(changed=...)``) takes it as it
-is, with only the seeds the watch saw change stat'ed again.
+is, with only the seeds the watch saw change stat'ed again, and keeps it again as a journal
+of those seeds beside the listing, not the whole listing (37 MB at a million seeds).
 
 Anything else, or any doubt, takes the complete build. What this does not see: a story page
 or an archive document edited in place by hand (its folder's mtime does not move);
@@ -32,7 +33,7 @@ import os
 import stat
 import time
 from array import array
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import compress
@@ -53,24 +54,39 @@ from syndicator.state.store import Store
 
 RECORD = "last-build.json"
 SCAN = "seeds.scan"  # the seeds' listing the catalog was made from (``save_scan``)
+JOURNAL = "seeds.journal"  # the seeds a watch stat'ed again since that listing (``save_scan``)
 _SCAN_VERSION = 3  # 3: with the digest of the folder's listing order (``Scan.listed``)
 _VERSION = 3  # 3: the store's state is its change counter (migration 0011)
 _RACY_NS = 2_000_000_000  # a seed written this close to a build may change again unseen
+# Seeds a journal holds at most: past this, the listing is written whole again (37 MB at a
+# million seeds, 50 ms) and the journal emptied.
+JOURNAL_MAX = 4_096
 STORIES = "stories"
 ARCHIVE = "archive/"
+Stat = tuple[int, int]  # a seed's size and mtime (ns; -1: too recent to trust)
+
+
+@dataclass(frozen=True)
+class Base:
+    """What a watched rebuild's listing was made from: the listing kept with the catalog
+    ``token`` (``Kept``), with the seeds ``before`` names stat'ed again, each as that listing
+    had it (None: not in it). Only those can differ."""
+
+    token: str
+    before: dict[str, Stat | None]
+    snapshot: str  # the kept listing's, carried on (``Kept``)
+    journal: dict[str, Stat | None]
 
 
 @dataclass(frozen=True)
 class Seen:
     """What a build can tell before it opens the store: the seeds' listing and the signature."""
 
-    seeds: str  # digest of every seed's name, size and mtime; "" when one is too recent
+    settled: bool  # no seed too recent to trust (each such one is at mtime -1 in ``scan``)
     signature: str
     # Every seed's name, size and mtime (-1 for one too recent to trust: it counts as changed).
     scan: Scan = field(default_factory=lambda: Scan([], [], []), compare=False, repr=False)
-    # The last build's kept scan and its catalog's token, and the seeds stat'ed again, when
-    # ``scan`` was made from it (a watched rebuild): only those can differ.
-    base: tuple[str, Scan, frozenset[str]] | None = field(default=None, compare=False, repr=False)
+    base: Base | None = field(default=None, compare=False, repr=False)  # a watched rebuild's
 
     @functools.cached_property
     def listing(self) -> dict[str, tuple[int, int]]:
@@ -106,62 +122,64 @@ def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
     last build's listing, the folder is scanned.
     """
     racy = time.time_ns() - _RACY_NS
-    watched = None if changed is None or folder is None else _watched(config, folder, changed)
-    scan, base = watched if watched is not None else (None, None)
-    try:
-        scan = scan or scan_seeds(config.seeds_dir, None if folder is None else _sorted_as(config, folder))
-    except SeedError:
-        scan = None  # the complete build's seed loading says what is wrong
-    recent = scan is None or max(scan.mtimes, default=0) >= racy
-    if scan is None:
-        scan = Scan([], [], [])
-    elif recent:  # the few seeds saved just now, found in C: a copy with those at -1
-        mtimes = list(scan.mtimes)
-        packed = scan.__dict__.get("packed")  # made already (a watched rebuild's): put right
-        edited = bytearray(packed[2]) if packed is not None else None
-        for i in compress(range(len(mtimes)), map(racy.__le__, mtimes)):
-            mtimes[i] = -1
-            if edited is not None:
-                edited[8 * i:8 * i + 8] = _word(-1)
-        scan = replace(scan, mtimes=mtimes)
-        if packed is not None and edited is not None:
-            scan.__dict__["packed"] = (packed[0], packed[1], bytes(edited))
-    # Hashed as three runs of bytes made in C: one string a seed cost 2 us each.
-    digest = hashlib.blake2b(digest_size=16)
-    for part in scan.packed:
-        digest.update(part)
+    watched = None if changed is None or folder is None else _watched(config, folder, changed, racy)
     whole = repr((signature(config, env), config.digest.timezone, config.store_url,
                   str(config.seeds_dir.resolve()))).encode("utf-8", "surrogatepass")
-    return Seen("" if recent else digest.hexdigest(),
-                hashlib.blake2b(whole, digest_size=16).hexdigest(), scan, base)
+    digest = hashlib.blake2b(whole, digest_size=16).hexdigest()
+    if watched is not None:
+        scan, base = watched
+        now = [_stat_in(scan, name) for name in base.before]
+        return Seen(all(st is None or st[1] != -1 for st in now), digest, scan, base)
+    try:
+        sorted_as = None if folder is None else _sorted_as(config, folder)
+        found: Scan | None = scan_seeds(config.seeds_dir, sorted_as)
+    except SeedError:
+        found = None  # the complete build's seed loading says what is wrong
+    if found is None:
+        return Seen(False, digest)
+    if max(found.mtimes, default=0) < racy:
+        return Seen(True, digest, found)
+    # The few seeds saved just now, found in C: a copy with those at -1.
+    mtimes = list(found.mtimes)
+    for i in compress(range(len(mtimes)), map(racy.__le__, mtimes)):
+        mtimes[i] = -1
+    return Seen(False, digest, replace(found, mtimes=mtimes))
 
 
-def _watched(config: Config, folder: Path, changed: Collection[str],
-             ) -> tuple[Scan, tuple[str, Scan, frozenset[str]]] | None:
-    """The scan of a watched rebuild, and its base (``Seen.base``); None: scan the folder."""
+def _watched(config: Config, folder: Path, changed: Collection[str], racy: int) -> tuple[Scan, Base] | None:
+    """The listing of a watched rebuild, and its base; None: scan the folder.
+
+    The kept listing's lists are edited in place (copying a million seeds' took 40 ms, and
+    their packed bytes 100 ms more): it is no longer the kept one, in memory, until the build
+    keeps it again; the file still holds it.
+    """
     kept = _kept_scan(config, folder)
     if kept is None:
         return None
-    token, before = kept
+    path = _scan_path(config, folder)
+    _kept_here.pop(path, None)
     # Those the last build held too recent to trust are stat'ed again too.
-    again = frozenset(changed) | frozenset(compress(before.names, map((-1).__eq__, before.mtimes)))
-    scan = _rescanned(config, before, again)
-    return None if scan is None else (scan, (token, before, again))
+    before = _restat(config, kept.scan, frozenset(changed) | kept.recent, racy)
+    if before is None:
+        return None
+    scan = Scan(kept.scan.names, kept.scan.sizes, kept.scan.mtimes)
+    if all(_stat_in(scan, name) == was for name, was in before.items()):
+        _kept_here[path] = kept  # nothing differs: still the kept listing (a no-change rebuild keeps none)
+    return scan, Base(kept.token, before, kept.snapshot, kept.journal)
 
 
-def _kept_scan(config: Config, folder: Path) -> tuple[str, Scan] | None:
-    """The scan the folder's last build kept, and the token of the catalog it goes with."""
+def _kept_scan(config: Config, folder: Path) -> Kept | None:
+    """The listing the folder's last build kept, when its record names the same catalog."""
     record = _load(manifest_path(folder, config.state_dir) / RECORD)
-    scan = None if record is None or not record.catalog else load_scan(config, folder, record.catalog)
-    return None if record is None or scan is None else (record.catalog, scan)
+    return None if record is None or not record.catalog else _kept(config, folder, record.catalog)
 
 
-def _rescanned(config: Config, base: Scan, again: Collection[str]) -> Scan | None:
-    """The last build's listing with the seeds ``again`` stat'ed again; None: a seed that
-    cannot be stat'ed. Its packed bytes are the base's with those seeds put right (``Edits``):
-    packing a million seeds' lists again took a tenth of a second."""
-    names, sizes, mtimes = list(base.names), list(base.sizes), list(base.mtimes)
-    edits = Edits(base)
+def _restat(config: Config, scan: Scan, again: Collection[str], racy: int) -> dict[str, Stat | None] | None:
+    """Stat the seeds ``again`` and put them right in ``scan``'s lists, in place (one too
+    recent to trust at mtime -1); each as the lists had it before (None: not in them). None:
+    a seed that cannot be stat'ed (the lists are then part done: the caller drops them)."""
+    names, sizes, mtimes = scan.names, scan.sizes, scan.mtimes
+    before: dict[str, Stat | None] = {}
     for name in sorted(again):
         try:
             st: os.stat_result | None = os.stat(config.seeds_dir / name, follow_symlinks=True)
@@ -171,77 +189,28 @@ def _rescanned(config: Config, base: Scan, again: Collection[str]) -> Scan | Non
             return None  # the scan says what is wrong with it
         if st is not None and not (stat.S_ISREG(st.st_mode) and is_seed_name(name)):
             st = None
-        i = bisect.bisect_left(names, name)
-        held = i < len(names) and names[i] == name
-        if st is None:
-            if held:
-                edits.delete(i, name)
-                del names[i], sizes[i], mtimes[i]
-        elif held:
-            sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
-            edits.update(i, st.st_size, st.st_mtime_ns)
-        else:
-            edits.insert(i, name, st.st_size, st.st_mtime_ns, names[i] if i < len(names) else None)
-            names.insert(i, name)
-            sizes.insert(i, st.st_size)
-            mtimes.insert(i, st.st_mtime_ns)
-    scan = Scan(names, sizes, mtimes)
-    edits.give(scan)
-    return scan
+        _put(names, sizes, mtimes, name, None if st is None else
+             (st.st_size, -1 if st.st_mtime_ns >= racy else st.st_mtime_ns), before)
+    return before
 
 
-class Edits:
-    """A scan's packed bytes (``Scan.packed``), edited as its lists are: a seed's size and
-    mtime are 8 bytes each at its index; its name is found between NULs (names are unique)."""
-
-    MANY = 64  # more additions and removals than this: the names are joined again instead
-
-    def __init__(self, base: Scan) -> None:
-        names, sizes, mtimes = base.packed
-        self.moves = 0 if base.names else self.MANY + 1  # no names yet: nothing to find
-        self.names = bytearray(b"\0" + names + b"\0")  # every name as NUL, name, NUL
-        self.sizes, self.mtimes = bytearray(sizes), bytearray(mtimes)
-
-    def update(self, i: int, size: int, mtime: int) -> None:
-        self.sizes[8 * i:8 * i + 8] = _word(size)
-        self.mtimes[8 * i:8 * i + 8] = _word(mtime)
-
-    def insert(self, i: int, name: str, size: int, mtime: int, before: str | None) -> None:
-        """``name`` goes at ``i``, before the seed ``before`` now there (None: last)."""
-        self.sizes[8 * i:8 * i] = _word(size)
-        self.mtimes[8 * i:8 * i] = _word(mtime)
-        self.moves += 1
-        if self.moves > self.MANY:
-            return
-        if before is None:  # last: after the last name, before the closing NUL
-            self.names[-1:-1] = b"\0" + _encoded(name)
-        else:
-            at = self._start(before)
-            self.names[at:at] = _encoded(name) + b"\0"
-
-    def delete(self, i: int, name: str) -> None:
-        del self.sizes[8 * i:8 * i + 8], self.mtimes[8 * i:8 * i + 8]
-        self.moves += 1
-        if self.moves <= self.MANY:
-            at = self._start(name)
-            del self.names[at:at + len(_encoded(name)) + 1]
-
-    def give(self, scan: Scan) -> None:
-        """Make these the packed bytes of ``scan``, the lists after the same edits (its names
-        are joined again if there were many)."""
-        names = bytes(self.names[1:-1]) if self.moves <= self.MANY else scan.packed[0]
-        scan.__dict__["packed"] = (names, bytes(self.sizes), bytes(self.mtimes))
-
-    def _start(self, name: str) -> int:
-        return self.names.find(b"\0" + _encoded(name) + b"\0") + 1
-
-
-def _word(value: int) -> bytes:
-    return array("q", [value]).tobytes()
-
-
-def _encoded(name: str) -> bytes:
-    return name.encode("utf-8", "surrogatepass")
+def _put(names: list[str], sizes: list[int], mtimes: list[int], name: str, now: Stat | None,
+         before: dict[str, Stat | None] | None = None) -> None:
+    """Make the seed ``name`` read ``now`` in the sorted lists (None: not there); ``before``
+    gets what they held for it."""
+    i = bisect.bisect_left(names, name)
+    held = i < len(names) and names[i] == name
+    if before is not None:
+        before[name] = (sizes[i], mtimes[i]) if held else None
+    if now is None:
+        if held:
+            del names[i], sizes[i], mtimes[i]
+    elif held:
+        sizes[i], mtimes[i] = now
+    else:
+        names.insert(i, name)
+        sizes.insert(i, now[0])
+        mtimes.insert(i, now[1])
 
 
 def changes(now: Scan, before: Scan) -> tuple[set[str], set[str]]:
@@ -294,13 +263,13 @@ def _without(scan: Scan, names: set[str]) -> tuple[list[str], list[int], list[in
     return kept, sizes, mtimes
 
 
-def changes_among(now: Scan, before: Scan, names: Collection[str]) -> tuple[set[str], set[str]]:
-    """``changes``, when only ``names`` can differ (a watched rebuild: its scan is ``before``
-    with those stat'ed again): a lookup each, not a pass over every seed."""
+def changes_among(now: Scan, before: Mapping[str, Stat | None]) -> tuple[set[str], set[str]]:
+    """``changes``, when only the seeds ``before`` names can differ, each as it was (a watched
+    rebuild's, ``Base.before``): a lookup each, not a pass over every seed."""
     changed: set[str] = set()
     gone: set[str] = set()
-    for name in names:
-        here, there = _stat_in(now, name), _stat_in(before, name)
+    for name, there in before.items():
+        here = _stat_in(now, name)
         if here is None:
             if there is not None:
                 gone.add(name)
@@ -309,45 +278,121 @@ def changes_among(now: Scan, before: Scan, names: Collection[str]) -> tuple[set[
     return changed, gone
 
 
-def _stat_in(scan: Scan, name: str) -> tuple[int, int] | None:
+def _stat_in(scan: Scan, name: str) -> Stat | None:
     try:
         return scan.stat_of(name)
     except KeyError:
         return None
 
 
-# The scan this process kept last, and its catalog's token: a watching process (``build
-# --watch``, ``run``) builds again and again, and reading back what it wrote (37 MB at a
-# million seeds) and unpacking it took a fifth of a second.
-_kept_here: dict[Path, tuple[str, Scan]] = {}
+@dataclass(frozen=True)
+class Kept:
+    """The seeds' listing kept with the catalog ``token`` (``save_scan``): on disk a snapshot,
+    the listing as of the catalog ``snapshot``, and a journal of the seeds stat'ed again since,
+    each as it is now (None: gone). ``recent``: its seeds too recent to trust (mtime -1)."""
+
+    token: str
+    scan: Scan
+    snapshot: str
+    journal: dict[str, Stat | None]
+    recent: frozenset[str]
 
 
-def save_scan(config: Config, folder: Path, token: str, scan: Scan) -> None:
-    """Keep the seeds' scan beside the catalog it was made with (``token``): the next build
-    compares its own with it in C (the catalog's table of seeds took 45 ms a 50,000 to read)."""
-    path = manifest_path(folder, config.state_dir) / SCAN
-    _kept_here.clear()
+# The listing this process kept last: a watching process (``build --watch``, ``run``) builds
+# again and again, and reading back what it wrote (37 MB at a million seeds) and unpacking it
+# took a fifth of a second.
+_kept_here: dict[Path, Kept] = {}
+
+
+def _scan_path(config: Config, folder: Path) -> Path:
+    return manifest_path(folder, config.state_dir) / SCAN
+
+
+def save_scan(config: Config, folder: Path, token: str, scan: Scan, base: Base | None = None) -> None:
+    """Keep the seeds' listing beside the catalog it was made with (``token``): the next build
+    compares its own with it (the catalog's table of seeds took 45 ms a 50,000 to read).
+
+    ``base``: the listing is a watched rebuild's (``seen(changed=...)``): the seeds it stat'ed
+    again go into the journal beside the kept snapshot, not the whole listing into a new one
+    (writing 37 MB at a million seeds took 40-50 ms a rebuild), up to ``JOURNAL_MAX`` of them.
+    """
+    path = _scan_path(config, folder)
+    _kept_here.pop(path, None)
     with contextlib.suppress(OSError):
-        # Not fsync'ed (30 MB at a million seeds): one lost in a crash is missed, and the
-        # catalog's own table of seeds is read instead.
+        # Neither is fsync'ed (30 MB at a million seeds): one lost in a crash is missed, and
+        # the catalog's own table of seeds is read instead.
+        if base is not None:
+            journal = {**base.journal, **{name: _stat_in(scan, name) for name in base.before}}
+            if len(journal) <= JOURNAL_MAX:
+                write_atomic(path.with_name(JOURNAL), marshal.dumps(
+                    (_SCAN_VERSION, base.snapshot, token, sorted(journal.items()))), durable=False, size=None)
+                recent = {name for name, now in journal.items() if now is not None and now[1] == -1}
+                _kept_here[path] = Kept(token, scan, base.snapshot, journal, frozenset(recent))
+                return
         write_atomic(path, marshal.dumps((_SCAN_VERSION, token, scan.listed, *scan.packed)), durable=False,
                      size=None)
-        _kept_here[path] = (token, scan)
+        # A journal left beside it names another snapshot: read with it, it is passed over.
+        path.with_name(JOURNAL).unlink(missing_ok=True)
+        _kept_here[path] = Kept(token, scan, token, {}, _recent(scan.packed[2], scan.names))
+
+
+def _recent(mtimes: bytes, names: list[str]) -> frozenset[str]:
+    """The seeds at mtime -1, found in the packed mtimes (a search in C, not a pass in Python)."""
+    found: list[str] = []
+    at = mtimes.find(_UNTRUSTED)
+    while at >= 0:
+        if at % 8 == 0:  # not eight 0xff bytes across two entries
+            found.append(names[at // 8])
+        at = mtimes.find(_UNTRUSTED, at + 1)
+    return frozenset(found)
+
+
+_UNTRUSTED = array("q", [-1]).tobytes()
 
 
 def load_scan(config: Config, folder: Path, token: str) -> Scan | None:
-    """The scan kept with the catalog ``token``; None: none, or another catalog's. The one
-    this process kept last is not read again (the token names one catalog, and its scan)."""
-    path = manifest_path(folder, config.state_dir) / SCAN
+    """The listing kept with the catalog ``token``; None: none, or another catalog's."""
+    kept = _kept(config, folder, token)
+    return None if kept is None else kept.scan
+
+
+def _kept(config: Config, folder: Path, token: str) -> Kept | None:
+    """The listing kept with the catalog ``token``: the one this process kept last, not read
+    again (a token names one catalog, and its listing), else the snapshot read from its file
+    with its journal applied; None: none, or another catalog's."""
+    path = _scan_path(config, folder)
     held = _kept_here.get(path)
-    if held is not None and held[0] == token:
-        return held[1]
+    if held is not None and held.token == token:
+        return held
     try:
-        version, kept, listed, names, sizes, mtimes = marshal.loads(path.read_bytes())
-        if version != _SCAN_VERSION or kept != token:
+        version, snapshot, listed, names, sizes, mtimes = marshal.loads(path.read_bytes())
+        if version != _SCAN_VERSION:
             return None
-        return Scan.unpack(names, sizes, mtimes, listed)
+        journal = _journal(path.with_name(JOURNAL), snapshot)
+        if (snapshot if journal is None else journal[0]) != token:
+            return None
+        scan = Scan.unpack(names, sizes, mtimes, listed)
     except (OSError, ValueError, EOFError, TypeError, UnicodeDecodeError):
+        return None
+    recent = _recent(mtimes, scan.names)
+    if journal is None:
+        return Kept(token, scan, snapshot, {}, recent)
+    edits = journal[1]
+    for name, now in sorted(edits.items()):
+        _put(scan.names, scan.sizes, scan.mtimes, name, now)
+    recent = (recent - edits.keys()) | {n for n, now in edits.items() if now is not None and now[1] == -1}
+    return Kept(token, Scan(scan.names, scan.sizes, scan.mtimes), snapshot, edits, frozenset(recent))
+
+
+def _journal(path: Path, snapshot: str) -> tuple[str, dict[str, Stat | None]] | None:
+    """The token and the seeds of the journal kept beside the snapshot ``snapshot``; None: none
+    (or one beside another snapshot, left by a build stopped between the two writes)."""
+    try:
+        version, beside, token, entries = marshal.loads(path.read_bytes())
+        if version != _SCAN_VERSION or beside != snapshot:
+            return None
+        return str(token), {str(n): None if s is None else (int(s[0]), int(s[1])) for n, s in entries}
+    except (OSError, ValueError, EOFError, TypeError, IndexError):
         return None
 
 
@@ -358,8 +403,8 @@ def _sorted_as(config: Config, folder: Path) -> Callable[[bytes], list[str] | No
 
     def names(listed: bytes) -> list[str] | None:
         held = _kept_here.get(path)
-        if held is not None and held[1].listed == listed:
-            return held[1].names
+        if held is not None and held.scan.listed == listed:
+            return held.scan.names
         try:
             version, _, kept, packed_names, *_ = marshal.loads(path.read_bytes())
             return unpack_names(packed_names) if version == _SCAN_VERSION and kept == listed else None
@@ -375,9 +420,18 @@ def load(config: Config, folder: Path, now_seen: Seen) -> Record | None:
     return record if record is not None and record.seen.signature == now_seen.signature else None
 
 
-def matches(record: Record, now_seen: Seen) -> bool:
-    """Whether no seed changed since the record was made (as far as sizes and mtimes tell)."""
-    return bool(now_seen.seeds) and record.seen == now_seen
+def matches(config: Config, folder: Path, record: Record, now_seen: Seen) -> bool:
+    """Whether no seed changed since the record was made (as far as sizes and mtimes tell):
+    the listing is the one kept with the record's catalog, none of it too recent to trust.
+    A watched rebuild's is when none of the seeds it stat'ed again differs; another's is
+    compared with the kept one as bytes (hashing a million seeds' took 50 ms)."""
+    if not now_seen.settled or record.seen.signature != now_seen.signature or not record.catalog:
+        return False
+    base = now_seen.base
+    if base is not None and base.token == record.catalog:
+        return all(_stat_in(now_seen.scan, name) == was for name, was in base.before.items())
+    kept = load_scan(config, folder, record.catalog)
+    return kept is not None and kept.packed == now_seen.scan.packed
 
 
 def state_folder(config: Config, folder: Path) -> Path:
@@ -458,7 +512,9 @@ def forget(config: Config, folder: Path) -> None:
 
 def save(config: Config, folder: Path, record: Record) -> None:
     path = manifest_path(folder, config.state_dir) / RECORD
-    data = {"version": _VERSION, "seeds": record.seen.seeds, "signature": record.seen.signature,
+    # "seeds" held a digest of the listing; any text but "" still means no seed was too recent.
+    data = {"version": _VERSION, "seeds": "settled" if record.seen.settled else "",
+            "signature": record.seen.signature,
             "store": record.store, "now": record.now, "stories": record.stories,
             "files": record.files, "folder_mtime": record.folder_mtime,
             "news": [[u, t, p.isoformat(), s] for u, t, p, s in record.news], "catalog": record.catalog,
@@ -474,7 +530,7 @@ def _load(path: Path) -> Record | None:
         if data.get("version") != _VERSION:
             return None
         news = [(str(u), str(t), datetime.fromisoformat(p), int(s)) for u, t, p, s in data["news"]]
-        return Record(Seen(str(data["seeds"]), str(data["signature"])), [int(v) for v in data["store"]],
+        return Record(Seen(bool(data["seeds"]), str(data["signature"])), [int(v) for v in data["store"]],
                       float(data["now"]), int(data["stories"]),
                       {str(k): [int(v[0]), int(v[1])] for k, v in data["files"].items()},
                       int(data["folder_mtime"]), news, str(data["catalog"]),
