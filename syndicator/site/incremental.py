@@ -129,8 +129,8 @@ def plan(config: Config, folder: Path, now_seen: Seen, record: Record) -> Plan |
         if now_seen.base is not None and now_seen.base.token == record.catalog:
             changed, gone_now = unchanged.changes_among(now_seen.scan, now_seen.base.before)
         else:
-            before = unchanged.load_scan(config, folder, record.catalog) or _scan(catalog.seeds())
-            changed, gone_now = unchanged.changes(now_seen.scan, before)
+            found = unchanged.changes_since(config, folder, record.catalog, now_seen.scan)
+            changed, gone_now = found or unchanged.changes(now_seen.scan, _scan(catalog.seeds()))
     except Exception:
         catalog.close()
         raise
