@@ -400,19 +400,26 @@ def test_a_watched_rebuild_holds_a_seed_saved_just_now_untrusted_as_a_scan_does(
 
 @pytest.mark.parametrize("few", [1_000, 0], ids=["few-changes", "many-changes"])
 def test_every_way_of_comparing_listings_agrees(monkeypatch: pytest.MonkeyPatch, few: int) -> None:
-    """The listing comparison (by bisection for a few additions and removals, else by masks)
-    and a watched rebuild's (only the seeds it stat'ed again) find the same changes."""
+    """The listing comparison (by bisection for a few additions and removals, else by masks),
+    a watched rebuild's (only the seeds it stat'ed again) and the one against the kept
+    listing's bytes find the same changes."""
     import random
 
     from syndicator.seeds.cache import Scan
 
     monkeypatch.setattr(unchanged, "_FEW", few)
     rng = random.Random(few)
+
+    stems = ["", "a", "a ", "ab", "caf\u00e9", "\udcff"]  # prefixes of others, and not ASCII
+
+    def name() -> str:
+        return rng.choice(stems) + f"{rng.randrange(30):02d}.txt"
+
     for _ in range(200):
-        names = sorted({f"{rng.randrange(60):02d}.txt" for _ in range(rng.randrange(40))})
+        names = sorted({name() for _ in range(rng.randrange(40))})
         before = Scan(names, [rng.randrange(3) for _ in names], [rng.choice([5, 6, -1]) for _ in names])
         now_names = sorted({n for n in names if rng.random() > 0.2}
-                           | {f"{rng.randrange(60):02d}.txt" for _ in range(rng.randrange(5))})
+                           | {name() for _ in range(rng.randrange(5))})
         old = dict(zip(before.names, zip(before.sizes, before.mtimes, strict=True), strict=True))
         stats = [old[n] if n in old and rng.random() > 0.3 else (rng.randrange(3), rng.choice([5, 7, -1]))
                  for n in now_names]
@@ -424,6 +431,8 @@ def test_every_way_of_comparing_listings_agrees(monkeypatch: pytest.MonkeyPatch,
             n for n, (_, m) in old.items() if m == -1} | {n for n, (_, m) in new.items() if m == -1}
         extra = set(rng.sample(names, min(3, len(names))))
         assert unchanged.changes_among(now, {n: old.get(n) for n in touched | extra}) == expected
+        # A plain build's, against the kept listing's bytes.
+        assert unchanged._changes_packed(now, before.packed) == (expected if names and now_names else None)
 
 
 @pytest.mark.parametrize(("relative", "forking"),

@@ -440,11 +440,74 @@ def changes_since(config: Config, folder: Path, token: str, now: Scan) -> tuple[
     packed = kept_packed(config, folder, token)
     if packed is None:
         return None
-    if packed[0] == now.packed[0]:
-        at = {*_differing(now.packed[1], packed[1]), *_differing(now.packed[2], packed[2])}
-        return {now.names[i] for i in at} | _recent(now.packed[2], now.names), set()
+    found = _changes_packed(now, packed)
+    if found is not None:
+        return found
     before = load_scan(config, folder, token)
     return None if before is None else changes(now, before)
+
+
+_EDITS = 64  # names added or removed that ``_changes_packed`` looks for, one at a time
+
+
+def _common(one: bytes, a: int, other: bytes, b: int) -> int:
+    """How many bytes ``one`` from ``a`` and ``other`` from ``b`` have alike: halving the span
+    where they first differ, each step comparing only its first half (in all, about the
+    length once)."""
+    n = min(len(one) - a, len(other) - b)
+    if one[a:a + n] == other[b:b + n]:
+        return n
+    low, high = 0, n  # alike up to low; not up to high
+    while high - low > 1:
+        mid = (low + high) // 2
+        if one[a + low:a + mid] == other[b + low:b + mid]:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def _changes_packed(now: Scan, before: tuple[bytes, bytes, bytes]) -> tuple[set[str], set[str]] | None:
+    """``changes`` against a listing's packed bytes, not unpacked; None: more than ``_EDITS``
+    names added or removed. The names are walked as bytes (sorted, NUL-terminated; UTF-8
+    keeps the order of the code points): each run of names alike is found in C, by halving,
+    and its sizes and mtimes compared as bytes; each name between runs is an addition or a
+    removal, by which is the lesser."""
+    if not now.names or not before[0]:
+        return None
+    here, there = now.packed[0] + b"\0", before[0] + b"\0"
+    a = b = 0  # byte offsets, each at the start of a name
+    i = j = 0  # name indexes
+    edits = 0
+    changed: set[int] = set()
+    gone: set[str] = set()
+    while True:
+        # The names alike from here on, whole names only.
+        same = _common(here, a, there, b)
+        cut = here.rfind(b"\0", a, a + same)
+        if cut >= 0:
+            alike = here.count(b"\0", a, cut + 1)
+            changed.update(i + k for k in _differing(now.packed[1][8 * i:8 * (i + alike)],
+                                                       before[1][8 * j:8 * (j + alike)]))
+            changed.update(i + k for k in _differing(now.packed[2][8 * i:8 * (i + alike)],
+                                                       before[2][8 * j:8 * (j + alike)]))
+            i, j = i + alike, j + alike
+            b += cut + 1 - a
+            a = cut + 1
+        if a == len(here) and b == len(there):
+            names = now.names
+            return {names[k] for k in changed} | _recent(now.packed[2], names), gone
+        edits += 1
+        if edits > _EDITS:
+            return None
+        ours = here[a:here.index(b"\0", a)] if a < len(here) else None
+        theirs = there[b:there.index(b"\0", b)] if b < len(there) else None
+        if theirs is None or (ours is not None and ours < theirs):  # added here
+            changed.add(i)
+            i, a = i + 1, a + len(ours or b"") + 1
+        else:  # gone from here
+            gone.add(theirs.decode("utf-8", "surrogatepass"))
+            j, b = j + 1, b + len(theirs) + 1
 
 
 def kept_packed(config: Config, folder: Path, token: str) -> tuple[bytes, bytes, bytes] | None:
