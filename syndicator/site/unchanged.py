@@ -430,7 +430,13 @@ def matches(config: Config, folder: Path, record: Record, now_seen: Seen) -> boo
     base = now_seen.base
     if base is not None and base.token == record.catalog:
         return all(_stat_in(now_seen.scan, name) == was for name, was in base.before.items())
-    return kept_packed(config, folder, record.catalog) == now_seen.scan.packed
+    kept = _kept_bytes(config, folder, record.catalog)
+    if kept is None or kept[0] != now_seen.scan.packed:
+        return False
+    # This listing is the kept one: a watching process's next rebuild starts from it, rather
+    # than reading the file again (half a second at a million seeds). None of it is too recent.
+    _kept_here[_scan_path(config, folder)] = Kept(record.catalog, now_seen.scan, *kept[1:], frozenset())
+    return True
 
 
 def changes_since(config: Config, folder: Path, token: str, now: Scan) -> tuple[set[str], set[str]] | None:
@@ -513,9 +519,16 @@ def _changes_packed(now: Scan, before: tuple[bytes, bytes, bytes]) -> tuple[set[
 def kept_packed(config: Config, folder: Path, token: str) -> tuple[bytes, bytes, bytes] | None:
     """The packed bytes (``Scan.packed``) of the listing kept with the catalog ``token``, read
     from its file without unpacking it when no journal is beside it; None: none kept."""
+    found = _kept_bytes(config, folder, token)
+    return None if found is None else found[0]
+
+
+def _kept_bytes(config: Config, folder: Path, token: str,
+                ) -> tuple[tuple[bytes, bytes, bytes], str, dict[str, Stat | None]] | None:
+    """``kept_packed``, with the kept listing's snapshot token and journal (``Kept``)."""
     held = _kept_here.get(_scan_path(config, folder))
     if held is not None and held.token == token:
-        return held.scan.packed
+        return held.scan.packed, held.snapshot, held.journal
     path = _scan_path(config, folder)
     try:
         version, snapshot, _, names, sizes, mtimes = marshal.loads(path.read_bytes())
@@ -524,9 +537,9 @@ def kept_packed(config: Config, folder: Path, token: str) -> tuple[bytes, bytes,
     if version != _SCAN_VERSION:
         return None
     if _journal(path.with_name(JOURNAL), snapshot) is None:
-        return (names, sizes, mtimes) if snapshot == token else None
+        return ((names, sizes, mtimes), snapshot, {}) if snapshot == token else None
     kept = _kept(config, folder, token)  # a watch's journal beside it: the listing made again
-    return None if kept is None else kept.scan.packed
+    return None if kept is None else (kept.scan.packed, kept.snapshot, kept.journal)
 
 
 def state_folder(config: Config, folder: Path) -> Path:
