@@ -94,7 +94,8 @@ def split(config: Config, pages: list[Url], parts: Sequence[tuple[int, str]]) ->
         name = "sitemap-pages.xml" if n == 1 else f"sitemap-pages-{n}.xml"
         files[name] = urlset(pages[start:start + MAX_URLS])
         listed.append((urljoin(site, name), max(w for _, w in pages[start:start + MAX_URLS])))
-    listed += [(urljoin(site, part_name(n)), when) for n, when in sorted(parts)]
+    beside = urljoin(site, "x")[:-1]  # as urljoin places a plain name (800 of them at a million seeds)
+    listed += [(beside + part_name(n), when) for n, when in sorted(parts)]
     files["sitemap.xml"] = _listing("sitemapindex", "sitemap", listed)
     return files
 
