@@ -461,8 +461,8 @@ def test_the_seed_scan_lists_regular_seed_files_only(tmp_path: Path, monkeypatch
     monkeypatch.setattr(cache, "_CHUNK", 2)  # chunks with and without a file that is no seed
     scan = cache.scan_seeds(tmp_path)
     assert scan.names == ["a.txt", "b.txt", "f.txt"]
-    assert scan.sizes == [5, 2, 5]
-    assert scan.mtimes == [os.stat(tmp_path / n).st_mtime_ns for n in scan.names]
+    assert list(scan.sizes) == [5, 2, 5]
+    assert list(scan.mtimes) == [os.stat(tmp_path / n).st_mtime_ns for n in scan.names]
 
 
 def test_a_folder_listed_as_before_is_not_sorted_again_and_a_new_seed_is_still_seen(

@@ -33,7 +33,7 @@ import os
 import stat
 import time
 from array import array
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, MutableSequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import compress
@@ -140,7 +140,7 @@ def seen(config: Config, env: jinja2.Environment, folder: Path | None = None,
     if max(found.mtimes, default=0) < racy:
         return Seen(True, digest, found)
     # The few seeds saved just now, found in C: a copy with those at -1.
-    mtimes = list(found.mtimes)
+    mtimes = found.mtimes[:]
     for i in compress(range(len(mtimes)), map(racy.__le__, mtimes)):
         mtimes[i] = -1
     return Seen(False, digest, replace(found, mtimes=mtimes))
@@ -194,8 +194,8 @@ def _restat(config: Config, scan: Scan, again: Collection[str], racy: int) -> di
     return before
 
 
-def _put(names: list[str], sizes: list[int], mtimes: list[int], name: str, now: Stat | None,
-         before: dict[str, Stat | None] | None = None) -> None:
+def _put(names: list[str], sizes: MutableSequence[int], mtimes: MutableSequence[int], name: str,
+         now: Stat | None, before: dict[str, Stat | None] | None = None) -> None:
     """Make the seed ``name`` read ``now`` in the sorted lists (None: not there); ``before``
     gets what they held for it."""
     i = bisect.bisect_left(names, name)
@@ -254,9 +254,9 @@ def _differing(now: bytes, before: bytes) -> list[int]:
     return found
 
 
-def _without(scan: Scan, names: set[str]) -> tuple[list[str], list[int], list[int]]:
+def _without(scan: Scan, names: set[str]) -> tuple[list[str], MutableSequence[int], MutableSequence[int]]:
     """The scan's lists (copies) less ``names``, each found by bisection."""
-    kept, sizes, mtimes = list(scan.names), list(scan.sizes), list(scan.mtimes)
+    kept, sizes, mtimes = list(scan.names), scan.sizes[:], scan.mtimes[:]
     for name in sorted(names, reverse=True):
         i = bisect.bisect_left(kept, name)
         del kept[i], sizes[i], mtimes[i]
