@@ -113,6 +113,23 @@ def clock() -> datetime:
 
 
 @pytest.fixture
+def listing_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry each time a kept seed listing is read back from its file and unpacked (37 MB
+    at a million seeds: a watching process should start from the one it holds)."""
+    from syndicator.seeds.cache import Scan
+
+    reads: list[int] = []
+    real = Scan.unpack
+
+    def counted(*args: Any) -> Scan:
+        reads.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(Scan, "unpack", staticmethod(counted))
+    return reads
+
+
+@pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     """A fresh project with the shipped example seed and an SQLite store; cwd is its root."""
     root = tmp_path / "site"

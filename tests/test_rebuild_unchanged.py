@@ -528,11 +528,10 @@ def test_a_listing_merged_into_the_last_ones_names_is_the_listing_sorted(
 
 
 def test_a_build_that_finds_no_change_keeps_the_listing_for_a_watched_rebuild_after_it(
-        newsroom: tuple[Config, Store], project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+        newsroom: tuple[Config, Store], project: Project, request: pytest.FixtureRequest) -> None:
     """``build --watch`` starting where nothing changed since the last build: its first
     rebuild after a save starts from the listing that build compared, not from the file
     (read back and unpacked: half a second at a million seeds)."""
-    from syndicator.seeds.cache import Scan
     from syndicator.templating import environment
 
     config, _ = newsroom
@@ -541,17 +540,10 @@ def test_a_build_that_finds_no_change_keeps_the_listing_for_a_watched_rebuild_af
     first = unchanged.seen(config, env, config.output_dir)
     record = unchanged.load(config, config.output_dir, first)
     assert record is not None and unchanged.matches(config, config.output_dir, record, first)
-    unpacked: list[int] = []
-    real_unpack = Scan.unpack
-
-    def counted(*args: bytes) -> Scan:
-        unpacked.append(1)
-        return real_unpack(*args)
-
-    monkeypatch.setattr(Scan, "unpack", staticmethod(counted))
+    reads = request.getfixturevalue("listing_reads")  # counted from here on
     new = project.seed("030_new.txt", "A new seed\n\nA line.\n")
     os.utime(new, (time.time() - 3600, time.time() - 3600))
     watched = unchanged.seen(config, env, config.output_dir, {"030_new.txt"})
     assert watched.base is not None and watched.settled
     assert watched.scan == unchanged.scan_seeds(config.seeds_dir)  # type: ignore[attr-defined]
-    assert not unpacked, "the watched rebuild read the kept listing back from its file"
+    assert not reads, "the watched rebuild read the kept listing back from its file"
