@@ -277,6 +277,43 @@ def test_catalog_ranks_of_many_stories_are_each_ones_rank(tmp_path: Path) -> Non
         catalog.close()
 
 
+def test_the_catalogs_sitemap_blocks_are_those_holding_a_story_after_any_change(tmp_path: Path) -> None:
+    """The blocks whose last change is remembered are not looked up again: after stories
+    come, go and change (a block emptied, one filled past a gap), each answer is the blocks
+    that hold a story, counted from the stories themselves."""
+    from datetime import UTC
+
+    from syndicator.site.catalog import Catalog
+
+    rng = random.Random(21)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def story(seq: int, minute: int = 0) -> Story:
+        return Story(id=f"s{seq}", slug=f"s-{seq}", title=f"Story {seq}", paragraphs=(), is_lead=True,
+                     published=when, first_seen=when, seq=seq, author=None, url=None, tags=(),
+                     path=Path("x.txt"), line=1, revised=when + timedelta(minutes=minute) if minute else None)
+
+    held = {seq: story(seq) for seq in rng.sample(range(1, 60), 25)}
+    catalog = Catalog.open(tmp_path, Catalog.write(tmp_path, {}, list(held.values()), {}))
+    assert catalog is not None
+    try:
+        for round_ in range(40):
+            blocks = catalog.seq_blocks(4)
+            assert blocks == sorted({(seq - 1) // 4 + 1 for seq in held}), round_
+            catalog.block_lastmods(blocks, 4)  # remembered, as a build's sitemaps do
+            removed = rng.sample(sorted(held), min(len(held), rng.randrange(4)))
+            if held and rng.random() < 0.3:  # a whole block emptied
+                block = rng.choice(blocks)
+                removed += [seq for seq in held if (seq - 1) // 4 + 1 == block and seq not in removed]
+            fresh = [story(seq, round_) for seq in {*rng.sample(range(1, 120), rng.randrange(4)),
+                                                    *rng.sample(sorted(held), min(len(held), 2))}
+                     if seq not in removed]
+            catalog.apply({}, [], {}, [], [held.pop(seq).id for seq in removed], fresh, [])
+            held.update((s.seq, s) for s in fresh)
+    finally:
+        catalog.close()
+
+
 def test_a_chain_of_shared_stories_is_followed_to_its_end(
         newsroom: tuple[Project, Config, Store], clock: datetime, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

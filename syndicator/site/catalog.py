@@ -356,14 +356,24 @@ class Catalog:
 
     def seq_blocks(self, size: int) -> list[int]:
         """The numbers (from 1) of the blocks of ``size`` seqs that hold a story: one index
-        lookup a block (a DISTINCT would read every row)."""
+        lookup a block (a DISTINCT would read every row), less those whose last change is
+        remembered (``block_lastmods``: a block that holds none is remembered as ""; any
+        change to a block's stories forgets it). At a million seeds, 800 lookups took 20 ms
+        of every rebuild; now the blocks a change touched are looked up."""
+        known = dict(self.db.execute("SELECT number, lastmod FROM block_lastmods WHERE size = ?", (size,)))
         blocks: list[int] = []
         low = 1
-        while (row := self.db.execute("SELECT seq FROM stories WHERE seq >= ? ORDER BY seq LIMIT 1",
-                                      (low,)).fetchone()) is not None:
-            blocks.append((int(row[0]) - 1) // size + 1)
+        while True:
+            number = (low - 1) // size + 1
+            if known.get(number):
+                blocks.append(number)
+            else:
+                row = self.db.execute("SELECT seq FROM stories WHERE seq >= ? ORDER BY seq LIMIT 1",
+                                      (low,)).fetchone()
+                if row is None:
+                    return blocks
+                blocks.append((int(row[0]) - 1) // size + 1)
             low = blocks[-1] * size + 1
-        return blocks
 
     def block_lastmods(self, numbers: Sequence[int], size: int) -> list[str]:
         """The last change of each block of ``size`` seqs: remembered (``apply`` forgets a
