@@ -427,18 +427,25 @@ def main() -> None:
             for kind, (s, h) in bench(n, hugo if n <= args.hugo_up_to else None, root,
                                       max(1, args.full_repeats)).items():
                 rows.append((n, kind, s, h))
+        if args.project is not None:
+            n, results = bench_project(args.project.resolve())
+            rows += [(n, kind, s, h) for kind, (s, h) in results.items()]
+            sizes.append(n)
+        # Before the projects are deleted: at 50,000 seeds that takes minutes.
+        report(rows, sizes, version, args.full_repeats)
     finally:
         for root in roots:
             if args.keep:
                 print(f"kept {root}", file=sys.stderr)
             else:
+                print(f"deleting {root} ...", file=sys.stderr, flush=True)
                 shutil.rmtree(root, ignore_errors=True)
-    if args.project is not None:
-        n, results = bench_project(args.project.resolve())
-        rows += [(n, kind, s, h) for kind, (s, h) in results.items()]
-        sizes.append(n)
+
+
+def report(rows: list[tuple[int, str, Run, Run | None]], sizes: list[int], version: str,
+           full_repeats: int) -> None:
     print(f"\nsyndicator build vs Hugo {version} ({os.cpu_count()} cores), same stories, same run\n")
-    print(f"full builds: the median of {args.full_repeats} each, syndicator's and Hugo's in turn; "
+    print(f"full builds: the median of {full_repeats} each, syndicator's and Hugo's in turn; "
           f"syndicator's rebuilds and start-up: the median of {REPEAT} (each rebuild with a change of "
           "its own); fastest-slowest after it\n")
     head = (f"{'seeds':>7} {'build':<17} {'synd s':>8} {'hugo s':>8} {'s ratio':>8} "
@@ -456,6 +463,7 @@ def main() -> None:
               f"{s.spread():<14} {h.spread()}")
     if len(sizes) > 1:
         scaling(rows, sizes[0], sizes[-1])
+    sys.stdout.flush()
 
 
 def scaling(rows: list[tuple[int, str, Run, Run | None]], small: int, large: int) -> None:
