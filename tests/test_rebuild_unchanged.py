@@ -368,7 +368,7 @@ def test_a_watched_listing_kept_as_a_journal_reads_back_as_a_fresh_scan(
         assert before == {name: was.get(name) for name in touched | extra}
         rescanned = Scan(kept.scan.names, kept.scan.sizes, kept.scan.mtimes)
         assert rescanned == fresh and rescanned.packed == fresh.packed
-        base = unchanged.Base(kept.token, before, kept.snapshot, kept.journal)
+        base = unchanged.Base(kept.token, before, kept.snapshot, kept.journal, same=False)
         unchanged.save_scan(config, out, f"t{round_}", rescanned, base)
         assert unchanged.load_scan(config, out, f"t{round_}") is rescanned  # kept in memory
         if rng.random() < 0.5:  # another process, or the next watched rebuild, from the files
