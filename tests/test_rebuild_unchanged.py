@@ -470,7 +470,7 @@ def test_a_folder_listed_as_before_is_not_sorted_again_and_a_new_seed_is_still_s
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The kept scan's names stand for a listing in the same order (no sort of a million
     names); a listing that differs, or a name the last scan left out (a folder then, a seed
-    now, under the same digest), is merged into the kept names, as sorting it would."""
+    now, under the same digest), is sorted from the listing."""
     from syndicator.seeds.cache import scan_seeds
     from syndicator.templating import environment
 
@@ -479,11 +479,11 @@ def test_a_folder_listed_as_before_is_not_sorted_again_and_a_new_seed_is_still_s
     taken: list[list[str] | None] = []
     real = unchanged._sorted_as
 
-    def spied(*args: Config | Path) -> Callable[[bytes, list[str]], list[str] | None]:
+    def spied(*args: Config | Path) -> Callable[[bytes], list[str] | None]:
         names = real(*args)  # type: ignore[arg-type]
 
-        def answer(digest: bytes, listed: list[str]) -> list[str] | None:
-            taken.append(names(digest, listed))
+        def answer(listed: bytes) -> list[str] | None:
+            taken.append(names(listed))
             return taken[-1]
 
         return answer
@@ -495,7 +495,7 @@ def test_a_folder_listed_as_before_is_not_sorted_again_and_a_new_seed_is_still_s
     project.seed("030_new.txt", "A new seed\n\nA line.\n")
     age(project)
     second = unchanged.seen(config, env, config.output_dir)
-    assert taken[-1] is not None and "030_new.txt" in taken[-1]  # listed otherwise: merged in
+    assert taken[-1] is None and "030_new.txt" in second.scan.names  # listed otherwise: sorted
     assert second.scan == scan_seeds(config.seeds_dir)
 
     (config.seeds_dir / "040_folder.txt").mkdir()  # listed, but no seed
@@ -504,27 +504,7 @@ def test_a_folder_listed_as_before_is_not_sorted_again_and_a_new_seed_is_still_s
     project.seed("040_folder.txt", "Now a seed\n\nA line.\n")
     age(project)
     third = unchanged.seen(config, env, config.output_dir)
-    assert taken[-1] is not None and "040_folder.txt" in taken[-1]
-    assert third.scan == scan_seeds(config.seeds_dir)
-
-
-def test_a_listing_merged_into_the_last_ones_names_is_the_listing_sorted(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import random
-
-    from syndicator.seeds import cache
-
-    rng = random.Random(5)
-    stems = ["", "a", "ab", "caf\u00e9", "\udcff"]
-    for _ in range(300):
-        known = sorted({f"{rng.choice(stems)}{rng.randrange(40)}.txt" for _ in range(rng.randrange(30))})
-        listed = [n for n in known if rng.random() > 0.2]
-        listed += [f"{rng.choice(stems)}{rng.randrange(60)}.txt" for _ in range(rng.randrange(4))]
-        listed = list(dict.fromkeys(listed))  # a folder lists each name once, in its own order
-        rng.shuffle(listed)
-        assert cache.merge_sorted(known, listed) == sorted(listed)
-    monkeypatch.setattr(cache, "_NEW", 2)
-    assert cache.merge_sorted(["a.txt"], ["c.txt", "b.txt", "a.txt", "d.txt"]) is None  # many new: sort them
+    assert taken[-1] is None and "040_folder.txt" in third.scan.names
 
 
 def test_a_build_that_finds_no_change_keeps_the_listing_for_a_watched_rebuild_after_it(

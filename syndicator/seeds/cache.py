@@ -23,7 +23,7 @@ from array import array
 from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from itertools import compress, filterfalse, repeat
+from itertools import compress, repeat
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -103,41 +103,19 @@ def _int64(values: MutableSequence[int]) -> array[int]:
     return values if isinstance(values, array) else array("q", values)
 
 
-def merge_sorted(known: list[str], listed: list[str]) -> list[str] | None:
-    """``sorted(listed)``, from ``known``, the sorted names of an earlier listing of the same
-    folder: those still listed, and the few new ones merged in (Timsort merges two sorted runs
-    in one pass). None: more than ``_NEW`` new names (sorting them all is as quick). A fifth
-    of a second at a million names, against 0.8 s to sort them."""
-    have = set(known)
-    new = list(filterfalse(have.__contains__, listed))
-    if len(new) > _NEW:
-        return None
-    if len(listed) - len(new) != len(known):  # some gone since
-        present = set(listed)
-        known = list(filter(present.__contains__, known))
-    return sorted(known + new) if new else list(known)
-
-
-_NEW = 10_000
-
-
 def unpack_names(names: bytes) -> list[str]:
     return names.decode("utf-8", "surrogatepass").split("\0") if names else []
 
 
-SortedAs = Callable[[bytes, list[str]], list[str] | None]
-
-
-def scan_seeds(folder: Path, sorted_as: SortedAs | None = None) -> Scan:
+def scan_seeds(folder: Path, sorted_as: Callable[[bytes], list[str] | None] | None = None) -> Scan:
     """Every seed file (``*.txt``, a regular file) directly in ``folder``, by name.
 
     Names from ``listdir`` (no DirEntry objects: 1 GB at a million seeds), each stat'ed
     relative to the folder where the system can (``dir_fd``), a chunk at a time, and every
     step a ``map`` in C. A chunk where a file vanished or is not a regular file is done again
-    one file at a time. ``sorted_as(digest, listed)``: the listed names sorted from an earlier
-    scan's (``Scan.listed`` is the digest of the order the folder listed them in: the same
-    digest, the same names; else ``merge_sorted``), or None; they are taken instead of
-    sorting (0.8 s at a million seeds).
+    one file at a time. ``sorted_as(digest)``: the names of an earlier scan whose folder
+    listed them in the order this digest names (``Scan.listed``), or None; they are taken
+    instead of sorting (0.8 s at a million seeds).
     """
     if not folder.is_dir():
         paths = seed_paths(folder)  # raises the right error
@@ -157,7 +135,7 @@ def scan_seeds(folder: Path, sorted_as: SortedAs | None = None) -> Scan:
         if ".txt" in listed:
             listed.remove(".txt")  # not a seed's name
         digest = hashlib.blake2b("\0".join(listed).encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        known = sorted_as(digest, listed) if sorted_as is not None else None
+        known = sorted_as(digest) if sorted_as is not None else None
         found = _stat_all(stat_of, sorted(listed) if known is None else known)
     except OSError as exc:
         raise SeedError(f"cannot list the seeds folder: {exc.strerror}", path=folder,

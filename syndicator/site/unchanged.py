@@ -33,7 +33,7 @@ import os
 import stat
 import time
 from array import array
-from collections.abc import Collection, Mapping, MutableSequence
+from collections.abc import Callable, Collection, Mapping, MutableSequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import compress
@@ -45,7 +45,7 @@ import jinja2
 from syndicator.config import Config
 from syndicator.errors import SeedError
 from syndicator.model import Story
-from syndicator.seeds.cache import Scan, SortedAs, is_seed_name, merge_sorted, scan_seeds, unpack_names
+from syndicator.seeds.cache import Scan, is_seed_name, scan_seeds, unpack_names
 from syndicator.site import editions, sitemaps
 from syndicator.site.manifest import manifest_path, signature
 from syndicator.site.sitemaps import NewsItem
@@ -426,25 +426,22 @@ def _journal(path: Path, snapshot: str) -> tuple[str, dict[str, Stat | None]] | 
         return None
 
 
-def _sorted_as(config: Config, folder: Path) -> SortedAs:
-    """``scan_seeds``'s way to the seeds' sorted names from the listing kept last (whichever
-    catalog it went with): its names, when the folder lists them as it did then; else the
-    listing merged into them (``merge_sorted``)."""
+def _sorted_as(config: Config, folder: Path) -> Callable[[bytes], list[str] | None]:
+    """``scan_seeds``'s way to the seeds' sorted names when the folder lists them as it did
+    for the scan kept last (whichever catalog it went with: only the listing counts)."""
     path = manifest_path(folder, config.state_dir) / SCAN
 
-    def names(digest: bytes, listed: list[str]) -> list[str] | None:
+    def names(listed: bytes) -> list[str] | None:
         held = _kept_here.get(path)
-        if held is not None:
-            return held.scan.names if held.scan.listed == digest else merge_sorted(held.scan.names, listed)
+        if held is not None and held.scan.listed == listed:
+            return held.scan.names
         read = _snapshot(path)
-        if read is None:
+        if read is None or read[1] != listed:
             return None
-        _, kept, packed_names, _, _ = read
         try:
-            known = unpack_names(packed_names)
+            return unpack_names(read[2])
         except UnicodeDecodeError:
             return None
-        return known if kept == digest else merge_sorted(known, listed)
 
     return names
 
